@@ -1,0 +1,628 @@
+//! `rules.toml`: the whole configuration, one documented struct per part.
+//!
+//! Every struct denies unknown keys, every field has its default in one
+//! place (the `Default` impls below, mirrored by the top-level `rules.toml`),
+//! and [`Config::validate`] does the cross-field checks. Errors name the key
+//! and the line: [`load_str`] maps a failing key path back to its line.
+//!
+//! Loading reads a file; everything else here is pure.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::event::NetClass;
+
+/// The configuration root.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How records are read and turned into events.
+    pub input: InputConfig,
+    /// MaxMind-format databases for geo and network enrichment.
+    pub geoip: GeoIpConfig,
+    /// Extra ASN → network-class assignments, on top of the built-in list.
+    pub network_classes: NetworkClassesConfig,
+    /// Event-time engine settings: lateness, state lifetime.
+    pub engine: EngineConfig,
+    /// The detectors, one block each.
+    pub detectors: DetectorsConfig,
+    /// Traffic that never produces findings.
+    pub allow: AllowConfig,
+    /// Route prefixes mapped to a route class (first match wins).
+    pub routes: Vec<RouteRule>,
+    /// Route classes: per-class sensitivity and absolute ceilings.
+    pub route_classes: BTreeMap<String, RouteClass>,
+    /// Custom formats: a field map from canonical fields to JSON Pointers.
+    pub formats: BTreeMap<String, FormatConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// A preset (`envoy`, `kong`, `apisix`, `nginx`, `traefik`, `aws_apigw`,
+    /// `tyk`), the name of a `[formats.NAME]` block, or `auto` (detect per file).
+    pub format: String,
+    /// Proxies whose X-Forwarded-For entries are trusted: the client IP is the
+    /// right-most address not in these networks.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Records longer than this are dropped as `too_large`.
+    pub max_record_bytes: usize,
+    /// Order in which token identities are tried: `jwt` (the `jti` of a JWT
+    /// bearer token), `jti_field`, `credential` (a consumer or credential id
+    /// field), `opaque_hash` (keyed hash of an opaque token).
+    pub token_identity: Vec<TokenIdentity>,
+    /// Key for the HMAC-SHA256 of opaque tokens. Prefer `token_hash_key_env`.
+    pub token_hash_key: Option<String>,
+    /// Environment variable holding the HMAC key (used when set).
+    pub token_hash_key_env: String,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            format: "auto".into(),
+            trusted_proxies: [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "127.0.0.0/8",
+                "::1/128",
+                "fc00::/7",
+            ]
+            .iter()
+            .map(|s| s.parse().expect("valid built-in cidr"))
+            .collect(),
+            max_record_bytes: 1 << 20,
+            token_identity: vec![
+                TokenIdentity::Jwt,
+                TokenIdentity::JtiField,
+                TokenIdentity::Credential,
+                TokenIdentity::OpaqueHash,
+            ],
+            token_hash_key: None,
+            token_hash_key_env: "TOKENWATCH_HASH_KEY".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenIdentity {
+    Jwt,
+    JtiField,
+    Credential,
+    OpaqueHash,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoIpConfig {
+    /// GeoLite2/GeoIP2 City database (`.mmdb`).
+    pub city: Option<String>,
+    /// GeoLite2/GeoIP2 ASN database (`.mmdb`).
+    pub asn: Option<String>,
+    /// Entries in the IP → result cache (0 = 262144).
+    pub cache_entries: usize,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkClassesConfig {
+    pub residential: Vec<u32>,
+    pub mobile: Vec<u32>,
+    pub hosting: Vec<u32>,
+    pub vpn: Vec<u32>,
+    /// Class of ASNs in no list and with no telling organisation name.
+    pub default: Option<NetClass>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Events may arrive up to this many seconds out of order; later ones are
+    /// counted as `late` and dropped.
+    pub lateness_secs: u64,
+    /// Per-token state is forgotten after this long without events.
+    pub token_idle_ttl_secs: u64,
+    /// Per-subject and per-client history is forgotten after this long.
+    pub profile_ttl_secs: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lateness_secs: 10,
+            token_idle_ttl_secs: 6 * 3600,
+            profile_ttl_secs: 30 * 86400,
+        }
+    }
+}
+
+/// What the response layer may do with a detector's findings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Observe,
+    Enforce,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorsConfig {
+    pub token_replay: TokenReplayConfig,
+    pub impossible_travel: ImpossibleTravelConfig,
+    pub suspicious_network: SuspiciousNetworkConfig,
+    pub bulk_siphon: BulkSiphonConfig,
+    pub enumeration: EnumerationConfig,
+}
+
+/// A token used by a second, materially different client.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenReplayConfig {
+    pub enabled: bool,
+    pub mode: Mode,
+    pub severity: Severity,
+    /// The first client counts as still active if seen this recently.
+    pub concurrency_window_secs: u64,
+    /// Fingerprint distance that counts as a different device (see
+    /// ARCHITECTURE.md: device class, OS, browser family 2 each; TLS, language 1).
+    pub min_distance: u8,
+    /// Also report a non-concurrent switch when it is implausible (to a
+    /// scripting client or another device class) and the subject never used
+    /// that device.
+    pub report_switches: bool,
+    pub cooldown_secs: u64,
+}
+
+impl Default for TokenReplayConfig {
+    fn default() -> Self {
+        TokenReplayConfig {
+            enabled: true,
+            mode: Mode::Enforce,
+            severity: Severity::High,
+            concurrency_window_secs: 900,
+            min_distance: 2,
+            report_switches: true,
+            cooldown_secs: 3600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImpossibleTravelConfig {
+    pub enabled: bool,
+    pub mode: Mode,
+    pub severity: Severity,
+    /// Speeds above this (after subtracting both accuracy radii) are impossible.
+    pub max_speed_kmh: f64,
+    /// Jumps shorter than this (after radii) are ignored: mobile hopping, CGNAT.
+    pub min_distance_km: f64,
+    /// Use from the earlier place again within this window after the jump
+    /// counts as overlapping use, the strongest signal (severity critical).
+    pub overlap_window_secs: u64,
+    pub cooldown_secs: u64,
+}
+
+impl Default for ImpossibleTravelConfig {
+    fn default() -> Self {
+        ImpossibleTravelConfig {
+            enabled: true,
+            mode: Mode::Enforce,
+            severity: Severity::High,
+            max_speed_kmh: 1000.0,
+            min_distance_km: 300.0,
+            overlap_window_secs: 1800,
+            cooldown_secs: 3600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SuspiciousNetworkConfig {
+    pub enabled: bool,
+    pub mode: Mode,
+    pub severity: Severity,
+    /// Events on residential/mobile networks needed before the history counts.
+    pub min_history_events: u32,
+    /// Only fire when the client is a scripting client (curl, requests…).
+    pub require_scripting_client: bool,
+    pub cooldown_secs: u64,
+}
+
+impl Default for SuspiciousNetworkConfig {
+    fn default() -> Self {
+        SuspiciousNetworkConfig {
+            enabled: true,
+            mode: Mode::Observe,
+            severity: Severity::Medium,
+            min_history_events: 3,
+            require_scripting_client: true,
+            cooldown_secs: 3600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BulkSiphonConfig {
+    pub enabled: bool,
+    pub mode: Mode,
+    pub severity: Severity,
+    /// Sliding window length (minutes, 1-minute buckets, at most 15).
+    pub window_minutes: u8,
+    /// Fire when the window exceeds the baseline window by this factor…
+    pub factor: f64,
+    /// …and holds at least this many requests (no alarms on tiny numbers).
+    pub min_requests: u32,
+    /// …or at least this many response bytes.
+    pub min_bytes: u64,
+    /// Active minutes of history before a baseline (the token's, carried
+    /// over from its subject's or client's earlier tokens) is trusted. Until
+    /// then only the route classes' absolute ceilings apply: a token we have
+    /// not learned yet cannot be "far above its baseline".
+    pub warmup_minutes: u32,
+    /// Also fire when distinct object ids exceed the baseline by `factor`
+    /// and reach this many in the window.
+    pub min_distinct_objects: u32,
+    /// EWMA weight of each new active minute (small = slow to adapt, so a
+    /// sudden burst stands out but a ramp over hours is followed).
+    pub ewma_alpha: f64,
+    pub cooldown_secs: u64,
+}
+
+impl Default for BulkSiphonConfig {
+    fn default() -> Self {
+        BulkSiphonConfig {
+            enabled: true,
+            mode: Mode::Enforce,
+            severity: Severity::High,
+            window_minutes: 5,
+            factor: 8.0,
+            min_requests: 300,
+            min_bytes: 200 * 1024 * 1024,
+            warmup_minutes: 10,
+            min_distinct_objects: 150,
+            ewma_alpha: 0.05,
+            cooldown_secs: 3600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnumerationConfig {
+    pub enabled: bool,
+    pub mode: Mode,
+    pub severity: Severity,
+    /// Window length in seconds.
+    pub window_secs: u64,
+    /// Distinct object ids in the window needed to fire.
+    pub min_distinct_objects: u32,
+    /// Share of 403/404 responses in the window needed to fire.
+    pub min_error_ratio: f64,
+    pub cooldown_secs: u64,
+}
+
+impl Default for EnumerationConfig {
+    fn default() -> Self {
+        EnumerationConfig {
+            enabled: true,
+            mode: Mode::Enforce,
+            severity: Severity::High,
+            window_secs: 120,
+            min_distinct_objects: 40,
+            min_error_ratio: 0.5,
+            cooldown_secs: 3600,
+        }
+    }
+}
+
+/// Allow-lists: matching events never produce findings (state is still
+/// learned from them).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllowConfig {
+    pub cidrs: Vec<IpNet>,
+    pub asns: Vec<u32>,
+    pub subjects: Vec<String>,
+    pub client_ids: Vec<String>,
+    /// Substrings of the user agent.
+    pub user_agents: Vec<String>,
+    /// Path prefixes.
+    pub routes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// Path prefix (`/v1/export`) or gateway route name.
+    pub prefix: String,
+    /// Name of a `[route_classes.NAME]` block.
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteClass {
+    /// Multiplies detector thresholds: < 1 is more sensitive, > 1 less.
+    pub sensitivity: f64,
+    /// Absolute ceiling on requests per siphon window, whatever the baseline
+    /// (0 = none).
+    pub max_requests_per_window: u32,
+    /// Absolute ceiling on response bytes per siphon window (0 = none).
+    pub max_bytes_per_window: u64,
+}
+
+impl Default for RouteClass {
+    fn default() -> Self {
+        RouteClass {
+            sensitivity: 1.0,
+            max_requests_per_window: 0,
+            max_bytes_per_window: 0,
+        }
+    }
+}
+
+/// A custom format: canonical field → where to find it.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatConfig {
+    /// Start from a preset and override some fields.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Canonical field name → source (see README "Custom formats").
+    pub fields: BTreeMap<String, FieldSource>,
+}
+
+/// Where one canonical field comes from: JSON Pointers tried in order, then
+/// named transforms applied in order.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSource {
+    pub from: Vec<String>,
+    #[serde(default)]
+    pub transforms: Vec<String>,
+}
+
+/// A configuration error with the key and (when known) the line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: `{}`: {}", self.file, l, self.key, self.message),
+            None => write!(f, "{}: `{}`: {}", self.file, self.key, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Load and validate a configuration file.
+pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }]
+    })?;
+    load_str(&text, &path.display().to_string())
+}
+
+/// Parse and validate configuration text; `file` is used in messages.
+pub fn load_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
+    let de = toml::de::Deserializer::new(text);
+    let mut path = serde_path_to_error::Track::new();
+    let tracked = serde_path_to_error::Deserializer::new(de, &mut path);
+    let config: Config = match Config::deserialize(tracked) {
+        Ok(c) => c,
+        Err(e) => {
+            let key = path.path().to_string();
+            let line = e.span().map(|s| line_of(text, s.start));
+            return Err(vec![ConfigError {
+                file: file.into(),
+                line: line.or_else(|| key_line(text, &key)),
+                key: if key == "." { String::new() } else { key },
+                message: first_line_of_toml_error(&e),
+            }]);
+        }
+    };
+    let errs: Vec<ConfigError> = config
+        .validate()
+        .into_iter()
+        .map(|(key, message)| ConfigError {
+            file: file.into(),
+            line: key_line(text, &key),
+            key,
+            message,
+        })
+        .collect();
+    if errs.is_empty() { Ok(config) } else { Err(errs) }
+}
+
+fn first_line_of_toml_error(e: &toml::de::Error) -> String {
+    e.message().trim().to_string()
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// Find the line where a dotted key path (`detectors.bulk_siphon.factor`,
+/// `routes[2].class`) is defined; falls back to the nearest parent.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    use toml_edit::{Item, TableLike, Value};
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut table: &dyn TableLike = doc.as_table();
+    let mut best = None;
+    for part in key.split('.').filter(|p| !p.is_empty()) {
+        let (name, idx) = match part.find('[') {
+            Some(i) => (&part[..i], part[i + 1..].trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let Some((k, item)) = table.get_key_value(name) else { break };
+        if let Some(span) = k.span().or_else(|| item.span()) {
+            best = Some(line_of(text, span.start));
+        }
+        match (item, idx) {
+            (Item::ArrayOfTables(a), Some(i)) => {
+                let Some(t) = a.get(i) else { break };
+                if let Some(span) = t.span() {
+                    best = Some(line_of(text, span.start));
+                }
+                table = t;
+            }
+            (Item::Table(t), None) => table = t,
+            (Item::Value(Value::InlineTable(t)), None) => table = t,
+            _ => break,
+        }
+    }
+    best
+}
+
+pub const PRESETS: [&str; 7] = ["envoy", "kong", "apisix", "nginx", "traefik", "aws_apigw", "tyk"];
+
+impl Config {
+    /// Cross-field checks. Returns (key path, message) pairs.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        let mut err = |k: &str, m: String| errs.push((k.to_string(), m));
+        let fmt = self.input.format.as_str();
+        if fmt != "auto" && !PRESETS.contains(&fmt) && !self.formats.contains_key(fmt) {
+            err(
+                "input.format",
+                format!(
+                    "unknown format `{fmt}`: use `auto`, a preset ({}) or define [formats.{fmt}]",
+                    PRESETS.join(", ")
+                ),
+            );
+        }
+        if self.input.token_identity.is_empty() {
+            err("input.token_identity", "must list at least one identity".into());
+        }
+        if self.input.max_record_bytes < 256 {
+            err("input.max_record_bytes", "must be at least 256".into());
+        }
+        for (name, f) in &self.formats {
+            if PRESETS.contains(&name.as_str()) {
+                err(&format!("formats.{name}"), "a custom format cannot take a preset's name".into());
+            }
+            if let Some(b) = &f.base {
+                if !PRESETS.contains(&b.as_str()) {
+                    err(&format!("formats.{name}.base"), format!("unknown preset `{b}`"));
+                }
+            }
+            for (field, src) in &f.fields {
+                let key = format!("formats.{name}.fields.{field}");
+                if !crate::decode::CANONICAL_FIELDS.contains(&field.as_str()) {
+                    err(
+                        &key,
+                        format!(
+                            "unknown canonical field `{field}`; known: {}",
+                            crate::decode::CANONICAL_FIELDS.join(", ")
+                        ),
+                    );
+                }
+                if src.from.is_empty() {
+                    err(&key, "`from` needs at least one JSON Pointer".into());
+                }
+                for p in &src.from {
+                    if !p.starts_with('/') {
+                        err(&key, format!("`{p}` is not a JSON Pointer (must start with `/`)"));
+                    }
+                }
+                for t in &src.transforms {
+                    if let Err(m) = crate::decode::Transform::parse(t) {
+                        err(&key, m);
+                    }
+                }
+            }
+            if f.base.is_none() && !f.fields.contains_key("timestamp") {
+                err(&format!("formats.{name}.fields"), "a format without `base` needs a `timestamp` field".into());
+            }
+        }
+        let d = &self.detectors;
+        if d.token_replay.concurrency_window_secs == 0 {
+            err("detectors.token_replay.concurrency_window_secs", "must be > 0".into());
+        }
+        if d.impossible_travel.max_speed_kmh <= 0.0 {
+            err("detectors.impossible_travel.max_speed_kmh", "must be > 0".into());
+        }
+        if d.impossible_travel.min_distance_km < 0.0 {
+            err("detectors.impossible_travel.min_distance_km", "must be >= 0".into());
+        }
+        if !(1..=15).contains(&d.bulk_siphon.window_minutes) {
+            err("detectors.bulk_siphon.window_minutes", "must be between 1 and 15".into());
+        }
+        if d.bulk_siphon.factor <= 1.0 {
+            err("detectors.bulk_siphon.factor", "must be > 1 (a factor of the baseline)".into());
+        }
+        if !(0.0..=1.0).contains(&d.bulk_siphon.ewma_alpha) || d.bulk_siphon.ewma_alpha == 0.0 {
+            err("detectors.bulk_siphon.ewma_alpha", "must be in (0, 1]".into());
+        }
+        if !(0.0..=1.0).contains(&d.enumeration.min_error_ratio) {
+            err("detectors.enumeration.min_error_ratio", "must be between 0 and 1".into());
+        }
+        if d.enumeration.window_secs == 0 || d.enumeration.window_secs > 3600 {
+            err("detectors.enumeration.window_secs", "must be between 1 and 3600".into());
+        }
+        if self.engine.token_idle_ttl_secs < self.engine.lateness_secs {
+            err("engine.token_idle_ttl_secs", "must be at least engine.lateness_secs".into());
+        }
+        if self.engine.token_idle_ttl_secs < d.token_replay.concurrency_window_secs {
+            err(
+                "engine.token_idle_ttl_secs",
+                "must be at least detectors.token_replay.concurrency_window_secs".into(),
+            );
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if !self.route_classes.contains_key(&r.class) {
+                err(
+                    &format!("routes[{i}].class"),
+                    format!("no [route_classes.{}] block defines this class", r.class),
+                );
+            }
+        }
+        for (name, c) in &self.route_classes {
+            if c.sensitivity <= 0.0 {
+                err(&format!("route_classes.{name}.sensitivity"), "must be > 0".into());
+            }
+        }
+        errs
+    }
+}

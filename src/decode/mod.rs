@@ -1,0 +1,681 @@
+//! Decode: one gateway access-log record (a JSON object, or a JSON array of
+//! them as Kong and APISIX batch) → typed [`AccessEvent`]s.
+//!
+//! A format is a field map from canonical fields to JSON Pointers (with
+//! fallbacks) and named transforms; presets are built-in field maps.
+//!
+//! Architecture Invariant: decoding is pure and total. It never panics and
+//! never fails the stream: bad input becomes a [`Drop`] with a reason and a
+//! detail naming the field. Raw tokens stop here (see [`token`]).
+
+pub mod json;
+pub mod presets;
+pub mod token;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde_json::value::RawValue;
+
+use crate::config::{Config, FieldSource, TokenIdentity};
+use crate::event::{AccessEvent, Drop, DropReason, TokenId, stable_hash};
+use json::{LazyObject, PointerPart, Scalar};
+use token::TokenHasher;
+
+/// Canonical fields a field map may fill.
+pub const CANONICAL_FIELDS: &[&str] = &[
+    "timestamp",
+    "peer_ip",
+    "forwarded_for",
+    "method",
+    "path",
+    "route",
+    "status",
+    "bytes_sent",
+    "user_agent",
+    "accept_language",
+    "authorization",
+    "token",
+    "jti",
+    "credential",
+    "subject",
+    "client_id",
+    "ja3",
+    "ja4",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+enum F {
+    Timestamp,
+    PeerIp,
+    ForwardedFor,
+    Method,
+    Path,
+    Route,
+    Status,
+    BytesSent,
+    UserAgent,
+    AcceptLanguage,
+    Authorization,
+    Token,
+    Jti,
+    Credential,
+    Subject,
+    ClientId,
+    Ja3,
+    Ja4,
+}
+const NFIELDS: usize = 18;
+
+/// A named value transform, applied in order after a pointer matched.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transform {
+    /// Epoch milliseconds / seconds / nanoseconds (number or numeric string).
+    EpochMs,
+    EpochS,
+    EpochNs,
+    /// RFC 3339 / ISO 8601 date-time string.
+    Rfc3339,
+    /// Remove a `Bearer ` prefix.
+    StripBearer,
+    /// Decode the value as a JWT (after `Bearer`) and take one claim.
+    JwtClaim(String),
+    /// `"-"` (and empty strings) mean "absent".
+    DashNull,
+    /// `ip:port` or `[ipv6]:port` → ip.
+    HostPort,
+    /// An X-Forwarded-For list → its right-most address not in the trusted proxies.
+    XffRightmostUntrusted,
+}
+
+impl Transform {
+    pub fn parse(s: &str) -> Result<Transform, String> {
+        Ok(match s {
+            "epoch_ms" => Transform::EpochMs,
+            "epoch_s" => Transform::EpochS,
+            "epoch_ns" => Transform::EpochNs,
+            "rfc3339" => Transform::Rfc3339,
+            "strip_bearer" => Transform::StripBearer,
+            "dash_null" => Transform::DashNull,
+            "host_port" => Transform::HostPort,
+            "xff" | "xff_rightmost_untrusted" => Transform::XffRightmostUntrusted,
+            _ => match s.strip_prefix("jwt_claim:") {
+                Some(c) if !c.is_empty() => Transform::JwtClaim(c.to_string()),
+                _ => {
+                    return Err(format!(
+                        "unknown transform `{s}`; known: epoch_ms, epoch_s, epoch_ns, rfc3339, \
+                         strip_bearer, jwt_claim:<claim>, dash_null, host_port, xff"
+                    ));
+                }
+            },
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct CompiledField {
+    pointers: Vec<Vec<PointerPart>>,
+    transforms: Vec<Transform>,
+}
+
+/// A compiled field map: canonical field → pointers and transforms.
+#[derive(Clone, Debug)]
+pub struct FieldMap {
+    pub name: String,
+    fields: Vec<Option<CompiledField>>,
+}
+
+impl FieldMap {
+    pub fn compile(name: &str, map: &BTreeMap<String, FieldSource>) -> Result<FieldMap, String> {
+        let mut fields: Vec<Option<CompiledField>> = vec![None; NFIELDS];
+        for (k, src) in map {
+            let idx = CANONICAL_FIELDS
+                .iter()
+                .position(|f| f == k)
+                .ok_or_else(|| format!("unknown canonical field `{k}`"))?;
+            let transforms = src
+                .transforms
+                .iter()
+                .map(|t| Transform::parse(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            fields[idx] = Some(CompiledField {
+                pointers: src.from.iter().map(|p| json::split_pointer(p)).collect(),
+                transforms,
+            });
+        }
+        Ok(FieldMap {
+            name: name.into(),
+            fields,
+        })
+    }
+
+    pub fn preset(name: &str) -> Option<FieldMap> {
+        presets::preset(name).and_then(|m| FieldMap::compile(name, &m).ok())
+    }
+}
+
+/// Which field map a decoder uses.
+#[derive(Clone, Debug)]
+enum Format {
+    Fixed(Arc<FieldMap>),
+    /// Detect the preset from the first decodable record, then keep it.
+    Auto(Option<Arc<FieldMap>>),
+}
+
+/// Settings shared by every decoder built from one configuration.
+#[derive(Clone, Debug)]
+pub struct DecodeSettings {
+    trusted: Vec<IpNet>,
+    identity: Vec<TokenIdentity>,
+    hasher: TokenHasher,
+    max_record_bytes: usize,
+    custom: BTreeMap<String, Arc<FieldMap>>,
+}
+
+impl DecodeSettings {
+    /// Build from config; `hash_key` is the resolved HMAC key.
+    pub fn new(config: &Config, hash_key: &[u8]) -> Result<DecodeSettings, String> {
+        let mut custom = BTreeMap::new();
+        for (name, f) in &config.formats {
+            let mut fields = match &f.base {
+                Some(b) => presets::preset(b).ok_or_else(|| format!("formats.{name}.base: unknown preset `{b}`"))?,
+                None => BTreeMap::new(),
+            };
+            fields.extend(f.fields.clone());
+            custom.insert(
+                name.clone(),
+                Arc::new(FieldMap::compile(name, &fields).map_err(|e| format!("formats.{name}: {e}"))?),
+            );
+        }
+        Ok(DecodeSettings {
+            trusted: config.input.trusted_proxies.clone(),
+            identity: config.input.token_identity.clone(),
+            hasher: TokenHasher::new(hash_key),
+            max_record_bytes: config.input.max_record_bytes,
+            custom,
+        })
+    }
+
+    /// A decoder for one stream (a file, a partition) in the named format.
+    pub fn decoder(&self, format: &str) -> Result<Decoder, String> {
+        let format = if format == "auto" {
+            Format::Auto(None)
+        } else if let Some(m) = self.custom.get(format) {
+            Format::Fixed(m.clone())
+        } else if let Some(m) = FieldMap::preset(format) {
+            Format::Fixed(Arc::new(m))
+        } else {
+            return Err(format!(
+                "unknown format `{format}`: use auto, {} or a [formats.NAME] block",
+                crate::config::PRESETS.join(", ")
+            ));
+        };
+        Ok(Decoder {
+            settings: self.clone(),
+            format,
+        })
+    }
+
+    pub fn hasher(&self) -> &TokenHasher {
+        &self.hasher
+    }
+}
+
+/// Decodes the records of one stream.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    settings: DecodeSettings,
+    format: Format,
+}
+
+impl Decoder {
+    /// The format in use (`None` while `auto` has not seen a record yet).
+    pub fn format_name(&self) -> Option<&str> {
+        match &self.format {
+            Format::Fixed(m) | Format::Auto(Some(m)) => Some(&m.name),
+            Format::Auto(None) => None,
+        }
+    }
+
+    /// Decode one record (one line): pushes one result per JSON object.
+    pub fn decode(&mut self, record: &[u8], out: &mut Vec<Result<AccessEvent, Drop>>) {
+        if record.len() > self.settings.max_record_bytes {
+            out.push(Err(Drop::new(
+                DropReason::TooLarge,
+                format!(
+                    "record is {} bytes, over input.max_record_bytes = {}",
+                    record.len(),
+                    self.settings.max_record_bytes
+                ),
+            )));
+            return;
+        }
+        let text = match std::str::from_utf8(record) {
+            Ok(t) => t.trim(),
+            Err(e) => {
+                out.push(Err(Drop::new(DropReason::NotJson, format!("not UTF-8: {e}"))));
+                return;
+            }
+        };
+        match text.as_bytes().first() {
+            Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
+                Ok(items) => {
+                    for item in items {
+                        out.push(self.decode_object(item.get()));
+                    }
+                }
+                Err(e) => out.push(Err(Drop::new(DropReason::NotJson, format!("invalid JSON array: {e}")))),
+            },
+            Some(b'{') => out.push(self.decode_object(text)),
+            Some(_) => {
+                let reason = if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+                    DropReason::NotObject
+                } else {
+                    DropReason::NotJson
+                };
+                out.push(Err(Drop::new(reason, "a record must be a JSON object or an array of objects")));
+            }
+            None => {}
+        }
+    }
+
+    fn decode_object(&mut self, text: &str) -> Result<AccessEvent, Drop> {
+        let obj = LazyObject::parse(text).map_err(|e| {
+            let reason = if text.starts_with('{') { DropReason::NotJson } else { DropReason::NotObject };
+            Drop::new(reason, format!("invalid JSON: {e}"))
+        })?;
+        let map = match &mut self.format {
+            Format::Fixed(m) => m.clone(),
+            Format::Auto(Some(m)) => m.clone(),
+            Format::Auto(slot @ None) => {
+                let keys: Vec<&str> = obj.keys().collect();
+                let name = presets::detect(&keys).ok_or_else(|| {
+                    Drop::new(
+                        DropReason::UnknownFormat,
+                        "cannot tell the gateway format from the keys; pass --format",
+                    )
+                })?;
+                let m = Arc::new(FieldMap::preset(name).expect("detect returns known presets"));
+                *slot = Some(m.clone());
+                m
+            }
+        };
+        Extract {
+            obj: &obj,
+            map: &map,
+            settings: &self.settings,
+        }
+        .event()
+    }
+}
+
+struct Extract<'a, 'o> {
+    obj: &'o LazyObject<'a>,
+    map: &'o FieldMap,
+    settings: &'o DecodeSettings,
+}
+
+impl<'a> Extract<'a, '_> {
+    /// The first pointer that resolves to a non-null value, transformed.
+    fn get(&self, f: F) -> Result<Option<Scalar<'a>>, Drop> {
+        let Some(cf) = &self.map.fields[f as usize] else {
+            return Ok(None);
+        };
+        for p in &cf.pointers {
+            let Some(raw) = json::resolve(self.obj, p) else { continue };
+            let mut v = Scalar::from_raw(raw);
+            for t in &cf.transforms {
+                v = self.apply(t, v, f)?;
+            }
+            if v != Scalar::Null {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    fn apply(&self, t: &Transform, v: Scalar<'a>, f: F) -> Result<Scalar<'a>, Drop> {
+        let name = CANONICAL_FIELDS[f as usize];
+        Ok(match (t, v) {
+            (_, Scalar::Null) => Scalar::Null,
+            (Transform::DashNull, Scalar::Str(s)) if s.trim().is_empty() || s.trim() == "-" => Scalar::Null,
+            (Transform::StripBearer, Scalar::Str(s)) => Scalar::Str(match s {
+                Cow::Borrowed(b) => Cow::Borrowed(token::strip_bearer(b)),
+                Cow::Owned(o) => Cow::Owned(token::strip_bearer(&o).to_string()),
+            }),
+            (Transform::JwtClaim(c), Scalar::Str(s)) => match token::jwt_claims(token::strip_bearer(&s)) {
+                Some(claims) => match c.as_str() {
+                    "jti" => claims.jti.map(|v| Scalar::Str(v.into())).unwrap_or(Scalar::Null),
+                    "sub" => claims.sub.map(|v| Scalar::Str(v.into())).unwrap_or(Scalar::Null),
+                    "client_id" | "azp" => claims.client_id.map(|v| Scalar::Str(v.into())).unwrap_or(Scalar::Null),
+                    "iss" => claims.iss.map(|v| Scalar::Str(v.into())).unwrap_or(Scalar::Null),
+                    "exp" => claims.exp.map(Scalar::Num).unwrap_or(Scalar::Null),
+                    _ => Scalar::Null,
+                },
+                None => Scalar::Null,
+            },
+            (Transform::HostPort, Scalar::Str(s)) => match parse_ip_loose(&s) {
+                Some(ip) => Scalar::Str(Cow::Owned(ip.to_string())),
+                None => Scalar::Str(s),
+            },
+            (Transform::XffRightmostUntrusted, Scalar::Str(s)) => match self.client_ip(None, Some(&s)) {
+                Ok(ip) => Scalar::Str(Cow::Owned(ip.to_string())),
+                Err(e) => return Err(e),
+            },
+            (Transform::EpochMs | Transform::EpochS | Transform::EpochNs, v) => {
+                let n = match &v {
+                    Scalar::Num(n) => *n,
+                    Scalar::Str(s) => s.trim().parse::<f64>().map_err(|_| {
+                        Drop::new(DropReason::BadTimestamp, format!("{name}: `{s}` is not an epoch number"))
+                    })?,
+                    other => {
+                        return Err(Drop::new(
+                            DropReason::WrongType,
+                            format!("{name}: expected an epoch number, got {}", other.type_name()),
+                        ));
+                    }
+                };
+                let ms = match t {
+                    Transform::EpochMs => n,
+                    Transform::EpochS => n * 1000.0,
+                    _ => n / 1_000_000.0,
+                };
+                Scalar::Num(ms.round())
+            }
+            (Transform::Rfc3339, Scalar::Str(s)) => Scalar::Num(parse_rfc3339(&s).ok_or_else(|| {
+                Drop::new(DropReason::BadTimestamp, format!("{name}: `{s}` is not an RFC 3339 time"))
+            })? as f64),
+            (_, v @ Scalar::Composite(_)) | (_, v @ Scalar::Bool(_)) => {
+                return Err(Drop::new(
+                    DropReason::WrongType,
+                    format!("{name}: expected a scalar, got {}", v.type_name()),
+                ));
+            }
+            (_, v) => v,
+        })
+    }
+
+    fn string(&self, f: F) -> Result<Option<Cow<'a, str>>, Drop> {
+        match self.get(f)? {
+            None => Ok(None),
+            Some(Scalar::Str(s)) => Ok(Some(s)),
+            Some(Scalar::Num(n)) => Ok(Some(Cow::Owned(fmt_num(n)))),
+            Some(other) => Err(Drop::new(
+                DropReason::WrongType,
+                format!("{}: expected a string, got {}", CANONICAL_FIELDS[f as usize], other.type_name()),
+            )),
+        }
+    }
+
+    fn number(&self, f: F) -> Result<Option<f64>, Drop> {
+        match self.get(f)? {
+            None => Ok(None),
+            Some(Scalar::Num(n)) => Ok(Some(n)),
+            Some(Scalar::Str(s)) if s.trim() == "-" || s.trim().is_empty() => Ok(None),
+            Some(Scalar::Str(s)) => s.trim().parse::<f64>().map(Some).map_err(|_| {
+                Drop::new(
+                    DropReason::WrongType,
+                    format!("{}: `{s}` is not a number", CANONICAL_FIELDS[f as usize]),
+                )
+            }),
+            Some(other) => Err(Drop::new(
+                DropReason::WrongType,
+                format!("{}: expected a number, got {}", CANONICAL_FIELDS[f as usize], other.type_name()),
+            )),
+        }
+    }
+
+    fn timestamp(&self) -> Result<i64, Drop> {
+        let v = self.get(F::Timestamp)?.ok_or_else(|| {
+            Drop::new(DropReason::MissingTimestamp, format!("no timestamp in format `{}`", self.map.name))
+        })?;
+        let ms = match v {
+            Scalar::Num(n) => epoch_auto(n),
+            Scalar::Str(s) => match s.trim().parse::<f64>() {
+                Ok(n) => epoch_auto(n),
+                Err(_) => parse_rfc3339(&s).ok_or_else(|| {
+                    Drop::new(DropReason::BadTimestamp, format!("timestamp: `{s}` is neither epoch nor RFC 3339"))
+                })?,
+            },
+            other => {
+                return Err(Drop::new(
+                    DropReason::WrongType,
+                    format!("timestamp: expected a number or string, got {}", other.type_name()),
+                ));
+            }
+        };
+        // Years 2000..2200: anything else is a unit mistake, not an event.
+        if !(946_684_800_000..7_258_118_400_000).contains(&ms) {
+            return Err(Drop::new(DropReason::BadTimestamp, format!("timestamp: {ms} ms is out of range")));
+        }
+        Ok(ms)
+    }
+
+    /// Right-most address of `xff` + `peer` that is not a trusted proxy.
+    fn client_ip(&self, peer: Option<&str>, xff: Option<&str>) -> Result<IpAddr, Drop> {
+        let mut hops: Vec<IpAddr> = Vec::with_capacity(4);
+        if let Some(x) = xff {
+            for part in x.split(',').map(str::trim).filter(|p| !p.is_empty() && *p != "-" && *p != "unknown") {
+                match parse_ip_loose(part) {
+                    Some(ip) => hops.push(ip),
+                    None => {
+                        return Err(Drop::new(DropReason::BadIp, format!("forwarded_for: `{part}` is not an IP")));
+                    }
+                }
+            }
+        }
+        if let Some(p) = peer {
+            match parse_ip_loose(p) {
+                Some(ip) => hops.push(ip),
+                None => return Err(Drop::new(DropReason::BadIp, format!("peer_ip: `{p}` is not an IP"))),
+            }
+        }
+        let trusted = |ip: &IpAddr| self.settings.trusted.iter().any(|n| n.contains(ip));
+        if let Some(ip) = hops.iter().rev().find(|ip| !trusted(ip)) {
+            return Ok(*ip);
+        }
+        hops.first()
+            .copied()
+            .ok_or_else(|| Drop::new(DropReason::MissingIp, "no client address (peer_ip / forwarded_for)"))
+    }
+
+    fn event(&self) -> Result<AccessEvent, Drop> {
+        let ts = self.timestamp()?;
+        let peer = self.string(F::PeerIp)?;
+        let xff = self.string(F::ForwardedFor)?;
+        let client_ip = self.client_ip(peer.as_deref(), xff.as_deref())?;
+
+        let authorization = self.string(F::Authorization)?;
+        let auth = authorization
+            .as_deref()
+            .map(token::strip_bearer)
+            .filter(|t| !token::is_absent(t));
+        let claims = auth.and_then(token::jwt_claims);
+        let mut token_id: Option<String> = None;
+        for ident in &self.settings.identity {
+            token_id = match ident {
+                TokenIdentity::Jwt => claims.as_ref().and_then(|c| c.jti.clone()),
+                TokenIdentity::JtiField => self.string(F::Jti)?.filter(|s| !token::is_absent(s)).map(|s| s.into_owned()),
+                TokenIdentity::Credential => self
+                    .string(F::Credential)?
+                    .filter(|s| !token::is_absent(s))
+                    .map(|s| format!("c:{s}")),
+                TokenIdentity::OpaqueHash => {
+                    let raw = self.string(F::Token)?;
+                    let raw = raw.as_deref().map(token::strip_bearer).filter(|t| !token::is_absent(t)).or(auth);
+                    raw.map(|t| self.settings.hasher.id(t))
+                }
+            };
+            if token_id.is_some() {
+                break;
+            }
+        }
+        let token_id = token_id.ok_or_else(|| {
+            Drop::new(DropReason::NoToken, "no token identity (authorization, jti, credential or token field)")
+        })?;
+
+        let subject = match claims.as_ref().and_then(|c| c.sub.clone()) {
+            Some(s) => Some(s),
+            None => self.string(F::Subject)?.filter(|s| !token::is_absent(s)).map(Cow::into_owned),
+        };
+        let client_id = match claims.as_ref().and_then(|c| c.client_id.clone()) {
+            Some(s) => Some(s),
+            None => self.string(F::ClientId)?.filter(|s| !token::is_absent(s)).map(Cow::into_owned),
+        };
+        let token_exp = claims.as_ref().and_then(|c| c.exp).map(|e| (e * 1000.0) as i64);
+
+        let full_path = self.string(F::Path)?.unwrap_or(Cow::Borrowed("/"));
+        let (path, query) = match full_path.split_once('?') {
+            Some((p, q)) => (p, q),
+            None => (full_path.as_ref(), ""),
+        };
+        let route = match self.string(F::Route)? {
+            Some(r) if !r.is_empty() => r.into_owned(),
+            _ => template_path(path),
+        };
+        let status = self.number(F::Status)?.unwrap_or(0.0);
+        if !(0.0..1000.0).contains(&status) {
+            return Err(Drop::new(DropReason::WrongType, format!("status: {status} is not an HTTP status")));
+        }
+        let bytes = self.number(F::BytesSent)?.unwrap_or(0.0).max(0.0);
+        let opt = |f: F| -> Result<Option<Box<str>>, Drop> { Ok(self.string(f)?.map(|s| Box::from(s.as_ref()))) };
+        Ok(AccessEvent {
+            ts,
+            token_key: stable_hash(token_id.as_bytes()),
+            token: TokenId(Arc::from(token_id)),
+            subject: subject.map(Arc::from),
+            client_id: client_id.map(Arc::from),
+            token_exp,
+            client_ip,
+            method: self.string(F::Method)?.map(|s| Box::from(s.as_ref())).unwrap_or_else(|| "GET".into()),
+            route: route.into(),
+            object: object_id(path),
+            page: page_of(query),
+            path: path.into(),
+            status: status as u16,
+            bytes_sent: bytes as u64,
+            user_agent: opt(F::UserAgent)?,
+            accept_language: opt(F::AcceptLanguage)?,
+            ja3: opt(F::Ja3)?,
+            ja4: opt(F::Ja4)?,
+        })
+    }
+}
+
+fn fmt_num(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{}", n as i64) } else { n.to_string() }
+}
+
+/// Guess the unit of an epoch number by its magnitude.
+fn epoch_auto(n: f64) -> i64 {
+    let ms = if n > 1e17 {
+        n / 1e6
+    } else if n > 1e14 {
+        n / 1e3
+    } else if n > 1e11 {
+        n
+    } else {
+        n * 1e3
+    };
+    ms.round() as i64
+}
+
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    // AWS `requestTime`: 01/Jan/2026:00:00:00 +0000
+    chrono::DateTime::parse_from_str(s, "%d/%b/%Y:%H:%M:%S %z").ok().map(|t| t.timestamp_millis())
+}
+
+/// Parse `1.2.3.4`, `1.2.3.4:80`, `[::1]:80`, `::1`.
+pub fn parse_ip_loose(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    s.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
+fn is_id_segment(seg: &str) -> bool {
+    let b = seg.as_bytes();
+    if b.is_empty() {
+        return false;
+    }
+    let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
+    if digits == b.len() {
+        return true;
+    }
+    let hexish = b.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-');
+    (hexish && b.len() >= 8 && digits > 0) || (b.len() >= 16 && digits * 4 >= b.len())
+}
+
+/// `/v1/accounts/10023/orders` → `/v1/accounts/{id}/orders`.
+pub fn template_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for seg in path.split('/').skip(1) {
+        out.push('/');
+        out.push_str(if is_id_segment(seg) { "{id}" } else { seg });
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Hash of the last id-like path segment: the object a request addresses.
+fn object_id(path: &str) -> Option<u64> {
+    path.rsplit('/').find(|s| is_id_segment(s)).map(|s| stable_hash(s.as_bytes()))
+}
+
+/// Pagination depth from `page=N` or `offset=N&limit=M`.
+fn page_of(query: &str) -> Option<u32> {
+    let mut offset = None;
+    let mut limit = None;
+    for kv in query.split('&') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "page" | "p" | "page_number" => return v.parse().ok(),
+            "offset" | "start" => offset = v.parse::<u64>().ok(),
+            "limit" | "per_page" | "page_size" | "size" => limit = v.parse::<u64>().ok(),
+            _ => {}
+        }
+    }
+    match (offset, limit) {
+        (Some(o), Some(l)) if l > 0 => Some((o / l + 1).min(u64::from(u32::MAX)) as u32),
+        (Some(o), _) => Some((o / 100 + 1).min(u64::from(u32::MAX)) as u32),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_ids_and_reads_pages() {
+        assert_eq!(template_path("/v1/accounts/10023/orders"), "/v1/accounts/{id}/orders");
+        assert_eq!(template_path("/v1/u/7b11c9e2-5a4d-4c3b-9d8e-0f1a2b3c4d5e"), "/v1/u/{id}");
+        assert_eq!(template_path("/v1/records"), "/v1/records");
+        assert_eq!(page_of("page=9"), Some(9));
+        assert_eq!(page_of("offset=200&limit=50"), Some(5));
+        assert_eq!(page_of("q=x"), None);
+        assert!(object_id("/v1/accounts/10023").is_some());
+        assert!(object_id("/v1/records").is_none());
+    }
+
+    #[test]
+    fn parses_loose_ips() {
+        assert_eq!(parse_ip_loose("198.51.100.23:51544"), "198.51.100.23".parse().ok());
+        assert_eq!(parse_ip_loose("[2001:db8::1]:40112"), "2001:db8::1".parse().ok());
+        assert_eq!(parse_ip_loose("nope"), None);
+    }
+}

@@ -1,0 +1,457 @@
+//! The detectors. Each looks at one event in the context of its token's
+//! state (windows already include the event; fingerprints and places do
+//! not yet) and may raise a [`Signal`]. The engine turns signals into
+//! findings (ids, cooldowns, allow-lists, modes).
+
+use serde_json::json;
+
+use super::state::{Profile, TokenState, class_index, sketch_estimate};
+use super::{FindingKind, Signal};
+use crate::config::{
+    BulkSiphonConfig, EnumerationConfig, ImpossibleTravelConfig, RouteClass, Severity, SuspiciousNetworkConfig,
+    TokenReplayConfig,
+};
+use crate::event::{Enriched, NetClass, NetInfo, Place, fmt_time};
+
+/// What a detector may look at.
+pub struct Context<'a> {
+    pub ev: &'a Enriched,
+    pub tok: &'a TokenState,
+    pub subject: Option<&'a Profile>,
+    pub client: Option<&'a Profile>,
+    pub route_class: &'a RouteClass,
+    /// Index in `tok.fps` of the slot matching this event's fingerprint, if any.
+    pub fp_slot: Option<usize>,
+}
+
+/// A detector: a documented rule over per-token state. Pure.
+pub trait Detector: Send + Sync {
+    fn kind(&self) -> FindingKind;
+    fn inspect(&self, cx: &Context<'_>) -> Option<Signal>;
+}
+
+pub struct TokenReplay(pub TokenReplayConfig);
+pub struct ImpossibleTravel(pub ImpossibleTravelConfig);
+pub struct SuspiciousNetwork(pub SuspiciousNetworkConfig);
+pub struct BulkSiphon(pub BulkSiphonConfig);
+pub struct Enumeration(pub EnumerationConfig);
+
+fn describe_client(ev: &Enriched) -> String {
+    let ua = &ev.ua;
+    let version = if ua.major > 0 { format!(" {}", ua.major) } else { String::new() };
+    if ua.os.as_ref() == "unknown" || ua.os.as_ref() == "UNKNOWN" {
+        format!("{}{}", ua.family, version)
+    } else {
+        format!("{}{} on {}", ua.family, version, ua.os)
+    }
+}
+
+pub fn describe_place(net: &NetInfo) -> String {
+    let asn = if net.asn > 0 {
+        format!("AS{} {}", net.asn, net.class.as_str())
+    } else {
+        net.class.as_str().to_string()
+    };
+    match &net.place {
+        Some(Place { city, country, .. }) => {
+            let c = country.as_deref().unwrap_or("??");
+            match city {
+                Some(city) => format!("{city}, {c} ({asn})"),
+                None => format!("{c} ({asn})"),
+            }
+        }
+        None => format!("unknown place ({asn})"),
+    }
+}
+
+fn minutes(ms: i64) -> String {
+    let m = ms as f64 / 60_000.0;
+    if m < 1.0 {
+        format!("{} s", (ms / 1000).max(0))
+    } else if m < 120.0 {
+        format!("{m:.0} min")
+    } else {
+        format!("{:.1} h", m / 60.0)
+    }
+}
+
+fn thousands(n: f64) -> String {
+    let s = format!("{:.0}", n);
+    let (sign, digits) = s.strip_prefix('-').map(|d| ("-", d)).unwrap_or(("", &s));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+impl Detector for TokenReplay {
+    fn kind(&self) -> FindingKind {
+        FindingKind::TokenReplay
+    }
+
+    fn inspect(&self, cx: &Context<'_>) -> Option<Signal> {
+        let c = &self.0;
+        let ev = cx.ev;
+        let fp = ev.fp;
+        let window = (c.concurrency_window_secs * 1000) as i64;
+        // The most recent other client that is materially different.
+        let other = cx
+            .tok
+            .fps
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.count > 0 && Some(*i) != cx.fp_slot && s.fp.distance(&fp) >= c.min_distance)
+            .max_by_key(|(_, s)| s.last)
+            .map(|(_, s)| *s)?;
+        let gap = ev.event.ts - other.last;
+        let is_new = cx.fp_slot.is_none();
+        let known_to_subject = cx.subject.is_some_and(|p| p.knows_device(fp.device_key()));
+        let this_count = cx.fp_slot.map(|i| cx.tok.fps[i].count).unwrap_or(0) + 1;
+        if gap <= window {
+            let mut score: u32 = 70 + u32::from(fp.distance(&other.fp)).min(6) * 3;
+            if fp.scripting && !other.fp.scripting {
+                score += 10;
+            }
+            if ev.net.class.is_datacenter_like() {
+                score += 5;
+            }
+            if known_to_subject {
+                score = score.saturating_sub(25);
+            }
+            let summary = format!(
+                "token used by {} from {} while a different client used it {} earlier \
+                 ({} requests from the first client since {}); fingerprint distance {}",
+                describe_client(ev),
+                describe_place(&ev.net),
+                minutes(gap),
+                other.count,
+                fmt_time(other.first),
+                fp.distance(&other.fp),
+            );
+            return Some(Signal {
+                severity: None,
+                score: score.min(100) as u8,
+                summary,
+                evidence_first: other.first.min(ev.event.ts),
+                evidence: json!({
+                    "pattern": "concurrent",
+                    "new_client": describe_client(ev),
+                    "new_client_scripting": fp.scripting,
+                    "new_client_requests": this_count,
+                    "first_client_requests": other.count,
+                    "first_client_last_seen": fmt_time(other.last),
+                    "gap_secs": gap / 1000,
+                    "fingerprint_distance": fp.distance(&other.fp),
+                    "device_known_to_subject": known_to_subject,
+                }),
+            });
+        }
+        // Not concurrent: only an implausible switch to a never-seen device.
+        let implausible = (fp.scripting && !other.fp.scripting) || fp.device != other.fp.device;
+        if c.report_switches && is_new && implausible && !known_to_subject {
+            let summary = format!(
+                "token switched to {} from {} {} after its previous client went quiet; \
+                 the subject never used this device",
+                describe_client(ev),
+                describe_place(&ev.net),
+                minutes(gap),
+            );
+            return Some(Signal {
+                severity: Some(Severity::Medium.min(c.severity)),
+                score: 55,
+                summary,
+                evidence_first: other.last,
+                evidence: json!({
+                    "pattern": "switch",
+                    "new_client": describe_client(ev),
+                    "new_client_scripting": fp.scripting,
+                    "gap_secs": gap / 1000,
+                    "fingerprint_distance": fp.distance(&other.fp),
+                }),
+            });
+        }
+        None
+    }
+}
+
+/// Great-circle distance in km.
+pub fn haversine_km(lat1: f32, lon1: f32, lat2: f32, lon2: f32) -> f64 {
+    let (p1, p2) = (f64::from(lat1).to_radians(), f64::from(lat2).to_radians());
+    let dp = p2 - p1;
+    let dl = (f64::from(lon2) - f64::from(lon1)).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6371.0 * a.sqrt().asin()
+}
+
+impl Detector for ImpossibleTravel {
+    fn kind(&self) -> FindingKind {
+        FindingKind::ImpossibleTravel
+    }
+
+    fn inspect(&self, cx: &Context<'_>) -> Option<Signal> {
+        let c = &self.0;
+        let ev = cx.ev;
+        let here = ev.net.place.as_ref()?;
+        let prev = cx.tok.place.as_deref()?;
+        let dist = haversine_km(prev.lat, prev.lon, here.lat, here.lon);
+        let radii = f64::from(prev.radius_km) + f64::from(here.radius_km);
+        let eff = dist - radii;
+        if eff < c.min_distance_km {
+            return None;
+        }
+        let elapsed = (ev.event.ts - prev.last).max(0);
+        // One second minimum: simultaneous use is "infinitely" fast.
+        let hours = (elapsed.max(1000) as f64) / 3_600_000.0;
+        let speed = eff / hours;
+        if speed <= c.max_speed_kmh {
+            return None;
+        }
+        // Back at the place before the jump, soon after: overlapping use.
+        let overlap = cx.tok.alt_place.as_deref().filter(|alt| {
+            let d = haversine_km(alt.lat, alt.lon, here.lat, here.lon)
+                - f64::from(alt.radius_km)
+                - f64::from(here.radius_km);
+            d < c.min_distance_km && ev.event.ts - prev.first <= (c.overlap_window_secs * 1000) as i64
+        });
+        let (severity, score, pattern) = if overlap.is_some() {
+            (Some(Severity::Critical), 95u8, "overlapping")
+        } else {
+            let s = (60.0 + (speed / c.max_speed_kmh).log10() * 15.0).clamp(60.0, 90.0) as u8;
+            (None, s, "jump")
+        };
+        let summary = format!(
+            "used from {} {} after {}: {} km at {} km/h; radii {} km and {} km{}",
+            describe_place(&ev.net),
+            minutes(elapsed),
+            describe_place(&prev.net),
+            thousands(eff.max(0.0)),
+            thousands(speed.min(1e9)),
+            prev.radius_km,
+            here.radius_km,
+            if overlap.is_some() { "; the token is in use at both places" } else { "" },
+        );
+        let p = |n: &NetInfo| {
+            let pl = n.place.as_ref();
+            json!({
+                "city": pl.and_then(|p| p.city.as_deref()),
+                "country": pl.and_then(|p| p.country.as_deref()),
+                "lat": pl.map(|p| p.lat), "lon": pl.map(|p| p.lon),
+                "radius_km": pl.map(|p| p.radius_km),
+                "asn": n.asn, "network": n.class.as_str(),
+            })
+        };
+        Some(Signal {
+            severity,
+            score,
+            summary,
+            evidence_first: prev.first,
+            evidence: json!({
+                "pattern": pattern,
+                "from": p(&prev.net),
+                "to": p(&ev.net),
+                "distance_km": (dist * 10.0).round() / 10.0,
+                "distance_after_radii_km": (eff * 10.0).round() / 10.0,
+                "elapsed_secs": elapsed / 1000,
+                "speed_kmh": speed.min(1e9).round(),
+                "max_speed_kmh": c.max_speed_kmh,
+            }),
+        })
+    }
+}
+
+impl Detector for SuspiciousNetwork {
+    fn kind(&self) -> FindingKind {
+        FindingKind::SuspiciousNetwork
+    }
+
+    fn inspect(&self, cx: &Context<'_>) -> Option<Signal> {
+        let c = &self.0;
+        let ev = cx.ev;
+        let class = ev.net.class;
+        if !class.is_datacenter_like() || (c.require_scripting_client && !ev.fp.scripting) {
+            return None;
+        }
+        let tok = cx.tok;
+        let dc_bits = NetClass::Hosting.bit() | NetClass::Vpn.bit();
+        // The token, its subject or its application already lives in data centres.
+        if tok.class_count(NetClass::Hosting) + tok.class_count(NetClass::Vpn) > 0
+            || cx.subject.is_some_and(|p| p.classes & dc_bits != 0)
+            || cx.client.is_some_and(|p| p.classes & dc_bits != 0)
+        {
+            return None;
+        }
+        let home = tok.class_count(NetClass::Residential) + tok.class_count(NetClass::Mobile);
+        let subject_home = cx.subject.map(|p| p.home_events).unwrap_or(0);
+        if home.max(subject_home) < c.min_history_events {
+            return None;
+        }
+        let prev = tok.place.as_deref().map(|p| describe_place(&p.net)).unwrap_or_else(|| "its usual networks".into());
+        let summary = format!(
+            "token moved from {} to {} with scripting client {} ({} earlier requests on residential/mobile networks)",
+            prev,
+            describe_place(&ev.net),
+            describe_client(ev),
+            home.max(subject_home),
+        );
+        Some(Signal {
+            severity: None,
+            score: if class == NetClass::Vpn { 60 } else { 70 },
+            summary,
+            evidence_first: tok.first,
+            evidence: json!({
+                "network": class.as_str(),
+                "asn": ev.net.asn,
+                "as_org": ev.net.as_org.as_deref(),
+                "client": describe_client(ev),
+                "scripting_client": ev.fp.scripting,
+                "home_events": home,
+                "subject_home_events": subject_home,
+                "class_events": {
+                    "residential": tok.class_events[class_index(NetClass::Residential)],
+                    "mobile": tok.class_events[class_index(NetClass::Mobile)],
+                },
+            }),
+        })
+    }
+}
+
+impl Detector for BulkSiphon {
+    fn kind(&self) -> FindingKind {
+        FindingKind::BulkSiphon
+    }
+
+    fn inspect(&self, cx: &Context<'_>) -> Option<Signal> {
+        let c = &self.0;
+        let ev = cx.ev;
+        let minute = (ev.event.ts / 60_000) as u32;
+        let n = u32::from(c.window_minutes);
+        let w = cx.tok.window(minute, n);
+        let sens = cx.route_class.sensitivity;
+        let base = &cx.tok.baseline;
+        let objects = sketch_estimate(w.objects);
+        let req = f64::from(w.requests);
+        let kib = f64::from(w.kib);
+        let mut reasons: Vec<String> = Vec::new();
+        let mut ratio_max = 0.0f64;
+
+        if base.active_minutes >= c.warmup_minutes {
+            let factor = c.factor * sens;
+            // Expected window if every minute were as busy as a usual active minute.
+            let exp_req = (f64::from(base.requests) * f64::from(n)).max(1.0);
+            let exp_kib = (f64::from(base.kib) * f64::from(n)).max(1.0);
+            let exp_obj = (f64::from(base.objects) * f64::from(n)).max(1.0);
+            if req >= f64::from(c.min_requests) * sens && req >= factor * exp_req {
+                ratio_max = ratio_max.max(req / exp_req);
+                reasons.push(format!(
+                    "{} requests in {} min, {:.0}x its usual {:.1}/min",
+                    thousands(req),
+                    n,
+                    req / exp_req * f64::from(n),
+                    base.requests
+                ));
+            }
+            if kib * 1024.0 >= c.min_bytes as f64 * sens && kib >= factor * exp_kib {
+                ratio_max = ratio_max.max(kib / exp_kib);
+                reasons.push(format!(
+                    "{:.1} MiB in {} min, {:.0}x its usual {:.2} MiB/min",
+                    kib / 1024.0,
+                    n,
+                    kib / exp_kib * f64::from(n),
+                    base.kib / 1024.0
+                ));
+            }
+            if objects >= f64::from(c.min_distinct_objects) * sens && objects >= factor * exp_obj {
+                ratio_max = ratio_max.max(objects / exp_obj);
+                reasons.push(format!("~{objects:.0} distinct objects in {n} min (usual {:.1}/min)", base.objects));
+            }
+        }
+        let rc = cx.route_class;
+        if rc.max_requests_per_window > 0 && w.requests as u32 > rc.max_requests_per_window {
+            reasons.push(format!(
+                "{} requests in {} min, over this route class's ceiling of {}",
+                thousands(req),
+                n,
+                rc.max_requests_per_window
+            ));
+        }
+        if rc.max_bytes_per_window > 0 && (w.kib as u64) * 1024 > rc.max_bytes_per_window {
+            reasons.push(format!(
+                "{:.1} MiB in {} min, over this route class's ceiling of {:.1} MiB",
+                kib / 1024.0,
+                n,
+                rc.max_bytes_per_window as f64 / 1_048_576.0
+            ));
+        }
+        if reasons.is_empty() {
+            return None;
+        }
+        let score = (60.0 + ratio_max.max(1.0).log2() * 6.0).clamp(60.0, 95.0) as u8;
+        Some(Signal {
+            severity: None,
+            score,
+            summary: format!("bulk pull: {}; pagination depth {}", reasons.join("; "), w.max_page),
+            evidence_first: i64::from(w.minute) * 60_000,
+            evidence: json!({
+                "window_minutes": n,
+                "requests": w.requests,
+                "bytes": u64::from(w.kib) * 1024,
+                "distinct_objects_est": objects.round(),
+                "max_page": w.max_page,
+                "baseline_per_min": {
+                    "requests": base.requests, "bytes": base.kib * 1024.0,
+                    "objects": base.objects, "pages": base.pages,
+                    "active_minutes": base.active_minutes,
+                },
+                "route_class_sensitivity": sens,
+            }),
+        })
+    }
+}
+
+impl Detector for Enumeration {
+    fn kind(&self) -> FindingKind {
+        FindingKind::Enumeration
+    }
+
+    fn inspect(&self, cx: &Context<'_>) -> Option<Signal> {
+        let c = &self.0;
+        let ev = cx.ev;
+        if ev.event.object.is_none() {
+            return None;
+        }
+        let minute = (ev.event.ts / 60_000) as u32;
+        let n = c.window_secs.div_ceil(60) as u32;
+        let w = cx.tok.window(minute, n);
+        let distinct = sketch_estimate(w.objects);
+        let ratio = f64::from(w.errors) / f64::from(w.requests.max(1));
+        let sens = cx.route_class.sensitivity;
+        if distinct < f64::from(c.min_distinct_objects) * sens || ratio < c.min_error_ratio {
+            return None;
+        }
+        Some(Signal {
+            severity: None,
+            score: (60.0 + ratio * 35.0).min(95.0) as u8,
+            summary: format!(
+                "~{distinct:.0} distinct object ids on {} in {} min, {:.0}% answered 403/404 ({} of {} requests)",
+                ev.event.route,
+                n,
+                ratio * 100.0,
+                w.errors,
+                w.requests
+            ),
+            evidence_first: i64::from(w.minute) * 60_000,
+            evidence: json!({
+                "window_minutes": n,
+                "distinct_objects_est": distinct.round(),
+                "requests": w.requests,
+                "errors_403_404": w.errors,
+                "error_ratio": (ratio * 1000.0).round() / 1000.0,
+                "route": ev.event.route.as_ref(),
+            }),
+        })
+    }
+}

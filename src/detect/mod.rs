@@ -1,0 +1,569 @@
+//! Detect: the event-time engine. Events are put in event-time order
+//! (within the configured lateness), per-token state is updated, detectors
+//! raise signals, and signals become [`Finding`]s with deterministic ids,
+//! per-token cooldowns and allow-lists applied.
+//!
+//! Architecture Invariant: the engine never reads the wall clock and never
+//! does I/O. Its only notion of "now" is the watermark derived from event
+//! timestamps, so replaying the same input (at any speed, in any batch
+//! size, shuffled within the lateness bound) gives the same findings.
+
+pub mod detectors;
+pub mod state;
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Mode, RouteClass, Severity};
+use crate::event::{Enriched, EventTime, TokenId, fmt_time, stable_hash};
+use detectors::{Context, Detector};
+use state::{PlaceSlot, Profile, TokenState, class_index};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    TokenReplay,
+    ImpossibleTravel,
+    SuspiciousNetwork,
+    BulkSiphon,
+    Enumeration,
+}
+
+impl FindingKind {
+    pub const ALL: [FindingKind; 5] = [
+        FindingKind::TokenReplay,
+        FindingKind::ImpossibleTravel,
+        FindingKind::SuspiciousNetwork,
+        FindingKind::BulkSiphon,
+        FindingKind::Enumeration,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::TokenReplay => "token_replay",
+            FindingKind::ImpossibleTravel => "impossible_travel",
+            FindingKind::SuspiciousNetwork => "suspicious_network",
+            FindingKind::BulkSiphon => "bulk_siphon",
+            FindingKind::Enumeration => "enumeration",
+        }
+    }
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a detector reports before the engine makes it a finding.
+#[derive(Debug, Clone)]
+pub struct Signal {
+    /// Overrides the detector's configured severity (escalation).
+    pub severity: Option<Severity>,
+    pub score: u8,
+    pub summary: String,
+    pub evidence_first: EventTime,
+    pub evidence: serde_json::Value,
+}
+
+/// A finding: one detector fired on one token.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// Deterministic: the same input gives the same id.
+    pub id: String,
+    pub kind: FindingKind,
+    pub severity: Severity,
+    pub score: u8,
+    pub mode: Mode,
+    pub token_id: TokenId,
+    pub subject: Option<Arc<str>>,
+    pub client_id: Option<Arc<str>>,
+    /// Event time of the triggering request (RFC 3339).
+    pub event_time: String,
+    pub event_ts: EventTime,
+    pub evidence_first: String,
+    pub evidence_last: String,
+    pub summary: String,
+    pub client_ip: String,
+    pub asn: u32,
+    pub network: &'static str,
+    pub country: Option<Arc<str>>,
+    pub city: Option<Arc<str>>,
+    pub route: String,
+    pub user_agent: String,
+    pub evidence: serde_json::Value,
+}
+
+/// Counters the engine keeps (exported in the replay summary).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EngineStats {
+    pub events: u64,
+    pub late: u64,
+    pub tokens_tracked: u64,
+    pub tokens_evicted: u64,
+    pub findings: [u64; 5],
+    pub suppressed_cooldown: u64,
+    pub suppressed_allowlist: u64,
+}
+
+struct Allow {
+    cidrs: Vec<IpNet>,
+    asns: Vec<u32>,
+    subjects: Vec<String>,
+    client_ids: Vec<String>,
+    user_agents: Vec<String>,
+    routes: Vec<String>,
+}
+
+impl Allow {
+    fn matches(&self, e: &Enriched) -> bool {
+        let ev = &e.event;
+        self.cidrs.iter().any(|n| n.contains(&ev.client_ip))
+            || self.asns.contains(&e.net.asn)
+            || ev.subject.as_deref().is_some_and(|s| self.subjects.iter().any(|a| a == s))
+            || ev.client_id.as_deref().is_some_and(|s| self.client_ids.iter().any(|a| a == s))
+            || ev.user_agent.as_deref().is_some_and(|u| self.user_agents.iter().any(|a| u.contains(a.as_str())))
+            || self.routes.iter().any(|r| ev.path.starts_with(r.as_str()) || ev.route.as_ref() == r)
+    }
+}
+
+struct DetectorEntry {
+    detector: Box<dyn Detector>,
+    enabled: bool,
+    mode: Mode,
+    severity: Severity,
+    cooldown_ms: i64,
+}
+
+/// Ordering wrapper: event time, then content, never arrival order.
+struct Pending(Enriched);
+
+impl Pending {
+    fn key(&self) -> (EventTime, u64, u64) {
+        (self.0.event.ts, self.0.event.token_key, self.0.order_key)
+    }
+}
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        self.key() == o.key()
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.key().cmp(&o.key())
+    }
+}
+
+/// The detection engine for one shard of tokens.
+pub struct Engine {
+    detectors: Vec<DetectorEntry>,
+    allow: Allow,
+    routes: Vec<(String, usize)>,
+    route_classes: Vec<RouteClass>,
+    lateness_ms: i64,
+    token_ttl_ms: i64,
+    profile_ttl_ms: i64,
+    gc_every_ms: i64,
+    buckets: usize,
+    ewma_alpha: f32,
+    min_move_km: f64,
+    tokens: FxHashMap<u64, TokenState>,
+    subjects: FxHashMap<u64, Profile>,
+    clients: FxHashMap<u64, Profile>,
+    pending: BinaryHeap<Reverse<Pending>>,
+    max_ts: EventTime,
+    next_gc: EventTime,
+    pub stats: EngineStats,
+}
+
+impl Engine {
+    pub fn new(cfg: &Config) -> Engine {
+        let d = &cfg.detectors;
+        let entry = |detector: Box<dyn Detector>, enabled, mode, severity, cooldown: u64| DetectorEntry {
+            detector,
+            enabled,
+            mode,
+            severity,
+            cooldown_ms: (cooldown * 1000) as i64,
+        };
+        let detectors = vec![
+            entry(
+                Box::new(detectors::TokenReplay(d.token_replay.clone())),
+                d.token_replay.enabled,
+                d.token_replay.mode,
+                d.token_replay.severity,
+                d.token_replay.cooldown_secs,
+            ),
+            entry(
+                Box::new(detectors::ImpossibleTravel(d.impossible_travel.clone())),
+                d.impossible_travel.enabled,
+                d.impossible_travel.mode,
+                d.impossible_travel.severity,
+                d.impossible_travel.cooldown_secs,
+            ),
+            entry(
+                Box::new(detectors::SuspiciousNetwork(d.suspicious_network.clone())),
+                d.suspicious_network.enabled,
+                d.suspicious_network.mode,
+                d.suspicious_network.severity,
+                d.suspicious_network.cooldown_secs,
+            ),
+            entry(
+                Box::new(detectors::BulkSiphon(d.bulk_siphon.clone())),
+                d.bulk_siphon.enabled,
+                d.bulk_siphon.mode,
+                d.bulk_siphon.severity,
+                d.bulk_siphon.cooldown_secs,
+            ),
+            entry(
+                Box::new(detectors::Enumeration(d.enumeration.clone())),
+                d.enumeration.enabled,
+                d.enumeration.mode,
+                d.enumeration.severity,
+                d.enumeration.cooldown_secs,
+            ),
+        ];
+        let a = &cfg.allow;
+        let mut route_classes = vec![RouteClass::default()];
+        let mut class_idx = FxHashMap::default();
+        for (name, rc) in &cfg.route_classes {
+            class_idx.insert(name.clone(), route_classes.len());
+            route_classes.push(rc.clone());
+        }
+        let routes = cfg
+            .routes
+            .iter()
+            .map(|r| (r.prefix.clone(), class_idx.get(&r.class).copied().unwrap_or(0)))
+            .collect();
+        let buckets = usize::from(d.bulk_siphon.window_minutes).max(d.enumeration.window_secs.div_ceil(60) as usize);
+        let token_ttl_ms = (cfg.engine.token_idle_ttl_secs * 1000) as i64;
+        Engine {
+            detectors,
+            allow: Allow {
+                cidrs: a.cidrs.clone(),
+                asns: a.asns.clone(),
+                subjects: a.subjects.clone(),
+                client_ids: a.client_ids.clone(),
+                user_agents: a.user_agents.clone(),
+                routes: a.routes.clone(),
+            },
+            routes,
+            route_classes,
+            lateness_ms: (cfg.engine.lateness_secs * 1000) as i64,
+            token_ttl_ms,
+            profile_ttl_ms: (cfg.engine.profile_ttl_secs * 1000) as i64,
+            gc_every_ms: (token_ttl_ms / 8).clamp(60_000, 3_600_000),
+            buckets: buckets.max(1),
+            ewma_alpha: d.bulk_siphon.ewma_alpha as f32,
+            min_move_km: d.impossible_travel.min_distance_km,
+            tokens: FxHashMap::default(),
+            subjects: FxHashMap::default(),
+            clients: FxHashMap::default(),
+            pending: BinaryHeap::new(),
+            max_ts: i64::MIN,
+            next_gc: i64::MIN,
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// Events older than this are late (they would be processed out of order).
+    pub fn watermark(&self) -> EventTime {
+        self.max_ts.saturating_sub(self.lateness_ms)
+    }
+
+    pub fn tracked_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Accept one event; findings of every event now past the watermark are
+    /// appended to `out`. Returns `false` if the event was late (dropped).
+    pub fn push(&mut self, ev: Enriched, out: &mut Vec<Finding>) -> bool {
+        if self.max_ts != i64::MIN && ev.event.ts < self.watermark() {
+            self.stats.late += 1;
+            return false;
+        }
+        self.max_ts = self.max_ts.max(ev.event.ts);
+        self.pending.push(Reverse(Pending(ev)));
+        let wm = self.watermark();
+        while let Some(Reverse(p)) = self.pending.peek() {
+            if p.0.event.ts >= wm {
+                break;
+            }
+            let Reverse(Pending(e)) = self.pending.pop().expect("peeked");
+            self.process(&e, out);
+        }
+        true
+    }
+
+    /// End of input: process everything still waiting.
+    pub fn flush(&mut self, out: &mut Vec<Finding>) {
+        while let Some(Reverse(Pending(e))) = self.pending.pop() {
+            self.process(&e, out);
+        }
+    }
+
+    fn route_class(&self, e: &Enriched) -> usize {
+        self.routes
+            .iter()
+            .find(|(p, _)| e.event.path.starts_with(p.as_str()) || e.event.route.as_ref() == p)
+            .map(|(_, c)| *c)
+            .unwrap_or(0)
+    }
+
+    fn gc(&mut self, now: EventTime) {
+        let before = self.tokens.len();
+        let ttl = self.token_ttl_ms;
+        self.tokens.retain(|_, t| now - t.last <= ttl);
+        self.stats.tokens_evicted += (before - self.tokens.len()) as u64;
+        let pttl = self.profile_ttl_ms;
+        self.subjects.retain(|_, p| now - p.last <= pttl);
+        self.clients.retain(|_, p| now - p.last <= pttl);
+        self.tokens.shrink_to(self.tokens.len() * 2);
+    }
+
+    fn process(&mut self, e: &Enriched, out: &mut Vec<Finding>) {
+        let ts = e.event.ts;
+        self.stats.events += 1;
+        if ts >= self.next_gc {
+            if self.next_gc != i64::MIN {
+                self.gc(ts);
+            }
+            self.next_gc = ts + self.gc_every_ms;
+        }
+        let subject_key = e.event.subject.as_deref().map(|s| stable_hash(s.as_bytes()));
+        let client_key = e.event.client_id.as_deref().map(|s| stable_hash(s.as_bytes()));
+        let minute = (ts / 60_000) as u32;
+
+        // Take the token's state out of the map so detectors can borrow the profiles.
+        let mut tok = match self.tokens.remove(&e.event.token_key) {
+            Some(t) => t,
+            None => {
+                self.stats.tokens_tracked += 1;
+                let mut t = TokenState::new(e.event.token.clone(), ts, self.buckets);
+                // Baselines carry over across a subject's (or client's) successive tokens.
+                let inherited = subject_key
+                    .and_then(|k| self.subjects.get(&k))
+                    .map(|p| p.baseline)
+                    .filter(|b| b.active_minutes > 0)
+                    .or_else(|| client_key.and_then(|k| self.clients.get(&k)).map(|p| p.baseline));
+                if let Some(b) = inherited {
+                    t.baseline = b;
+                }
+                t.open_minute = minute;
+                t
+            }
+        };
+        if tok.subject.is_none() {
+            tok.subject = e.event.subject.clone();
+        }
+        if tok.client_id.is_none() {
+            tok.client_id = e.event.client_id.clone();
+        }
+
+        // 1. Windows: close finished minutes into the baseline, add this event.
+        if minute > tok.open_minute {
+            let open = tok.open_minute;
+            let n = tok.buckets.len();
+            let b = tok.buckets[open as usize % n];
+            if b.minute == open && b.requests > 0 {
+                tok.baseline.feed(&b, self.ewma_alpha);
+                let base = tok.baseline;
+                if let Some(p) = subject_key.and_then(|k| self.subjects.get_mut(&k)) {
+                    p.baseline = base;
+                }
+                if let Some(p) = client_key.and_then(|k| self.clients.get_mut(&k)) {
+                    p.baseline = base;
+                }
+            }
+            tok.open_minute = minute;
+        }
+        let n = tok.buckets.len();
+        let slot = &mut tok.buckets[minute as usize % n];
+        if slot.minute != minute {
+            *slot = state::Bucket {
+                minute,
+                ..Default::default()
+            };
+        }
+        slot.add(e.event.bytes_sent, e.event.status, e.event.object, e.event.page);
+
+        // 2. Detectors see the token as it was, plus the current window.
+        let fp_slot = tok
+            .fps
+            .iter()
+            .position(|s| s.count > 0 && s.fp.distance(&e.fp) == 0)
+            .or_else(|| tok.fps.iter().position(|s| s.count > 0 && s.fp.distance(&e.fp) < 2));
+        let rc = self.route_class(e);
+        let allowed = self.allow.matches(e);
+        let signals: Vec<(usize, Signal)> = {
+            let cx = Context {
+                ev: e,
+                tok: &tok,
+                subject: subject_key.and_then(|k| self.subjects.get(&k)),
+                client: client_key.and_then(|k| self.clients.get(&k)),
+                route_class: &self.route_classes[rc],
+                fp_slot,
+            };
+            self.detectors
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.enabled)
+                .filter_map(|(i, d)| d.detector.inspect(&cx).map(|s| (i, s)))
+                .collect()
+        };
+        for (i, sig) in signals {
+            let d = &self.detectors[i];
+            let kind = d.detector.kind();
+            let severity = sig.severity.unwrap_or(d.severity);
+            let (last_s, last_sev) = tok.last_finding[kind.index()];
+            let in_cooldown = last_s != 0 && ts / 1000 - i64::from(last_s) < d.cooldown_ms / 1000;
+            // Within the cooldown only an escalation (higher severity) gets through.
+            if in_cooldown && (severity as u8) < last_sev {
+                self.stats.suppressed_cooldown += 1;
+                continue;
+            }
+            if allowed {
+                self.stats.suppressed_allowlist += 1;
+                continue;
+            }
+            tok.last_finding[kind.index()] = ((ts / 1000).max(1) as u32, severity as u8 + 1);
+            self.stats.findings[kind.index()] += 1;
+            out.push(make_finding(e, &tok, kind, severity, d.mode, sig));
+        }
+
+        // 3. Learn from the event.
+        tok.last = tok.last.max(ts);
+        tok.requests = tok.requests.saturating_add(1);
+        match fp_slot {
+            Some(i) => {
+                let s = &mut tok.fps[i];
+                s.last = s.last.max(ts);
+                s.count = s.count.saturating_add(1);
+                s.fp.major = s.fp.major.max(e.fp.major);
+            }
+            None => {
+                let i = tok.fps.iter().position(|s| s.count == 0).unwrap_or_else(|| {
+                    (0..tok.fps.len()).min_by_key(|i| tok.fps[*i].last).unwrap_or(0)
+                });
+                tok.fps[i] = state::FpSlot {
+                    fp: e.fp,
+                    first: ts,
+                    last: ts,
+                    count: 1,
+                };
+            }
+        }
+        let ci = class_index(e.net.class);
+        tok.class_events[ci] = tok.class_events[ci].saturating_add(1);
+        if let Some(place) = &e.net.place {
+            update_place(&mut tok, place, e, self.min_move_km());
+        }
+        let home = matches!(e.net.class, crate::event::NetClass::Residential | crate::event::NetClass::Mobile);
+        for (key, map) in [(subject_key, &mut self.subjects), (client_key, &mut self.clients)] {
+            if let Some(k) = key {
+                let p = map.entry(k).or_default();
+                p.last = p.last.max(ts);
+                p.remember_device(e.fp.device_key(), ts);
+                p.classes |= e.net.class.bit();
+                if home {
+                    p.home_events = p.home_events.saturating_add(1);
+                }
+                if p.baseline.active_minutes == 0 {
+                    p.baseline = tok.baseline;
+                }
+            }
+        }
+        self.tokens.insert(e.event.token_key, tok);
+    }
+
+    /// A move shorter than this (after radii) keeps the token "at the same place".
+    fn min_move_km(&self) -> f64 {
+        self.min_move_km
+    }
+}
+
+fn update_place(tok: &mut TokenState, place: &crate::event::Place, e: &Enriched, min_move_km: f64) {
+    let ts = e.event.ts;
+    let new_slot = || {
+        Box::new(PlaceSlot {
+            lat: place.lat,
+            lon: place.lon,
+            radius_km: place.radius_km,
+            first: ts,
+            last: ts,
+            net: e.net.clone(),
+        })
+    };
+    match tok.place.as_deref_mut() {
+        None => tok.place = Some(new_slot()),
+        Some(cur) => {
+            let d = detectors::haversine_km(cur.lat, cur.lon, place.lat, place.lon)
+                - f64::from(cur.radius_km)
+                - f64::from(place.radius_km);
+            if d < min_move_km {
+                cur.last = cur.last.max(ts);
+                // Prefer the more precise location.
+                if place.radius_km < cur.radius_km {
+                    cur.lat = place.lat;
+                    cur.lon = place.lon;
+                    cur.radius_km = place.radius_km;
+                    cur.net = e.net.clone();
+                }
+            } else {
+                let old = tok.place.replace(new_slot());
+                tok.alt_place = old;
+            }
+        }
+    }
+}
+
+fn make_finding(
+    e: &Enriched,
+    tok: &TokenState,
+    kind: FindingKind,
+    severity: Severity,
+    mode: Mode,
+    sig: Signal,
+) -> Finding {
+    let ev = &e.event;
+    let mut h = Sha256::new();
+    h.update(kind.as_str().as_bytes());
+    h.update(b"\0");
+    h.update(tok.id.as_str().as_bytes());
+    h.update(ev.ts.to_le_bytes());
+    h.update(e.order_key.to_le_bytes());
+    let digest = h.finalize();
+    let id: String = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
+    let place = e.net.place.as_ref();
+    Finding {
+        id: format!("f-{id}"),
+        kind,
+        severity,
+        score: sig.score,
+        mode,
+        token_id: tok.id.clone(),
+        subject: tok.subject.clone(),
+        client_id: tok.client_id.clone(),
+        event_time: fmt_time(ev.ts),
+        event_ts: ev.ts,
+        evidence_first: fmt_time(sig.evidence_first.min(ev.ts)),
+        evidence_last: fmt_time(ev.ts),
+        summary: sig.summary,
+        client_ip: ev.client_ip.to_string(),
+        asn: e.net.asn,
+        network: e.net.class.as_str(),
+        country: place.and_then(|p| p.country.clone()),
+        city: place.and_then(|p| p.city.clone()),
+        route: ev.route.to_string(),
+        user_agent: ev.user_agent.as_deref().unwrap_or("").to_string(),
+        evidence: sig.evidence,
+    }
+}

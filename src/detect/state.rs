@@ -1,0 +1,241 @@
+//! Compact per-token state and per-subject / per-client profiles.
+//!
+//! Budget: ≤ 512 bytes per tracked token on average, including the map
+//! entry (see BENCHMARKS.md). No per-token histograms: windows are minute
+//! buckets and baselines are EWMAs.
+
+use std::sync::Arc;
+
+use crate::event::{EventTime, Fingerprint, NetClass, NetInfo, TokenId};
+
+/// One client fingerprint seen on a token.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FpSlot {
+    pub fp: Fingerprint,
+    pub first: EventTime,
+    pub last: EventTime,
+    pub count: u32,
+}
+
+/// A place a token was used from.
+#[derive(Clone, Debug)]
+pub struct PlaceSlot {
+    pub lat: f32,
+    pub lon: f32,
+    pub radius_km: u16,
+    pub first: EventTime,
+    pub last: EventTime,
+    pub net: Arc<NetInfo>,
+}
+
+/// Per-minute activity of a token. `objects` is a 64-bit linear-counting
+/// sketch of distinct object ids (accurate to a few percent up to ~150).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bucket {
+    pub minute: u32,
+    pub requests: u16,
+    pub errors: u16,
+    pub max_page: u16,
+    pub kib: u32,
+    pub objects: u64,
+}
+
+impl Bucket {
+    pub fn add(&mut self, bytes: u64, status: u16, object: Option<u64>, page: Option<u32>) {
+        self.requests = self.requests.saturating_add(1);
+        if status == 403 || status == 404 {
+            self.errors = self.errors.saturating_add(1);
+        }
+        self.kib = self.kib.saturating_add(bytes.div_ceil(1024).min(u64::from(u32::MAX)) as u32);
+        if let Some(o) = object {
+            self.objects |= 1u64 << (o.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58);
+        }
+        if let Some(p) = page {
+            self.max_page = self.max_page.max(p.min(u32::from(u16::MAX)) as u16);
+        }
+    }
+}
+
+/// Estimate distinct items from a 64-bit linear-counting sketch.
+pub fn sketch_estimate(bits: u64) -> f64 {
+    let zeros = u64::from(bits.count_zeros());
+    if zeros == 0 {
+        // Saturated: report the sketch's ceiling.
+        return 64.0 * 64f64.ln();
+    }
+    -64.0 * (zeros as f64 / 64.0).ln()
+}
+
+/// Exponentially weighted per-active-minute means: the token's own normal.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Baseline {
+    pub requests: f32,
+    pub kib: f32,
+    pub objects: f32,
+    pub pages: f32,
+    pub active_minutes: u32,
+}
+
+impl Baseline {
+    pub fn feed(&mut self, b: &Bucket, alpha: f32) {
+        let objects = sketch_estimate(b.objects) as f32;
+        if self.active_minutes == 0 {
+            *self = Baseline {
+                requests: f32::from(b.requests),
+                kib: b.kib as f32,
+                objects,
+                pages: f32::from(b.max_page),
+                active_minutes: 1,
+            };
+            return;
+        }
+        // Learn faster while young, then settle to `alpha`.
+        let a = alpha.max(1.0 / (self.active_minutes as f32 + 1.0));
+        self.requests += a * (f32::from(b.requests) - self.requests);
+        self.kib += a * (b.kib as f32 - self.kib);
+        self.objects += a * (objects - self.objects);
+        self.pages += a * (f32::from(b.max_page) - self.pages);
+        self.active_minutes = self.active_minutes.saturating_add(1);
+    }
+}
+
+/// Everything we remember about one token.
+#[derive(Clone, Debug)]
+pub struct TokenState {
+    pub id: TokenId,
+    pub subject: Option<Arc<str>>,
+    pub client_id: Option<Arc<str>>,
+    pub first: EventTime,
+    pub last: EventTime,
+    pub requests: u32,
+    pub fps: [FpSlot; 3],
+    pub place: Option<Box<PlaceSlot>>,
+    /// The previous far-away place, kept to recognise overlapping use.
+    pub alt_place: Option<Box<PlaceSlot>>,
+    /// Events per network class (residential, mobile, hosting, vpn, unknown).
+    pub class_events: [u16; 5],
+    pub buckets: Box<[Bucket]>,
+    /// The minute whose bucket has not been fed to the baseline yet.
+    pub open_minute: u32,
+    pub baseline: Baseline,
+    /// Per detector kind: event time (s) and severity of the last finding.
+    pub last_finding: [(u32, u8); 5],
+}
+
+impl TokenState {
+    pub fn new(id: TokenId, ts: EventTime, buckets: usize) -> TokenState {
+        TokenState {
+            id,
+            subject: None,
+            client_id: None,
+            first: ts,
+            last: ts,
+            requests: 0,
+            fps: [FpSlot::default(); 3],
+            place: None,
+            alt_place: None,
+            class_events: [0; 5],
+            buckets: vec![Bucket::default(); buckets].into_boxed_slice(),
+            open_minute: 0,
+            baseline: Baseline::default(),
+            last_finding: [(0, 0); 5],
+        }
+    }
+
+    pub fn class_count(&self, c: NetClass) -> u32 {
+        u32::from(self.class_events[class_index(c)])
+    }
+
+    /// Sum the buckets of the last `minutes` minutes up to `now_minute`.
+    pub fn window(&self, now_minute: u32, minutes: u32) -> Bucket {
+        let mut w = Bucket::default();
+        for b in self.buckets.iter() {
+            if b.requests > 0 && b.minute <= now_minute && b.minute + minutes > now_minute {
+                w.requests = w.requests.saturating_add(b.requests);
+                w.errors = w.errors.saturating_add(b.errors);
+                w.kib = w.kib.saturating_add(b.kib);
+                w.objects |= b.objects;
+                w.max_page = w.max_page.max(b.max_page);
+                if w.minute == 0 || b.minute < w.minute {
+                    w.minute = b.minute;
+                }
+            }
+        }
+        w
+    }
+}
+
+pub fn class_index(c: NetClass) -> usize {
+    match c {
+        NetClass::Residential => 0,
+        NetClass::Mobile => 1,
+        NetClass::Hosting => 2,
+        NetClass::Vpn => 3,
+        NetClass::Unknown => 4,
+    }
+}
+
+/// Compact history of a subject (a user) or a client_id (an application),
+/// carried across the successive tokens it is issued.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    pub last: EventTime,
+    /// Known devices: (device key, last seen in event-time seconds).
+    pub devices: [(u32, u32); 6],
+    /// Network classes used, as a bitmask of `NetClass::bit`.
+    pub classes: u8,
+    /// Events seen on residential or mobile networks.
+    pub home_events: u32,
+    pub baseline: Baseline,
+}
+
+impl Profile {
+    pub fn knows_device(&self, key: u32) -> bool {
+        self.devices.iter().any(|(k, seen)| *k == key && *seen != 0)
+    }
+
+    pub fn remember_device(&mut self, key: u32, ts: EventTime) {
+        let secs = (ts / 1000).max(1) as u32;
+        if let Some(slot) = self.devices.iter_mut().find(|(k, s)| *k == key && *s != 0) {
+            slot.1 = secs;
+            return;
+        }
+        // Replace the least recently seen slot.
+        let mut oldest = 0;
+        for (i, d) in self.devices.iter().enumerate() {
+            if d.1 < self.devices[oldest].1 {
+                oldest = i;
+            }
+        }
+        self.devices[oldest] = (key, secs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sketch_counts_distinct_objects_roughly() {
+        let mut b = Bucket::default();
+        for i in 0..40u64 {
+            b.add(0, 404, Some(crate::event::stable_hash(&i.to_le_bytes())), None);
+        }
+        let est = sketch_estimate(b.objects);
+        assert!((25.0..60.0).contains(&est), "estimate {est}");
+        assert_eq!(b.errors, 40);
+    }
+
+    #[test]
+    fn baseline_follows_a_slow_ramp() {
+        let mut base = Baseline::default();
+        for i in 0..600u16 {
+            let b = Bucket {
+                requests: 10 + i / 10,
+                ..Default::default()
+            };
+            base.feed(&b, 0.05);
+        }
+        assert!(base.requests > 60.0, "{}", base.requests);
+    }
+}

@@ -1,0 +1,183 @@
+//! Client fingerprints: a user agent parsed with `woothee` (family, major
+//! version, OS, device class), JA4 preferred over JA3, and the primary
+//! accept-language tag, folded into a small fixed-size [`Fingerprint`].
+//!
+//! Chromium-based browsers randomise TLS extension order, so their raw JA3
+//! changes on every connection; JA3 is therefore ignored for them, and JA4
+//! (which sorts extensions) is used whenever the gateway logs it.
+
+use std::sync::Arc;
+
+use crate::event::{DeviceClass, Fingerprint, UaInfo, stable_hash};
+
+/// User-agent prefixes of clients people script with.
+const SCRIPTING: &[&str] = &[
+    "curl/",
+    "wget/",
+    "python-requests",
+    "python-urllib",
+    "python-httpx",
+    "python/",
+    "aiohttp",
+    "go-http-client",
+    "java/",
+    "apache-httpclient",
+    "node-fetch",
+    "axios/",
+    "undici",
+    "got (",
+    "postmanruntime",
+    "insomnia",
+    "httpie",
+    "libwww-perl",
+    "ruby",
+    "scrapy",
+    "powershell",
+    "rest-client",
+    "guzzlehttp",
+    "reqwest",
+    "hackney",
+];
+
+/// Parse a user agent into what identifies a device (no minor versions).
+pub fn parse(ua: &str) -> UaInfo {
+    let lower = ua.trim().to_ascii_lowercase();
+    if lower.is_empty() || lower == "-" {
+        return UaInfo {
+            family: Arc::from("none"),
+            major: 0,
+            os: Arc::from("unknown"),
+            device: DeviceClass::Library,
+            scripting: true,
+        };
+    }
+    if SCRIPTING.iter().any(|p| lower.starts_with(p)) {
+        let (family, major) = product_token(ua);
+        return UaInfo {
+            family: Arc::from(family),
+            major,
+            os: Arc::from("unknown"),
+            device: DeviceClass::Library,
+            scripting: true,
+        };
+    }
+    match woothee::parser::Parser::new().parse(ua) {
+        Some(r) if r.name != "UNKNOWN" => {
+            let device = match r.category {
+                "pc" => DeviceClass::Desktop,
+                "smartphone" | "mobilephone" => DeviceClass::Mobile,
+                "crawler" => DeviceClass::Bot,
+                _ => DeviceClass::Other,
+            };
+            UaInfo {
+                family: Arc::from(r.name),
+                major: leading_number(r.version),
+                os: Arc::from(r.os),
+                device,
+                scripting: false,
+            }
+        }
+        _ => {
+            // Native apps (okhttp, CFNetwork, Dart…): product token and version.
+            let (family, major) = product_token(ua);
+            let mobile = lower.contains("okhttp")
+                || lower.contains("cfnetwork")
+                || lower.contains("dart")
+                || lower.contains("android")
+                || lower.contains("iphone");
+            UaInfo {
+                family: Arc::from(family),
+                major,
+                os: Arc::from(if lower.contains("android") || lower.contains("okhttp") {
+                    "Android"
+                } else if lower.contains("cfnetwork") || lower.contains("darwin") || lower.contains("iphone") {
+                    "iOS"
+                } else {
+                    "unknown"
+                }),
+                device: if mobile { DeviceClass::Mobile } else { DeviceClass::Other },
+                scripting: false,
+            }
+        }
+    }
+}
+
+fn product_token(ua: &str) -> (String, u16) {
+    let first = ua.split_whitespace().next().unwrap_or(ua);
+    match first.split_once('/') {
+        Some((name, ver)) => (name.to_ascii_lowercase(), leading_number(ver)),
+        None => (first.to_ascii_lowercase(), 0),
+    }
+}
+
+fn leading_number(s: &str) -> u16 {
+    let digits: String = s.chars().take_while(|c| c.is_ascii_digit()).take(5).collect();
+    digits.parse::<u32>().map(|n| n.min(u32::from(u16::MAX)) as u16).unwrap_or(0)
+}
+
+fn is_chromium(family: &str) -> bool {
+    matches!(family, "Chrome" | "Edge" | "Opera" | "Vivaldi" | "Yandex Browser" | "Samsung Internet" | "Brave")
+}
+
+fn h32(s: &str) -> u32 {
+    let h = stable_hash(s.as_bytes());
+    (h ^ (h >> 32)) as u32
+}
+
+/// Fold a parsed agent and the TLS / header hints into a fingerprint.
+pub fn fingerprint(ua: &UaInfo, ja4: Option<&str>, ja3: Option<&str>, lang: Option<&str>) -> Fingerprint {
+    let device = ua.device as u8;
+    let agent = h32(&format!("{}|{}|{}", ua.family, ua.os, device));
+    let tls = match (ja4, ja3) {
+        (Some(j), _) if !j.is_empty() && j != "-" => h32(j) | 1,
+        (_, Some(j)) if !j.is_empty() && j != "-" && !is_chromium(&ua.family) => h32(j) | 1,
+        _ => 0,
+    };
+    let lang = lang
+        .and_then(|l| l.split(',').next())
+        .map(|t| t.split(';').next().unwrap_or(t).trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && t != "*" && t != "-")
+        .map(|t| (h32(&t) as u16) | 1)
+        .unwrap_or(0);
+    Fingerprint {
+        agent,
+        tls,
+        lang,
+        major: ua.major,
+        device,
+        os: (h32(&ua.os) & 0xff) as u8,
+        family: (h32(&ua.family) & 0xff) as u8,
+        scripting: ua.scripting,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHROME_131: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.85 Safari/537.36";
+    const CHROME_131B: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.108 Safari/537.36";
+    const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1";
+
+    #[test]
+    fn minor_updates_and_ja3_churn_are_the_same_device() {
+        let a = fingerprint(&parse(CHROME_131), None, Some("aaa"), Some("en-GB,en;q=0.9"));
+        let b = fingerprint(&parse(CHROME_131B), None, Some("bbb"), Some("en-GB"));
+        assert_eq!(a.distance(&b), 0);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn scripting_clients_and_devices_differ() {
+        let curl = parse("curl/8.5.0");
+        assert!(curl.scripting);
+        assert_eq!(curl.major, 8);
+        let phone = parse(IPHONE);
+        assert_eq!(phone.device, DeviceClass::Mobile);
+        let desk = fingerprint(&parse(CHROME_131), None, None, None);
+        let py = fingerprint(&parse("python-requests/2.32.3"), None, None, None);
+        assert!(desk.distance(&py) >= 2);
+        assert!(desk.distance(&fingerprint(&phone, None, None, None)) >= 2);
+        assert!(parse("okhttp/4.12.0").device == DeviceClass::Mobile);
+    }
+}

@@ -1,0 +1,286 @@
+//! The typed records that flow through the pipeline: [`AccessEvent`] (what a
+//! gateway saw), [`Enriched`] (what we know about it after enrichment) and
+//! [`DropReason`] (why a record never became an event).
+//!
+//! Nothing here holds a raw bearer token: the decoder turns tokens into a
+//! [`TokenId`] before an `AccessEvent` exists.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// Event time in milliseconds since the Unix epoch (UTC), always taken from
+/// the gateway's own timestamp, never from arrival time.
+pub type EventTime = i64;
+
+/// A stable, non-secret identifier of one access token: the JWT `jti`, a
+/// credential id (`c:` prefix) or a keyed hash of an opaque token (`h:` prefix).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TokenId(pub Arc<str>);
+
+impl TokenId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One decoded gateway access-log record.
+#[derive(Clone, Debug)]
+pub struct AccessEvent {
+    pub ts: EventTime,
+    pub token: TokenId,
+    /// 64-bit hash of `token`, the key of per-token state.
+    pub token_key: u64,
+    pub subject: Option<Arc<str>>,
+    pub client_id: Option<Arc<str>>,
+    /// Token expiry (ms) when the token said so (JWT `exp`).
+    pub token_exp: Option<EventTime>,
+    pub client_ip: IpAddr,
+    pub method: Box<str>,
+    /// Route name from the gateway, or the path with id-like segments templated.
+    pub route: Box<str>,
+    /// Raw request path without the query string (used for allow-lists).
+    pub path: Box<str>,
+    /// Hash of the object id addressed by the request (last id-like path segment).
+    pub object: Option<u64>,
+    /// Pagination depth: `page=N`, or `offset / limit` (+1).
+    pub page: Option<u32>,
+    pub status: u16,
+    pub bytes_sent: u64,
+    pub user_agent: Option<Box<str>>,
+    pub accept_language: Option<Box<str>>,
+    pub ja3: Option<Box<str>>,
+    pub ja4: Option<Box<str>>,
+}
+
+/// Class of network an address belongs to, from its ASN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetClass {
+    Residential,
+    Mobile,
+    Hosting,
+    Vpn,
+    Unknown,
+}
+
+impl NetClass {
+    pub fn bit(self) -> u8 {
+        match self {
+            NetClass::Residential => 1,
+            NetClass::Mobile => 2,
+            NetClass::Hosting => 4,
+            NetClass::Vpn => 8,
+            NetClass::Unknown => 16,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetClass::Residential => "residential",
+            NetClass::Mobile => "mobile",
+            NetClass::Hosting => "hosting",
+            NetClass::Vpn => "vpn",
+            NetClass::Unknown => "unknown",
+        }
+    }
+    /// Hosting and anonymisers: where scripted abuse usually comes from.
+    pub fn is_datacenter_like(self) -> bool {
+        matches!(self, NetClass::Hosting | NetClass::Vpn)
+    }
+}
+
+/// Where an address is, as far as the GeoIP databases know.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Place {
+    pub city: Option<Arc<str>>,
+    pub country: Option<Arc<str>>,
+    pub lat: f32,
+    pub lon: f32,
+    /// MaxMind's accuracy radius in km (67 % confidence).
+    pub radius_km: u16,
+}
+
+/// Geo and network facts for one IP address (cached per address).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetInfo {
+    pub place: Option<Place>,
+    pub asn: u32,
+    pub as_org: Option<Arc<str>>,
+    pub class: NetClass,
+}
+
+/// What the user agent says about the client, reduced to what matters for
+/// "is this the same device": minor versions are dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UaInfo {
+    pub family: Arc<str>,
+    pub major: u16,
+    pub os: Arc<str>,
+    pub device: DeviceClass,
+    /// curl, python-requests, Go-http-client…: clients people script with.
+    pub scripting: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceClass {
+    Desktop,
+    Mobile,
+    Library,
+    Bot,
+    Other,
+}
+
+/// A small fixed-size summary of a client: enough to tell devices apart,
+/// stable across the benign churn (JA3 randomisation, UA minor versions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Fingerprint {
+    /// Hash of browser family + OS + device class (no version).
+    pub agent: u32,
+    /// Hash of the TLS fingerprint (JA4, or JA3 when trustworthy); 0 = unknown.
+    pub tls: u32,
+    /// Hash of the primary accept-language tag; 0 = unknown.
+    pub lang: u16,
+    pub major: u16,
+    pub device: u8,
+    pub os: u8,
+    pub family: u8,
+    pub scripting: bool,
+}
+
+impl Fingerprint {
+    /// How different two clients are: 0 = same device; >= 2 is "materially
+    /// different" by default. Version bumps and unknown parts never count.
+    pub fn distance(&self, other: &Fingerprint) -> u8 {
+        let mut d = 0;
+        if self.device != other.device {
+            d += 2;
+        }
+        if self.os != other.os {
+            d += 2;
+        }
+        if self.family != other.family {
+            d += 2;
+        }
+        if self.tls != 0 && other.tls != 0 && self.tls != other.tls {
+            d += 1;
+        }
+        if self.lang != 0 && other.lang != 0 && self.lang != other.lang {
+            d += 1;
+        }
+        d
+    }
+    /// A compact identity of the device, used in per-subject history.
+    pub fn device_key(&self) -> u32 {
+        self.agent ^ self.tls.rotate_left(7) ^ u32::from(self.lang).rotate_left(19)
+    }
+}
+
+/// An event plus what enrichment learned about it.
+#[derive(Clone, Debug)]
+pub struct Enriched {
+    pub event: AccessEvent,
+    pub net: Arc<NetInfo>,
+    pub ua: Arc<UaInfo>,
+    pub fp: Fingerprint,
+    /// A deterministic content hash: tie-breaker for ordering equal timestamps.
+    pub order_key: u64,
+}
+
+/// Why a record was not turned into an event. Counted, never fatal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    NotJson,
+    NotObject,
+    TooLarge,
+    MissingTimestamp,
+    BadTimestamp,
+    MissingIp,
+    BadIp,
+    WrongType,
+    NoToken,
+    Late,
+    UnknownFormat,
+    Io,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 12] = [
+        DropReason::NotJson,
+        DropReason::NotObject,
+        DropReason::TooLarge,
+        DropReason::MissingTimestamp,
+        DropReason::BadTimestamp,
+        DropReason::MissingIp,
+        DropReason::BadIp,
+        DropReason::WrongType,
+        DropReason::NoToken,
+        DropReason::Late,
+        DropReason::UnknownFormat,
+        DropReason::Io,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::NotJson => "not_json",
+            DropReason::NotObject => "not_object",
+            DropReason::TooLarge => "too_large",
+            DropReason::MissingTimestamp => "missing_timestamp",
+            DropReason::BadTimestamp => "bad_timestamp",
+            DropReason::MissingIp => "missing_ip",
+            DropReason::BadIp => "bad_ip",
+            DropReason::WrongType => "wrong_type",
+            DropReason::NoToken => "no_token",
+            DropReason::Late => "late",
+            DropReason::UnknownFormat => "unknown_format",
+            DropReason::Io => "io",
+        }
+    }
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A drop with the detail a person needs to fix it (which field, what value).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Drop {
+    pub reason: DropReason,
+    pub detail: String,
+}
+
+impl Drop {
+    pub fn new(reason: DropReason, detail: impl Into<String>) -> Self {
+        Drop {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Format an event time as RFC 3339 with milliseconds.
+pub fn fmt_time(ts: EventTime) -> String {
+    match chrono::DateTime::from_timestamp_millis(ts) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        None => ts.to_string(),
+    }
+}
+
+/// FNV-1a: a stable 64-bit hash (same value on every platform and version),
+/// used wherever a hash ends up in an id or must be reproducible.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

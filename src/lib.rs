@@ -1,0 +1,25 @@
+//! tokenwatch: catches stolen access tokens in API gateway logs.
+//!
+//! Module map, in the order a record flows:
+//!
+//! - [`source`]: where records come from (files, stdin; Kafka later).
+//! - [`decode`]: gateway formats → typed [`event::AccessEvent`]; raw tokens stop here.
+//! - [`enrich`]: geo, ASN, network class, client fingerprint.
+//! - [`detect`]: the event-time engine, per-token state and the detectors.
+//! - [`pipeline`]: wiring for replays (merging inputs by event time).
+//! - [`config`]: `rules.toml`, documented and validated.
+//! - [`synth`]: labeled synthetic traffic and matching GeoIP databases.
+//! - [`eval`]: scores findings against ground-truth labels.
+//!
+//! `decode`, `enrich` and `detect` are the pure core: no I/O, no wall
+//! clock, no panics on input. See ARCHITECTURE.md.
+
+pub mod config;
+pub mod decode;
+pub mod detect;
+pub mod enrich;
+pub mod eval;
+pub mod event;
+pub mod pipeline;
+pub mod source;
+pub mod synth;

@@ -1,0 +1,260 @@
+//! The replay pipeline: sources → decode → enrich → detect, with findings
+//! handed to a callback. Several files are merged by event time (each file
+//! is assumed roughly ordered; disorder within the lateness is fine), so a
+//! replay gives the findings live processing gave.
+//!
+//! This is wiring (it reads files and may sleep to pace `--speed`); the
+//! stages it drives are pure.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::decode::{DecodeSettings, Decoder};
+use crate::detect::{Engine, Finding, FindingKind};
+use crate::enrich::Enricher;
+use crate::event::{DropReason, Enriched};
+use crate::source::LineSource;
+
+/// How a replay runs.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayOptions {
+    /// Format name for every input (`auto` detects per file).
+    pub format: String,
+    /// Pace events at this multiple of real time (`None` = as fast as possible).
+    pub speed: Option<f64>,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// How many bad-record examples to keep for the summary.
+    pub max_examples: usize,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub records: u64,
+    pub events: u64,
+    pub dropped: BTreeMap<&'static str, u64>,
+    pub drop_examples: Vec<String>,
+    pub findings: BTreeMap<&'static str, u64>,
+    pub tokens_tracked: u64,
+    pub suppressed_cooldown: u64,
+    pub suppressed_allowlist: u64,
+    pub elapsed_secs: f64,
+    pub events_per_sec: f64,
+    pub formats: BTreeMap<String, String>,
+}
+
+impl Summary {
+    pub fn total_dropped(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+
+    /// The human-readable summary printed at the end of a replay.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!(
+            "records read   {:>12}\nevents         {:>12}\ndropped        {:>12}\n",
+            self.records,
+            self.events,
+            self.total_dropped()
+        ));
+        for (k, v) in &self.dropped {
+            s.push_str(&format!("  {k:<20}{v:>9}\n"));
+        }
+        s.push_str(&format!("tokens tracked {:>12}\nfindings       {:>12}\n", self.tokens_tracked, self.findings.values().sum::<u64>()));
+        for (k, v) in &self.findings {
+            s.push_str(&format!("  {k:<20}{v:>9}\n"));
+        }
+        s.push_str(&format!(
+            "suppressed     {:>12} (cooldown {}, allow-list {})\n",
+            self.suppressed_cooldown + self.suppressed_allowlist,
+            self.suppressed_cooldown,
+            self.suppressed_allowlist
+        ));
+        s.push_str(&format!(
+            "elapsed        {:>11.2}s\nthroughput     {:>12.0} events/s\n",
+            self.elapsed_secs, self.events_per_sec
+        ));
+        if !self.drop_examples.is_empty() {
+            s.push_str("first bad records:\n");
+            for e in &self.drop_examples {
+                s.push_str(&format!("  {e}\n"));
+            }
+        }
+        s
+    }
+}
+
+struct Stream {
+    src: LineSource,
+    decoder: Decoder,
+    buf: VecDeque<Enriched>,
+    done: bool,
+}
+
+/// Decode, enrich and detect over a set of sources.
+pub struct Pipeline {
+    settings: DecodeSettings,
+    enricher: Arc<Enricher>,
+    pub engine: Engine,
+}
+
+impl Pipeline {
+    pub fn new(config: &Config, settings: DecodeSettings, enricher: Arc<Enricher>) -> Pipeline {
+        Pipeline {
+            settings,
+            enricher,
+            engine: Engine::new(config),
+        }
+    }
+
+    /// Replay `sources` to the end, calling `on_finding` for each finding as
+    /// it happens.
+    pub fn run(
+        &mut self,
+        sources: Vec<LineSource>,
+        opts: &ReplayOptions,
+        on_finding: &mut dyn FnMut(&Finding),
+    ) -> Result<Summary, String> {
+        let started = Instant::now();
+        let mut summary = Summary::default();
+        let mut drops = [0u64; DropReason::ALL.len()];
+        let total_size: Option<u64> = sources.iter().map(|s| s.size).sum();
+        let mut streams = Vec::with_capacity(sources.len());
+        for src in sources {
+            streams.push(Stream {
+                decoder: self.settings.decoder(&opts.format)?,
+                src,
+                buf: VecDeque::new(),
+                done: false,
+            });
+        }
+        let bar = if opts.progress {
+            let bar = match total_size {
+                Some(n) => indicatif::ProgressBar::new(n),
+                None => indicatif::ProgressBar::new_spinner(),
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+                )
+                .expect("valid template"),
+            );
+            Some(bar)
+        } else {
+            None
+        };
+        let mut decoded = Vec::new();
+        let mut line = Vec::with_capacity(4096);
+        let mut findings = Vec::new();
+        let mut pace: Option<(i64, Instant)> = None;
+        let mut since_tick = 0u32;
+        loop {
+            // Fill every stream's head, then take the earliest event.
+            for s in streams.iter_mut().filter(|s| s.buf.is_empty() && !s.done) {
+                while s.buf.is_empty() && !s.done {
+                    let coord = match s.src.next_line(&mut line) {
+                        Ok(Some(c)) => c,
+                        Ok(None) => {
+                            s.done = true;
+                            break;
+                        }
+                        Err(e) => {
+                            drops[DropReason::Io.index()] += 1;
+                            note(&mut summary, opts, format!("{}: read error, stopping this input: {e}", s.src.name()));
+                            s.done = true;
+                            break;
+                        }
+                    };
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    summary.records += 1;
+                    decoded.clear();
+                    s.decoder.decode(&line, &mut decoded);
+                    for r in decoded.drain(..) {
+                        match r {
+                            Ok(ev) => s.buf.push_back(self.enricher.enrich(ev)),
+                            Err(d) => {
+                                drops[d.reason.index()] += 1;
+                                note(&mut summary, opts, format!("{coord}: {}: {}", d.reason.as_str(), d.detail));
+                            }
+                        }
+                    }
+                }
+            }
+            let next = streams
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.buf.front().map(|e| (e.event.ts, i)))
+                .min();
+            let Some((ts, i)) = next else { break };
+            let ev = streams[i].buf.pop_front().expect("non-empty");
+            if let Some(speed) = opts.speed {
+                let (t0, w0) = *pace.get_or_insert((ts, Instant::now()));
+                let due = Duration::from_secs_f64(((ts - t0).max(0) as f64 / 1000.0) / speed);
+                let spent = w0.elapsed();
+                if due > spent {
+                    std::thread::sleep(due - spent);
+                }
+            }
+            summary.events += 1;
+            self.engine.push(ev, &mut findings);
+            for f in findings.drain(..) {
+                on_finding(&f);
+            }
+            since_tick += 1;
+            if since_tick >= 8192 {
+                since_tick = 0;
+                if let Some(b) = &bar {
+                    b.set_position(streams.iter().map(|s| s.src.progress.load(Ordering::Relaxed)).sum());
+                    b.set_message(format!("{} events", summary.events));
+                }
+            }
+        }
+        self.engine.flush(&mut findings);
+        for f in findings.drain(..) {
+            on_finding(&f);
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        for s in &streams {
+            summary
+                .formats
+                .insert(s.src.name().to_string(), s.decoder.format_name().unwrap_or("unknown").to_string());
+        }
+        drops[DropReason::Late.index()] += self.engine.stats.late;
+        summary.events -= self.engine.stats.late;
+        for r in DropReason::ALL {
+            if drops[r.index()] > 0 {
+                summary.dropped.insert(r.as_str(), drops[r.index()]);
+            }
+        }
+        for k in FindingKind::ALL {
+            let n = self.engine.stats.findings[k.index()];
+            if n > 0 {
+                summary.findings.insert(k.as_str(), n);
+            }
+        }
+        summary.tokens_tracked = self.engine.stats.tokens_tracked;
+        summary.suppressed_cooldown = self.engine.stats.suppressed_cooldown;
+        summary.suppressed_allowlist = self.engine.stats.suppressed_allowlist;
+        summary.elapsed_secs = started.elapsed().as_secs_f64();
+        summary.events_per_sec = summary.events as f64 / summary.elapsed_secs.max(1e-9);
+        Ok(summary)
+    }
+}
+
+fn note(summary: &mut Summary, opts: &ReplayOptions, msg: String) {
+    tracing::debug!(target: "tokenwatch::drop", "{msg}");
+    if summary.drop_examples.len() < opts.max_examples {
+        tracing::warn!("{msg}");
+        summary.drop_examples.push(msg);
+    }
+}
