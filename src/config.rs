@@ -305,7 +305,7 @@ impl Default for BulkSiphonConfig {
             severity: Severity::High,
             window_minutes: 5,
             factor: 8.0,
-            min_requests: 300,
+            min_requests: 150,
             min_bytes: 200 * 1024 * 1024,
             warmup_minutes: 10,
             min_distinct_objects: 150,

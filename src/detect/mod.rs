@@ -339,7 +339,13 @@ impl Engine {
             self.next_gc = ts + self.gc_every_ms;
         }
         let subject_key = e.event.subject.as_deref().map(|s| stable_hash(s.as_bytes()));
-        let client_key = e.event.client_id.as_deref().map(|s| stable_hash(s.as_bytes()));
+        // Per-client history is for tokens without a user (client credentials:
+        // service tokens). A user's token is judged by its subject's history;
+        // one web app's thousands of users must not share one profile.
+        let client_key = match e.event.subject {
+            Some(_) => None,
+            None => e.event.client_id.as_deref().map(|s| stable_hash(s.as_bytes())),
+        };
         let minute = (ts / 60_000) as u32;
 
         // Take the token's state out of the map so detectors can borrow the profiles.

@@ -91,10 +91,14 @@ impl Baseline {
         }
         // Learn faster while young, then settle to `alpha`.
         let a = alpha.max(1.0 / (self.active_minutes as f32 + 1.0));
-        self.requests += a * (f32::from(b.requests) - self.requests);
-        self.kib += a * (b.kib as f32 - self.kib);
-        self.objects += a * (objects - self.objects);
-        self.pages += a * (f32::from(b.max_page) - self.pages);
+        // Winsorise: one minute can move the mean by at most 3x its value, so a
+        // burst barely shifts the baseline it is judged against, while a ramp
+        // over hours (a few percent per minute) is followed.
+        let clip = |x: f32, mean: f32, floor: f32| x.min((mean * 3.0).max(mean + floor));
+        self.requests += a * (clip(f32::from(b.requests), self.requests, 5.0) - self.requests);
+        self.kib += a * (clip(b.kib as f32, self.kib, 512.0) - self.kib);
+        self.objects += a * (clip(objects, self.objects, 5.0) - self.objects);
+        self.pages += a * (clip(f32::from(b.max_page), self.pages, 5.0) - self.pages);
         self.active_minutes = self.active_minutes.saturating_add(1);
     }
 }
