@@ -1,0 +1,243 @@
+//! Format tests: every preset against the real gateway samples
+//! (tests/data/samples, copied from ../shared/samples), array batches,
+//! auto-detection, custom field maps and malformed records.
+
+use std::net::IpAddr;
+
+use tokenwatch::config::{self, Config};
+use tokenwatch::decode::DecodeSettings;
+use tokenwatch::event::{AccessEvent, Drop, DropReason};
+
+const JTI: &str = "7b11c9e2-5a4d-4c3b-9d8e-0f1a2b3c4d5e";
+
+fn settings(cfg: &Config) -> DecodeSettings {
+    DecodeSettings::new(cfg, b"test-key").expect("valid settings")
+}
+
+fn decode_file(format: &str, file: &str) -> Vec<Result<AccessEvent, Drop>> {
+    let s = settings(&Config::default());
+    let mut d = s.decoder(format).expect("known format");
+    let text = std::fs::read_to_string(format!("tests/data/samples/{file}")).expect("sample exists");
+    let mut out = Vec::new();
+    for line in text.lines() {
+        d.decode(line.as_bytes(), &mut out);
+    }
+    out
+}
+
+fn ok(v: &[Result<AccessEvent, Drop>], i: usize) -> &AccessEvent {
+    match &v[i] {
+        Ok(e) => e,
+        Err(d) => panic!("record {i} dropped: {d:?}"),
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn envoy_sample() {
+    let v = decode_file("envoy", "envoy.jsonl");
+    assert_eq!(v.len(), 2);
+    let e = ok(&v, 0);
+    assert_eq!(e.ts, 1_767_225_600_123);
+    assert_eq!(e.token.as_str(), JTI);
+    assert_eq!(e.subject.as_deref(), Some("u-10442"));
+    assert_eq!(e.client_id.as_deref(), Some("web-app"));
+    assert_eq!(e.token_exp, Some(1_767_228_600_000));
+    assert_eq!(e.client_ip, ip("198.51.100.23"));
+    assert_eq!(e.status, 200);
+    assert_eq!(e.bytes_sent, 184_233);
+    assert_eq!(e.route.as_ref(), "records");
+    assert_eq!(e.page, Some(9));
+    assert_eq!(e.ja4.as_deref(), Some("t13d1516h2_8daaf6152771_b186095e22b6"));
+    assert!(e.ja3.is_some());
+    // The second record has no token at all ("-"): a counted drop, not a crash.
+    assert_eq!(v[1].as_ref().unwrap_err().reason, DropReason::NoToken);
+}
+
+#[test]
+fn kong_sample_with_redacted_header_and_batch() {
+    let v = decode_file("kong", "kong.jsonl");
+    assert_eq!(v.len(), 3, "one object plus a batch of two");
+    let e = ok(&v, 0);
+    assert_eq!(e.ts, 1_767_225_600_123);
+    // Authorization is REDACTED: identity comes from the credential id.
+    assert_eq!(e.token.as_str(), "c:5b9e2f10-7c3d-4e21-9a8b-1f2e3d4c5b6a");
+    assert_eq!(e.subject.as_deref(), Some("u-10442"));
+    assert_eq!(e.client_ip, ip("198.51.100.23"));
+    assert_eq!(e.route.as_ref(), "records");
+    assert_eq!(e.bytes_sent, 18_233);
+    assert_eq!(e.accept_language.as_deref(), Some("en-GB,en;q=0.9"));
+    let b = ok(&v, 2);
+    assert_eq!(b.ts, 1_767_225_601_650);
+    assert_eq!(b.status, 403);
+    assert!(b.object.is_some(), "account id is the object");
+}
+
+#[test]
+fn apisix_sample_with_batch() {
+    let v = decode_file("apisix", "apisix.jsonl");
+    assert_eq!(v.len(), 2);
+    let e = ok(&v, 0);
+    assert_eq!(e.token.as_str(), JTI);
+    // XFF "198.51.100.23, 10.0.0.5": the right-most untrusted hop.
+    assert_eq!(e.client_ip, ip("198.51.100.23"));
+    assert_eq!(e.route.as_ref(), "records");
+    let b = ok(&v, 1);
+    assert_eq!(b.client_ip, ip("192.0.2.200"));
+    assert_eq!(b.user_agent.as_deref(), Some("curl/8.5.0"));
+}
+
+#[test]
+fn nginx_sample_uses_msec_and_walks_xff() {
+    let v = decode_file("nginx", "nginx.jsonl");
+    let e = ok(&v, 0);
+    assert_eq!(e.ts, 1_767_225_600_123);
+    assert_eq!(e.client_ip, ip("198.51.100.23"));
+    assert_eq!(e.token.as_str(), JTI);
+    assert_eq!(e.path.as_ref(), "/v1/records");
+}
+
+#[test]
+fn traefik_sample() {
+    let v = decode_file("traefik", "traefik.jsonl");
+    let e = ok(&v, 0);
+    assert_eq!(e.ts, 1_767_225_600_123);
+    assert_eq!(e.client_ip, ip("198.51.100.23"));
+    assert_eq!(e.token.as_str(), JTI);
+    assert_eq!(e.route.as_ref(), "records@file");
+    assert_eq!(e.bytes_sent, 184_233);
+}
+
+#[test]
+fn aws_sample_all_strings_and_dashes() {
+    let v = decode_file("aws_apigw", "aws-apigw.jsonl");
+    let e = ok(&v, 0);
+    assert_eq!(e.ts, 1_767_225_600_123);
+    assert_eq!(e.token.as_str(), JTI);
+    assert_eq!(e.subject.as_deref(), Some("u-10442"));
+    assert_eq!(e.client_id.as_deref(), Some("android-app"));
+    assert_eq!(e.status, 200);
+    assert_eq!(e.bytes_sent, 184_233);
+}
+
+#[test]
+fn tyk_sample_hashes_the_api_key() {
+    let v = decode_file("tyk", "tyk.jsonl");
+    let e = ok(&v, 0);
+    assert!(e.token.as_str().starts_with("h:"), "{}", e.token);
+    assert_eq!(e.token.as_str().len(), 18);
+    assert!(!e.token.as_str().contains("6129dc1e8b64c6b4"), "raw key never leaves the decoder");
+    assert_eq!(e.subject.as_deref(), Some("alice"));
+    assert_eq!(e.client_id.as_deref(), Some("web-app"));
+    assert_eq!(e.page, Some(9));
+}
+
+#[test]
+fn auto_detects_every_sample() {
+    for (file, preset) in [
+        ("envoy.jsonl", "envoy"),
+        ("kong.jsonl", "kong"),
+        ("apisix.jsonl", "apisix"),
+        ("nginx.jsonl", "nginx"),
+        ("traefik.jsonl", "traefik"),
+        ("aws-apigw.jsonl", "aws_apigw"),
+        ("tyk.jsonl", "tyk"),
+    ] {
+        let s = settings(&Config::default());
+        let mut d = s.decoder("auto").unwrap();
+        let line = std::fs::read_to_string(format!("tests/data/samples/{file}")).unwrap();
+        let mut out = Vec::new();
+        d.decode(line.lines().next().unwrap().as_bytes(), &mut out);
+        assert_eq!(d.format_name(), Some(preset), "{file}");
+        assert!(out[0].is_ok(), "{file}: {:?}", out[0]);
+    }
+}
+
+#[test]
+fn malformed_records_are_counted_with_reasons() {
+    let s = settings(&Config::default());
+    let mut d = s.decoder("envoy").unwrap();
+    let good = std::fs::read_to_string("tests/data/samples/envoy.jsonl").unwrap();
+    let good = good.lines().next().unwrap();
+    let cases: Vec<(String, DropReason, &str)> = vec![
+        ("not json at all".into(), DropReason::NotJson, ""),
+        ("{\"start_time\": ".into(), DropReason::NotJson, "invalid JSON"),
+        ("42".into(), DropReason::NotObject, ""),
+        (good.replace("\"start_time\":\"2026-01-01T00:00:00.123Z\",", ""), DropReason::MissingTimestamp, "timestamp"),
+        (good.replace("2026-01-01T00:00:00.123Z", "yesterday"), DropReason::BadTimestamp, "yesterday"),
+        (good.replace("\"198.51.100.23:51544\"", "\"not-an-ip\""), DropReason::BadIp, "peer_ip"),
+        (good.replace("\"response_code\":200", "\"response_code\":{\"x\":1}"), DropReason::WrongType, "status"),
+        (good.replace("\"bytes_sent\":184233", "\"bytes_sent\":\"lots\""), DropReason::WrongType, "bytes_sent"),
+        (format!("{{\"pad\":\"{}\"}}", "x".repeat(2 << 20)), DropReason::TooLarge, "max_record_bytes"),
+        ("[1, 2]".into(), DropReason::NotObject, ""),
+    ];
+    for (input, reason, detail) in cases {
+        let mut out = Vec::new();
+        d.decode(input.as_bytes(), &mut out);
+        assert_eq!(out.len().max(1), out.len(), "at least one result");
+        let err = out.iter().find_map(|r| r.as_ref().err()).unwrap_or_else(|| panic!("no drop for {input:.60}"));
+        assert_eq!(err.reason, reason, "{input:.80} → {err:?}");
+        assert!(err.detail.contains(detail), "detail `{}` should mention `{detail}`", err.detail);
+    }
+    // A batch with one bad element keeps the good ones.
+    let batch = format!("[{good}, 7, {good}]");
+    let mut out = Vec::new();
+    d.decode(batch.as_bytes(), &mut out);
+    assert_eq!(out.iter().filter(|r| r.is_ok()).count(), 2);
+    assert_eq!(out.iter().filter(|r| r.is_err()).count(), 1);
+}
+
+#[test]
+fn xff_is_never_trusted_blindly() {
+    let s = settings(&Config::default());
+    let mut d = s.decoder("envoy").unwrap();
+    let good = std::fs::read_to_string("tests/data/samples/envoy.jsonl").unwrap();
+    let good = good.lines().next().unwrap();
+    // A public peer is not a trusted proxy: its XFF claim is ignored.
+    let spoof = good.replace("\"x_forwarded_for\":\"198.51.100.23\"", "\"x_forwarded_for\":\"1.2.3.4\"");
+    let mut out = Vec::new();
+    d.decode(spoof.as_bytes(), &mut out);
+    assert_eq!(out[0].as_ref().unwrap().client_ip, ip("198.51.100.23"));
+    // Behind a trusted load balancer, the right-most untrusted hop wins.
+    let lb = good
+        .replace("\"x_forwarded_for\":\"198.51.100.23\"", "\"x_forwarded_for\":\"6.6.6.6, 203.0.113.9, 10.1.2.3\"")
+        .replace("198.51.100.23:51544", "10.0.0.2:443");
+    let mut out = Vec::new();
+    d.decode(lb.as_bytes(), &mut out);
+    assert_eq!(out[0].as_ref().unwrap().client_ip, ip("203.0.113.9"));
+}
+
+#[test]
+fn custom_format_with_pointers_fallbacks_and_transforms() {
+    let toml = r#"
+        [input]
+        format = "mygw"
+        [formats.mygw]
+        fields.timestamp = { from = ["/ts_ns", "/meta/ts"], transforms = ["epoch_ns"] }
+        fields.peer_ip = { from = ["/peer"], transforms = ["host_port"] }
+        fields.forwarded_for = { from = ["/hdr/xff"], transforms = ["dash_null"] }
+        fields.authorization = { from = ["/hdr/auth"], transforms = ["strip_bearer"] }
+        fields.subject = { from = ["/hdr/auth"], transforms = ["jwt_claim:sub"] }
+        fields.path = { from = ["/req/path"] }
+        fields.status = { from = ["/res/code"] }
+    "#;
+    let cfg = config::load_str(toml, "inline.toml").expect("valid");
+    let s = settings(&cfg);
+    let mut d = s.decoder("mygw").unwrap();
+    let jwt = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1LTEiLCJqdGkiOiJqLTEifQ.c2ln";
+    let rec = format!(
+        r#"{{"meta":{{"ts":1767225600123000000}},"peer":"10.0.0.9:5000","hdr":{{"xff":"203.0.113.5","auth":"Bearer {jwt}"}},"req":{{"path":"/v1/items/123"}},"res":{{"code":"404"}}}}"#
+    );
+    let mut out = Vec::new();
+    d.decode(rec.as_bytes(), &mut out);
+    let e = out[0].as_ref().expect("decodes");
+    assert_eq!(e.ts, 1_767_225_600_123);
+    assert_eq!(e.client_ip, ip("203.0.113.5"));
+    assert_eq!(e.token.as_str(), "j-1");
+    assert_eq!(e.subject.as_deref(), Some("u-1"));
+    assert_eq!(e.status, 404);
+    assert_eq!(e.route.as_ref(), "/v1/items/{id}");
+}
