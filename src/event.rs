@@ -128,6 +128,10 @@ pub struct UaInfo {
     pub device: DeviceClass,
     /// curl, python-requests, Go-http-client…: clients people script with.
     pub scripting: bool,
+    /// Precomputed fingerprint parts (family + OS + device class, and each alone).
+    pub agent_hash: u32,
+    pub os_id: u8,
+    pub family_id: u8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -70,6 +70,48 @@ impl<'de> Deserialize<'de> for LazyObject<'de> {
     }
 }
 
+/// Parse a record, keeping only the top-level values whose keys are in
+/// `index` (key → slot); everything else is skipped without allocation.
+pub fn parse_slots<'a>(
+    text: &'a str,
+    index: &rustc_hash::FxHashMap<Box<str>, u16>,
+    slots: &mut [Option<&'a RawValue>],
+) -> Result<(), serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    struct Seed<'i, 's, 'a> {
+        index: &'i rustc_hash::FxHashMap<Box<str>, u16>,
+        slots: &'s mut [Option<&'a RawValue>],
+    }
+    impl<'de> DeserializeSeed<'de> for Seed<'_, '_, 'de> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Seed<'_, '_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(k) = map.next_key::<BorrowedKey<'de>>()? {
+                match self.index.get(k.0.as_ref()) {
+                    Some(i) if self.slots[usize::from(*i)].is_none() => {
+                        self.slots[usize::from(*i)] = Some(map.next_value::<&'de RawValue>()?);
+                    }
+                    _ => {
+                        map.next_value::<de::IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    Seed { index, slots }.deserialize(&mut de)?;
+    de.end()
+}
+
 /// A leaf value, borrowed from the record where possible.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scalar<'a> {
@@ -119,7 +161,11 @@ impl<'a> Scalar<'a> {
 /// Resolve a pre-split JSON Pointer against a record.
 pub fn resolve<'a>(root: &LazyObject<'a>, pointer: &[PointerPart]) -> Option<&'a RawValue> {
     let (first, rest) = pointer.split_first()?;
-    let mut cur = root.get(&first.key)?;
+    resolve_from(root.get(&first.key)?, rest)
+}
+
+/// Follow the rest of a pointer from an already resolved value.
+pub fn resolve_from<'a>(mut cur: &'a RawValue, rest: &[PointerPart]) -> Option<&'a RawValue> {
     for part in rest {
         let text = cur.get();
         cur = match text.as_bytes().first() {

@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 use crate::config::{Config, FieldSource, TokenIdentity};
 use crate::event::{AccessEvent, Drop, DropReason, TokenId, stable_hash};
 use json::{LazyObject, PointerPart, Scalar};
+use rustc_hash::FxHashMap;
 use token::TokenHasher;
 
 /// Canonical fields a field map may fill.
@@ -118,7 +119,8 @@ impl Transform {
 
 #[derive(Clone, Debug, Default)]
 struct CompiledField {
-    pointers: Vec<Vec<PointerPart>>,
+    /// (slot of the pointer's first key, the rest of the pointer).
+    pointers: Vec<(u16, Vec<PointerPart>)>,
     transforms: Vec<Transform>,
 }
 
@@ -127,11 +129,15 @@ struct CompiledField {
 pub struct FieldMap {
     pub name: String,
     fields: Vec<Option<CompiledField>>,
+    /// Top-level keys any pointer starts with → slot; a record is parsed
+    /// once into these slots and everything else is skipped.
+    index: FxHashMap<Box<str>, u16>,
 }
 
 impl FieldMap {
     pub fn compile(name: &str, map: &BTreeMap<String, FieldSource>) -> Result<FieldMap, String> {
         let mut fields: Vec<Option<CompiledField>> = vec![None; NFIELDS];
+        let mut index: FxHashMap<Box<str>, u16> = FxHashMap::default();
         for (k, src) in map {
             let idx = CANONICAL_FIELDS
                 .iter()
@@ -142,14 +148,23 @@ impl FieldMap {
                 .iter()
                 .map(|t| Transform::parse(t))
                 .collect::<Result<Vec<_>, _>>()?;
-            fields[idx] = Some(CompiledField {
-                pointers: src.from.iter().map(|p| json::split_pointer(p)).collect(),
-                transforms,
-            });
+            let mut pointers = Vec::new();
+            for p in &src.from {
+                let mut parts = json::split_pointer(p);
+                if parts.is_empty() {
+                    return Err(format!("`{p}` is not a JSON Pointer to a field"));
+                }
+                let first = parts.remove(0).key.into_boxed_str();
+                let n = index.len() as u16;
+                let slot = *index.entry(first).or_insert(n);
+                pointers.push((slot, parts));
+            }
+            fields[idx] = Some(CompiledField { pointers, transforms });
         }
         Ok(FieldMap {
             name: name.into(),
             fields,
+            index,
         })
     }
 
@@ -217,6 +232,7 @@ impl DecodeSettings {
         Ok(Decoder {
             settings: self.clone(),
             format,
+            tokens: TokenCache::default(),
         })
     }
 
@@ -225,11 +241,69 @@ impl DecodeSettings {
     }
 }
 
+/// What a bearer token says about itself, cached per token so a JWT is
+/// decoded (or an opaque token hashed) once, not on every request.
+#[derive(Debug)]
+struct ParsedToken {
+    jti: Option<Arc<str>>,
+    sub: Option<Arc<str>>,
+    client_id: Option<Arc<str>>,
+    exp: Option<i64>,
+    opaque_id: Arc<str>,
+}
+
+/// Cache keyed by a 128-bit hash of the token string: the raw token itself
+/// is not kept.
+#[derive(Debug, Default)]
+struct TokenCache {
+    map: FxHashMap<u128, Arc<ParsedToken>>,
+}
+
+const TOKEN_CACHE_ENTRIES: usize = 200_000;
+
+impl TokenCache {
+    fn get(&mut self, token: &str, hasher: &TokenHasher) -> Arc<ParsedToken> {
+        use std::hash::Hasher;
+        let mut a = rustc_hash::FxHasher::with_seed(0x51_7c_c1_b7);
+        a.write(token.as_bytes());
+        let mut b = rustc_hash::FxHasher::with_seed(0x2c_1b_3c_6d);
+        b.write(token.as_bytes());
+        let key = (u128::from(a.finish()) << 64) | u128::from(b.finish() ^ token.len() as u64);
+        if let Some(p) = self.map.get(&key) {
+            return p.clone();
+        }
+        let claims = token::jwt_claims(token);
+        let arc = |v: Option<String>| v.map(Arc::from);
+        let parsed = Arc::new(match claims {
+            Some(c) => ParsedToken {
+                jti: arc(c.jti),
+                sub: arc(c.sub),
+                client_id: arc(c.client_id),
+                exp: c.exp.map(|e| (e * 1000.0) as i64),
+                opaque_id: Arc::from(hasher.id(token)),
+            },
+            None => ParsedToken {
+                jti: None,
+                sub: None,
+                client_id: None,
+                exp: None,
+                opaque_id: Arc::from(hasher.id(token)),
+            },
+        });
+        if self.map.len() >= TOKEN_CACHE_ENTRIES {
+            self.map.clear();
+        }
+        self.map.insert(key, parsed.clone());
+        parsed
+    }
+}
+
 /// Decodes the records of one stream.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Decoder {
     settings: DecodeSettings,
     format: Format,
+    tokens: TokenCache,
 }
 
 impl Decoder {
@@ -284,14 +358,15 @@ impl Decoder {
     }
 
     fn decode_object(&mut self, text: &str) -> Result<AccessEvent, Drop> {
-        let obj = LazyObject::parse(text).map_err(|e| {
+        let bad_json = |e: serde_json::Error| {
             let reason = if text.starts_with('{') { DropReason::NotJson } else { DropReason::NotObject };
             Drop::new(reason, format!("invalid JSON: {e}"))
-        })?;
+        };
         let map = match &mut self.format {
             Format::Fixed(m) => m.clone(),
             Format::Auto(Some(m)) => m.clone(),
             Format::Auto(slot @ None) => {
+                let obj = LazyObject::parse(text).map_err(bad_json)?;
                 let keys: Vec<&str> = obj.keys().collect();
                 let name = presets::detect(&keys).ok_or_else(|| {
                     Drop::new(
@@ -304,29 +379,56 @@ impl Decoder {
                 m
             }
         };
+        let mut slots: Vec<Option<&RawValue>> = vec![None; map.index.len()];
+        json::parse_slots(text, &map.index, &mut slots).map_err(bad_json)?;
         Extract {
-            obj: &obj,
+            slots: &slots,
+            nested: std::cell::RefCell::new(Vec::new()),
             map: &map,
             settings: &self.settings,
         }
-        .event()
+        .event(&mut self.tokens)
     }
 }
 
 struct Extract<'a, 'o> {
-    obj: &'o LazyObject<'a>,
+    slots: &'o [Option<&'a RawValue>],
+    /// Nested objects parsed so far in this record (Kong's `request`,
+    /// `request/headers`…), keyed by their address in the record.
+    nested: std::cell::RefCell<Vec<(usize, LazyObject<'a>)>>,
     map: &'o FieldMap,
     settings: &'o DecodeSettings,
 }
 
 impl<'a> Extract<'a, '_> {
+    fn resolve(&self, slot: u16, rest: &[PointerPart]) -> Option<&'a RawValue> {
+        let mut cur = self.slots[usize::from(slot)]?;
+        for part in rest {
+            let text = cur.get();
+            if !text.starts_with('{') {
+                return json::resolve_from(cur, std::slice::from_ref(part));
+            }
+            let addr = text.as_ptr() as usize;
+            let mut nested = self.nested.borrow_mut();
+            let pos = match nested.iter().position(|(a, _)| *a == addr) {
+                Some(p) => p,
+                None => {
+                    nested.push((addr, LazyObject::parse(text).ok()?));
+                    nested.len() - 1
+                }
+            };
+            cur = nested[pos].1.get(&part.key)?;
+        }
+        Some(cur)
+    }
+
     /// The first pointer that resolves to a non-null value, transformed.
     fn get(&self, f: F) -> Result<Option<Scalar<'a>>, Drop> {
         let Some(cf) = &self.map.fields[f as usize] else {
             return Ok(None);
         };
-        for p in &cf.pointers {
-            let Some(raw) = json::resolve(self.obj, p) else { continue };
+        for (slot, rest) in &cf.pointers {
+            let Some(raw) = self.resolve(*slot, rest) else { continue };
             let mut v = Scalar::from_raw(raw);
             for t in &cf.transforms {
                 v = self.apply(t, v, f)?;
@@ -483,7 +585,7 @@ impl<'a> Extract<'a, '_> {
             .ok_or_else(|| Drop::new(DropReason::MissingIp, "no client address (peer_ip / forwarded_for)"))
     }
 
-    fn event(&self) -> Result<AccessEvent, Drop> {
+    fn event(&self, cache: &mut TokenCache) -> Result<AccessEvent, Drop> {
         let ts = self.timestamp()?;
         let peer = self.string(F::PeerIp)?;
         let xff = self.string(F::ForwardedFor)?;
@@ -494,20 +596,22 @@ impl<'a> Extract<'a, '_> {
             .as_deref()
             .map(token::strip_bearer)
             .filter(|t| !token::is_absent(t));
-        let claims = auth.and_then(token::jwt_claims);
-        let mut token_id: Option<String> = None;
+        let parsed = auth.map(|a| cache.get(a, &self.settings.hasher));
+        let mut token_id: Option<Arc<str>> = None;
         for ident in &self.settings.identity {
             token_id = match ident {
-                TokenIdentity::Jwt => claims.as_ref().and_then(|c| c.jti.clone()),
-                TokenIdentity::JtiField => self.string(F::Jti)?.filter(|s| !token::is_absent(s)).map(|s| s.into_owned()),
+                TokenIdentity::Jwt => parsed.as_ref().and_then(|c| c.jti.clone()),
+                TokenIdentity::JtiField => self.string(F::Jti)?.filter(|s| !token::is_absent(s)).map(|s| Arc::from(s.as_ref())),
                 TokenIdentity::Credential => self
                     .string(F::Credential)?
                     .filter(|s| !token::is_absent(s))
-                    .map(|s| format!("c:{s}")),
+                    .map(|s| Arc::from(format!("c:{s}"))),
                 TokenIdentity::OpaqueHash => {
                     let raw = self.string(F::Token)?;
-                    let raw = raw.as_deref().map(token::strip_bearer).filter(|t| !token::is_absent(t)).or(auth);
-                    raw.map(|t| self.settings.hasher.id(t))
+                    match raw.as_deref().map(token::strip_bearer).filter(|t| !token::is_absent(t)) {
+                        Some(t) => Some(cache.get(t, &self.settings.hasher).opaque_id.clone()),
+                        None => parsed.as_ref().map(|p| p.opaque_id.clone()),
+                    }
                 }
             };
             if token_id.is_some() {
@@ -518,15 +622,15 @@ impl<'a> Extract<'a, '_> {
             Drop::new(DropReason::NoToken, "no token identity (authorization, jti, credential or token field)")
         })?;
 
-        let subject = match claims.as_ref().and_then(|c| c.sub.clone()) {
+        let subject = match parsed.as_ref().and_then(|c| c.sub.clone()) {
             Some(s) => Some(s),
-            None => self.string(F::Subject)?.filter(|s| !token::is_absent(s)).map(Cow::into_owned),
+            None => self.string(F::Subject)?.filter(|s| !token::is_absent(s)).map(|s| Arc::from(s.as_ref())),
         };
-        let client_id = match claims.as_ref().and_then(|c| c.client_id.clone()) {
+        let client_id = match parsed.as_ref().and_then(|c| c.client_id.clone()) {
             Some(s) => Some(s),
-            None => self.string(F::ClientId)?.filter(|s| !token::is_absent(s)).map(Cow::into_owned),
+            None => self.string(F::ClientId)?.filter(|s| !token::is_absent(s)).map(|s| Arc::from(s.as_ref())),
         };
-        let token_exp = claims.as_ref().and_then(|c| c.exp).map(|e| (e * 1000.0) as i64);
+        let token_exp = parsed.as_ref().and_then(|c| c.exp);
 
         let full_path = self.string(F::Path)?.unwrap_or(Cow::Borrowed("/"));
         let (path, query) = match full_path.split_once('?') {
@@ -546,9 +650,9 @@ impl<'a> Extract<'a, '_> {
         Ok(AccessEvent {
             ts,
             token_key: stable_hash(token_id.as_bytes()),
-            token: TokenId(Arc::from(token_id)),
-            subject: subject.map(Arc::from),
-            client_id: client_id.map(Arc::from),
+            token: TokenId(token_id),
+            subject,
+            client_id,
             token_exp,
             client_ip,
             method: self.string(F::Method)?.map(|s| Box::from(s.as_ref())).unwrap_or_else(|| "GET".into()),

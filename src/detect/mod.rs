@@ -11,8 +11,7 @@
 pub mod detectors;
 pub mod state;
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -137,29 +136,9 @@ struct DetectorEntry {
     cooldown_ms: i64,
 }
 
-/// Ordering wrapper: event time, then content, never arrival order.
-struct Pending(Enriched);
-
-impl Pending {
-    fn key(&self) -> (EventTime, u64, u64) {
-        (self.0.event.ts, self.0.event.token_key, self.0.order_key)
-    }
-}
-impl PartialEq for Pending {
-    fn eq(&self, o: &Self) -> bool {
-        self.key() == o.key()
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, o: &Self) -> Ordering {
-        self.key().cmp(&o.key())
-    }
+/// Processing order: event time, then content, never arrival order.
+fn order(e: &Enriched) -> (EventTime, u64, u64) {
+    (e.event.ts, e.event.token_key, e.order_key)
 }
 
 /// The detection engine for one shard of tokens.
@@ -178,7 +157,9 @@ pub struct Engine {
     tokens: FxHashMap<u64, TokenState>,
     subjects: FxHashMap<u64, Profile>,
     clients: FxHashMap<u64, Profile>,
-    pending: BinaryHeap<Reverse<Pending>>,
+    /// Events waiting for the watermark, sorted by [`order`]. Input is
+    /// nearly sorted, so inserting near the back is the common case.
+    pending: VecDeque<Enriched>,
     max_ts: EventTime,
     next_gc: EventTime,
     pub stats: EngineStats,
@@ -267,7 +248,7 @@ impl Engine {
             tokens: FxHashMap::default(),
             subjects: FxHashMap::default(),
             clients: FxHashMap::default(),
-            pending: BinaryHeap::new(),
+            pending: VecDeque::new(),
             max_ts: i64::MIN,
             next_gc: i64::MIN,
             stats: EngineStats::default(),
@@ -291,13 +272,16 @@ impl Engine {
             return false;
         }
         self.max_ts = self.max_ts.max(ev.event.ts);
-        self.pending.push(Reverse(Pending(ev)));
+        let key = order(&ev);
+        if self.pending.back().is_none_or(|b| order(b) <= key) {
+            self.pending.push_back(ev);
+        } else {
+            let at = self.pending.partition_point(|p| order(p) <= key);
+            self.pending.insert(at, ev);
+        }
         let wm = self.watermark();
-        while let Some(Reverse(p)) = self.pending.peek() {
-            if p.0.event.ts >= wm {
-                break;
-            }
-            let Reverse(Pending(e)) = self.pending.pop().expect("peeked");
+        while self.pending.front().is_some_and(|p| p.event.ts < wm) {
+            let e = self.pending.pop_front().expect("non-empty");
             self.process(&e, out);
         }
         true
@@ -305,7 +289,7 @@ impl Engine {
 
     /// End of input: process everything still waiting.
     pub fn flush(&mut self, out: &mut Vec<Finding>) {
-        while let Some(Reverse(Pending(e))) = self.pending.pop() {
+        while let Some(e) = self.pending.pop_front() {
             self.process(&e, out);
         }
     }
@@ -348,44 +332,47 @@ impl Engine {
         };
         let minute = (ts / 60_000) as u32;
 
-        // Take the token's state out of the map so detectors can borrow the profiles.
-        let mut tok = match self.tokens.remove(&e.event.token_key) {
-            Some(t) => t,
-            None => {
-                self.stats.tokens_tracked += 1;
-                let mut t = TokenState::new(e.event.token.clone(), ts, self.buckets);
-                // Baselines carry over across a subject's (or client's) successive tokens.
-                let inherited = subject_key
-                    .and_then(|k| self.subjects.get(&k))
-                    .map(|p| p.baseline)
-                    .filter(|b| b.active_minutes > 0)
-                    .or_else(|| client_key.and_then(|k| self.clients.get(&k)).map(|p| p.baseline));
-                if let Some(b) = inherited {
-                    t.baseline = b;
-                }
-                t.open_minute = minute;
-                t
+        let rc = self.route_class(e);
+        let allowed = self.allow.matches(e);
+        let Engine {
+            tokens,
+            subjects,
+            clients,
+            detectors,
+            stats,
+            route_classes,
+            buckets,
+            ewma_alpha,
+            min_move_km,
+            ..
+        } = self;
+        let tok = tokens.entry(e.event.token_key).or_insert_with(|| {
+            stats.tokens_tracked += 1;
+            let mut t = TokenState::new(e.event.token.clone(), ts, *buckets);
+            // Baselines carry over across a subject's (or client's) successive tokens.
+            let inherited = subject_key
+                .and_then(|k| subjects.get(&k))
+                .map(|p| p.baseline)
+                .filter(|b| b.active_minutes > 0)
+                .or_else(|| client_key.and_then(|k| clients.get(&k)).map(|p| p.baseline));
+            if let Some(b) = inherited {
+                t.baseline = b;
             }
-        };
-        if tok.subject.is_none() {
-            tok.subject = e.event.subject.clone();
-        }
-        if tok.client_id.is_none() {
-            tok.client_id = e.event.client_id.clone();
-        }
-
+            t.open_minute = minute;
+            t
+        });
         // 1. Windows: close finished minutes into the baseline, add this event.
         if minute > tok.open_minute {
             let open = tok.open_minute;
             let n = tok.buckets.len();
             let b = tok.buckets[open as usize % n];
             if b.minute == open && b.requests > 0 {
-                tok.baseline.feed(&b, self.ewma_alpha);
+                tok.baseline.feed(&b, *ewma_alpha);
                 let base = tok.baseline;
-                if let Some(p) = subject_key.and_then(|k| self.subjects.get_mut(&k)) {
+                if let Some(p) = subject_key.and_then(|k| subjects.get_mut(&k)) {
                     p.baseline = base;
                 }
-                if let Some(p) = client_key.and_then(|k| self.clients.get_mut(&k)) {
+                if let Some(p) = client_key.and_then(|k| clients.get_mut(&k)) {
                     p.baseline = base;
                 }
             }
@@ -407,18 +394,16 @@ impl Engine {
             .iter()
             .position(|s| s.count > 0 && s.fp.distance(&e.fp) == 0)
             .or_else(|| tok.fps.iter().position(|s| s.count > 0 && s.fp.distance(&e.fp) < 2));
-        let rc = self.route_class(e);
-        let allowed = self.allow.matches(e);
         let signals: Vec<(usize, Signal)> = {
             let cx = Context {
                 ev: e,
-                tok: &tok,
-                subject: subject_key.and_then(|k| self.subjects.get(&k)),
-                client: client_key.and_then(|k| self.clients.get(&k)),
-                route_class: &self.route_classes[rc],
+                tok,
+                subject: subject_key.and_then(|k| subjects.get(&k)),
+                client: client_key.and_then(|k| clients.get(&k)),
+                route_class: &route_classes[rc],
                 fp_slot,
             };
-            self.detectors
+            detectors
                 .iter()
                 .enumerate()
                 .filter(|(_, d)| d.enabled)
@@ -426,23 +411,23 @@ impl Engine {
                 .collect()
         };
         for (i, sig) in signals {
-            let d = &self.detectors[i];
+            let d = &detectors[i];
             let kind = d.detector.kind();
             let severity = sig.severity.unwrap_or(d.severity);
             let (last_s, last_sev) = tok.last_finding[kind.index()];
             let in_cooldown = last_s != 0 && ts / 1000 - i64::from(last_s) < d.cooldown_ms / 1000;
             // Within the cooldown only an escalation (higher severity) gets through.
             if in_cooldown && (severity as u8) < last_sev {
-                self.stats.suppressed_cooldown += 1;
+                stats.suppressed_cooldown += 1;
                 continue;
             }
             if allowed {
-                self.stats.suppressed_allowlist += 1;
+                stats.suppressed_allowlist += 1;
                 continue;
             }
             tok.last_finding[kind.index()] = ((ts / 1000).max(1) as u32, severity as u8 + 1);
-            self.stats.findings[kind.index()] += 1;
-            out.push(make_finding(e, &tok, kind, severity, d.mode, sig));
+            stats.findings[kind.index()] += 1;
+            out.push(make_finding(e, tok, kind, severity, d.mode, sig));
         }
 
         // 3. Learn from the event.
@@ -470,10 +455,10 @@ impl Engine {
         let ci = class_index(e.net.class);
         tok.class_events[ci] = tok.class_events[ci].saturating_add(1);
         if let Some(place) = &e.net.place {
-            update_place(&mut tok, place, e, self.min_move_km());
+            update_place(tok, place, e, *min_move_km);
         }
         let home = matches!(e.net.class, crate::event::NetClass::Residential | crate::event::NetClass::Mobile);
-        for (key, map) in [(subject_key, &mut self.subjects), (client_key, &mut self.clients)] {
+        for (key, map) in [(subject_key, subjects), (client_key, clients)] {
             if let Some(k) = key {
                 let p = map.entry(k).or_default();
                 p.last = p.last.max(ts);
@@ -487,12 +472,6 @@ impl Engine {
                 }
             }
         }
-        self.tokens.insert(e.event.token_key, tok);
-    }
-
-    /// A move shorter than this (after radii) keeps the token "at the same place".
-    fn min_move_km(&self) -> f64 {
-        self.min_move_km
     }
 }
 

@@ -19,7 +19,7 @@ use maxminddb::{Reader, geoip2};
 use rustc_hash::FxBuildHasher;
 
 use crate::config::Config;
-use crate::event::{AccessEvent, Enriched, NetInfo, Place, stable_hash};
+use crate::event::{AccessEvent, Enriched, NetInfo, Place};
 use netclass::NetClassifier;
 
 /// Errors opening the GeoIP databases (start-up only).
@@ -132,7 +132,7 @@ impl Enricher {
     pub fn enrich(&self, event: AccessEvent) -> Enriched {
         let net = self.net(event.client_ip);
         let ua_text = event.user_agent.as_deref().unwrap_or("");
-        let key = stable_hash(ua_text.as_bytes());
+        let key = fx_hash(ua_text.as_bytes());
         let ua = match self.ua_cache.get(&key) {
             Some(v) => v.clone(),
             None => {
@@ -156,15 +156,23 @@ impl Enricher {
     }
 }
 
-/// Content hash used to order events with equal timestamps deterministically.
+fn fx_hash(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(bytes);
+    h.finish()
+}
+
+/// Content hash used to order events with equal timestamps deterministically
+/// (FxHash is unseeded: the same on every run).
 fn order_key(e: &AccessEvent) -> u64 {
-    let mut h = e.token_key;
-    h ^= stable_hash(e.path.as_bytes()).rotate_left(13);
-    h ^= u64::from(e.status).rotate_left(29) ^ e.bytes_sent.rotate_left(41);
-    h ^= match e.client_ip {
-        IpAddr::V4(v) => u64::from(u32::from(v)),
-        IpAddr::V6(v) => (u128::from(v) as u64) ^ ((u128::from(v) >> 64) as u64),
-    }
-    .rotate_left(7);
-    h ^ stable_hash(e.user_agent.as_deref().unwrap_or("").as_bytes()).rotate_left(53)
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    e.token_key.hash(&mut h);
+    e.path.hash(&mut h);
+    e.status.hash(&mut h);
+    e.bytes_sent.hash(&mut h);
+    e.client_ip.hash(&mut h);
+    e.user_agent.hash(&mut h);
+    h.finish()
 }

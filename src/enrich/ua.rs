@@ -41,6 +41,14 @@ const SCRIPTING: &[&str] = &[
 
 /// Parse a user agent into what identifies a device (no minor versions).
 pub fn parse(ua: &str) -> UaInfo {
+    let mut info = parse_inner(ua);
+    info.agent_hash = h32(&format!("{}|{}|{}", info.family, info.os, info.device as u8));
+    info.os_id = (h32(&info.os) & 0xff) as u8;
+    info.family_id = (h32(&info.family) & 0xff) as u8;
+    info
+}
+
+fn parse_inner(ua: &str) -> UaInfo {
     let lower = ua.trim().to_ascii_lowercase();
     if lower.is_empty() || lower == "-" {
         return UaInfo {
@@ -49,6 +57,9 @@ pub fn parse(ua: &str) -> UaInfo {
             os: Arc::from("unknown"),
             device: DeviceClass::Library,
             scripting: true,
+            agent_hash: 0,
+            os_id: 0,
+            family_id: 0,
         };
     }
     if SCRIPTING.iter().any(|p| lower.starts_with(p)) {
@@ -59,6 +70,9 @@ pub fn parse(ua: &str) -> UaInfo {
             os: Arc::from("unknown"),
             device: DeviceClass::Library,
             scripting: true,
+            agent_hash: 0,
+            os_id: 0,
+            family_id: 0,
         };
     }
     match woothee::parser::Parser::new().parse(ua) {
@@ -75,6 +89,9 @@ pub fn parse(ua: &str) -> UaInfo {
                 os: Arc::from(r.os),
                 device,
                 scripting: false,
+                agent_hash: 0,
+                os_id: 0,
+                family_id: 0,
             }
         }
         _ => {
@@ -97,6 +114,9 @@ pub fn parse(ua: &str) -> UaInfo {
                 }),
                 device: if mobile { DeviceClass::Mobile } else { DeviceClass::Other },
                 scripting: false,
+                agent_hash: 0,
+                os_id: 0,
+                family_id: 0,
             }
         }
     }
@@ -127,7 +147,7 @@ fn h32(s: &str) -> u32 {
 /// Fold a parsed agent and the TLS / header hints into a fingerprint.
 pub fn fingerprint(ua: &UaInfo, ja4: Option<&str>, ja3: Option<&str>, lang: Option<&str>) -> Fingerprint {
     let device = ua.device as u8;
-    let agent = h32(&format!("{}|{}|{}", ua.family, ua.os, device));
+    let agent = ua.agent_hash;
     let tls = match (ja4, ja3) {
         (Some(j), _) if !j.is_empty() && j != "-" => h32(j) | 1,
         (_, Some(j)) if !j.is_empty() && j != "-" && !is_chromium(&ua.family) => h32(j) | 1,
@@ -145,8 +165,8 @@ pub fn fingerprint(ua: &UaInfo, ja4: Option<&str>, ja3: Option<&str>, lang: Opti
         lang,
         major: ua.major,
         device,
-        os: (h32(&ua.os) & 0xff) as u8,
-        family: (h32(&ua.family) & 0xff) as u8,
+        os: ua.os_id,
+        family: ua.family_id,
         scripting: ua.scripting,
     }
 }
