@@ -45,9 +45,9 @@ pub struct AccessEvent {
     /// Token expiry (ms) when the token said so (JWT `exp`).
     pub token_exp: Option<EventTime>,
     pub client_ip: IpAddr,
-    pub method: Box<str>,
+    pub method: &'static str,
     /// Route name from the gateway, or the path with id-like segments templated.
-    pub route: Box<str>,
+    pub route: Arc<str>,
     /// Raw request path without the query string (used for allow-lists).
     pub path: Box<str>,
     /// Hash of the object id addressed by the request (last id-like path segment).
@@ -57,9 +57,11 @@ pub struct AccessEvent {
     pub status: u16,
     pub bytes_sent: u64,
     pub user_agent: Option<Box<str>>,
-    pub accept_language: Option<Box<str>>,
-    pub ja3: Option<Box<str>>,
-    pub ja4: Option<Box<str>>,
+    /// Hash of the primary accept-language tag (`fr-fr` of `fr-FR,fr;q=0.9`).
+    pub accept_language: Option<u16>,
+    /// Hashes of the TLS fingerprints; only equality matters downstream.
+    pub ja3: Option<u32>,
+    pub ja4: Option<u32>,
 }
 
 /// Class of network an address belongs to, from its ASN.
@@ -276,6 +278,28 @@ pub fn fmt_time(ts: EventTime) -> String {
         Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         None => ts.to_string(),
     }
+}
+
+/// Stable 32-bit hash of a string (non-zero).
+pub fn h32(s: &str) -> u32 {
+    let h = stable_hash(s.as_bytes());
+    ((h ^ (h >> 32)) as u32) | 1
+}
+
+/// Hash of a TLS fingerprint string; `-` and empty mean "not logged".
+pub fn tls_hash(s: &str) -> Option<u32> {
+    let s = s.trim();
+    (!s.is_empty() && s != "-").then(|| h32(s))
+}
+
+/// Hash of the primary tag of an accept-language header.
+pub fn lang_tag(header: &str) -> Option<u16> {
+    let first = header.split(',').next()?;
+    let tag = first.split(';').next().unwrap_or(first).trim();
+    if tag.is_empty() || tag == "*" || tag == "-" {
+        return None;
+    }
+    Some((h32(&tag.to_ascii_lowercase()) as u16) | 1)
 }
 
 /// FNV-1a: a stable 64-bit hash (same value on every platform and version),

@@ -129,6 +129,9 @@ fn parse_speed(s: &str) -> Result<f64, String> {
     if v > 0.0 { Ok(v) } else { Err("speed must be > 0".into()) }
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_RULES: &str = include_str!("../rules.toml");
 const DEMO_SCENARIO: &str = include_str!("../replay/scenarios/demo.toml");
 const DEFAULT_HASH_KEY: &[u8] = b"tokenwatch-default-hash-key";

@@ -257,11 +257,25 @@ struct ParsedToken {
 #[derive(Debug, Default)]
 struct TokenCache {
     map: FxHashMap<u128, Arc<ParsedToken>>,
+    routes: FxHashMap<Box<str>, Arc<str>>,
 }
 
 const TOKEN_CACHE_ENTRIES: usize = 200_000;
 
 impl TokenCache {
+    /// Route names repeat endlessly: share one allocation per route.
+    fn route(&mut self, r: &str) -> Arc<str> {
+        if let Some(a) = self.routes.get(r) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(r);
+        if self.routes.len() >= 10_000 {
+            self.routes.clear();
+        }
+        self.routes.insert(r.into(), a.clone());
+        a
+    }
+
     fn get(&mut self, token: &str, hasher: &TokenHasher) -> Arc<ParsedToken> {
         use std::hash::Hasher;
         let mut a = rustc_hash::FxHasher::with_seed(0x51_7c_c1_b7);
@@ -638,8 +652,8 @@ impl<'a> Extract<'a, '_> {
             None => (full_path.as_ref(), ""),
         };
         let route = match self.string(F::Route)? {
-            Some(r) if !r.is_empty() => r.into_owned(),
-            _ => template_path(path),
+            Some(r) if !r.is_empty() => r,
+            _ => Cow::Owned(template_path(path)),
         };
         let status = self.number(F::Status)?.unwrap_or(0.0);
         if !(0.0..1000.0).contains(&status) {
@@ -647,6 +661,7 @@ impl<'a> Extract<'a, '_> {
         }
         let bytes = self.number(F::BytesSent)?.unwrap_or(0.0).max(0.0);
         let opt = |f: F| -> Result<Option<Box<str>>, Drop> { Ok(self.string(f)?.map(|s| Box::from(s.as_ref()))) };
+        let hashed = |f: F| -> Result<Option<u32>, Drop> { Ok(self.string(f)?.and_then(|s| crate::event::tls_hash(&s))) };
         Ok(AccessEvent {
             ts,
             token_key: stable_hash(token_id.as_bytes()),
@@ -655,18 +670,31 @@ impl<'a> Extract<'a, '_> {
             client_id,
             token_exp,
             client_ip,
-            method: self.string(F::Method)?.map(|s| Box::from(s.as_ref())).unwrap_or_else(|| "GET".into()),
-            route: route.into(),
+            method: method_name(self.string(F::Method)?.as_deref()),
+            route: cache.route(&route),
             object: object_id(path),
             page: page_of(query),
             path: path.into(),
             status: status as u16,
             bytes_sent: bytes as u64,
             user_agent: opt(F::UserAgent)?,
-            accept_language: opt(F::AcceptLanguage)?,
-            ja3: opt(F::Ja3)?,
-            ja4: opt(F::Ja4)?,
+            accept_language: self.string(F::AcceptLanguage)?.and_then(|s| crate::event::lang_tag(&s)),
+            ja3: hashed(F::Ja3)?,
+            ja4: hashed(F::Ja4)?,
         })
+    }
+}
+
+fn method_name(m: Option<&str>) -> &'static str {
+    match m.map(str::trim) {
+        None | Some("GET") | Some("get") => "GET",
+        Some("POST") | Some("post") => "POST",
+        Some("PUT") | Some("put") => "PUT",
+        Some("PATCH") | Some("patch") => "PATCH",
+        Some("DELETE") | Some("delete") => "DELETE",
+        Some("HEAD") | Some("head") => "HEAD",
+        Some("OPTIONS") | Some("options") => "OPTIONS",
+        Some(_) => "OTHER",
     }
 }
 

@@ -144,7 +144,7 @@ impl Enricher {
                 v
             }
         };
-        let fp = ua::fingerprint(&ua, event.ja4.as_deref(), event.ja3.as_deref(), event.accept_language.as_deref());
+        let fp = ua::fingerprint(&ua, event.ja4, event.ja3, event.accept_language);
         let order_key = order_key(&event);
         Enriched {
             event,

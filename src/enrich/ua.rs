@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::event::{DeviceClass, Fingerprint, UaInfo, stable_hash};
+use crate::event::{DeviceClass, Fingerprint, UaInfo, h32};
 
 /// User-agent prefixes of clients people script with.
 const SCRIPTING: &[&str] = &[
@@ -139,32 +139,22 @@ fn is_chromium(family: &str) -> bool {
     matches!(family, "Chrome" | "Edge" | "Opera" | "Vivaldi" | "Yandex Browser" | "Samsung Internet" | "Brave")
 }
 
-fn h32(s: &str) -> u32 {
-    let h = stable_hash(s.as_bytes());
-    (h ^ (h >> 32)) as u32
-}
 
-/// Fold a parsed agent and the TLS / header hints into a fingerprint.
-pub fn fingerprint(ua: &UaInfo, ja4: Option<&str>, ja3: Option<&str>, lang: Option<&str>) -> Fingerprint {
-    let device = ua.device as u8;
-    let agent = ua.agent_hash;
+/// Fold a parsed agent and the TLS / header hints (hashes, see
+/// [`crate::event::tls_hash`] and [`crate::event::lang_tag`]) into a fingerprint.
+pub fn fingerprint(ua: &UaInfo, ja4: Option<u32>, ja3: Option<u32>, lang: Option<u16>) -> Fingerprint {
     let tls = match (ja4, ja3) {
-        (Some(j), _) if !j.is_empty() && j != "-" => h32(j) | 1,
-        (_, Some(j)) if !j.is_empty() && j != "-" && !is_chromium(&ua.family) => h32(j) | 1,
+        (Some(j), _) => j,
+        // Chromium randomises extension order: its JA3 is noise.
+        (None, Some(j)) if !is_chromium(&ua.family) => j,
         _ => 0,
     };
-    let lang = lang
-        .and_then(|l| l.split(',').next())
-        .map(|t| t.split(';').next().unwrap_or(t).trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != "*" && t != "-")
-        .map(|t| (h32(&t) as u16) | 1)
-        .unwrap_or(0);
     Fingerprint {
-        agent,
+        agent: ua.agent_hash,
         tls,
-        lang,
+        lang: lang.unwrap_or(0),
         major: ua.major,
-        device,
+        device: ua.device as u8,
         os: ua.os_id,
         family: ua.family_id,
         scripting: ua.scripting,
@@ -181,8 +171,9 @@ mod tests {
 
     #[test]
     fn minor_updates_and_ja3_churn_are_the_same_device() {
-        let a = fingerprint(&parse(CHROME_131), None, Some("aaa"), Some("en-GB,en;q=0.9"));
-        let b = fingerprint(&parse(CHROME_131B), None, Some("bbb"), Some("en-GB"));
+        use crate::event::{lang_tag, tls_hash};
+        let a = fingerprint(&parse(CHROME_131), None, tls_hash("aaa"), lang_tag("en-GB,en;q=0.9"));
+        let b = fingerprint(&parse(CHROME_131B), None, tls_hash("bbb"), lang_tag("en-GB"));
         assert_eq!(a.distance(&b), 0);
         assert_eq!(a, b);
     }
