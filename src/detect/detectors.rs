@@ -105,9 +105,9 @@ impl Detector for TokenReplay {
             .iter()
             .enumerate()
             .filter(|(i, s)| s.count > 0 && Some(*i) != cx.fp_slot && s.fp.distance(&fp) >= c.min_distance)
-            .max_by_key(|(_, s)| s.last)
+            .max_by_key(|(_, s)| s.last())
             .map(|(_, s)| *s)?;
-        let gap = ev.event.ts - other.last;
+        let gap = ev.event.ts - other.last();
         let is_new = cx.fp_slot.is_none();
         let known_to_subject = cx.subject.is_some_and(|p| p.knows_device(fp.device_key()));
         let this_count = cx.fp_slot.map(|i| cx.tok.fps[i].count).unwrap_or(0) + 1;
@@ -129,21 +129,21 @@ impl Detector for TokenReplay {
                 describe_place(&ev.net),
                 minutes(gap),
                 other.count,
-                fmt_time(other.first),
+                fmt_time(other.first()),
                 fp.distance(&other.fp),
             );
             return Some(Signal {
                 severity: None,
                 score: score.min(100) as u8,
                 summary,
-                evidence_first: other.first.min(ev.event.ts),
+                evidence_first: other.first().min(ev.event.ts),
                 evidence: json!({
                     "pattern": "concurrent",
                     "new_client": describe_client(ev),
                     "new_client_scripting": fp.scripting,
                     "new_client_requests": this_count,
                     "first_client_requests": other.count,
-                    "first_client_last_seen": fmt_time(other.last),
+                    "first_client_last_seen": fmt_time(other.last()),
                     "gap_secs": gap / 1000,
                     "fingerprint_distance": fp.distance(&other.fp),
                     "device_known_to_subject": known_to_subject,
@@ -164,7 +164,7 @@ impl Detector for TokenReplay {
                 severity: Some(Severity::Medium.min(c.severity)),
                 score: 55,
                 summary,
-                evidence_first: other.last,
+                evidence_first: other.last(),
                 evidence: json!({
                     "pattern": "switch",
                     "new_client": describe_client(ev),
@@ -196,7 +196,7 @@ impl Detector for ImpossibleTravel {
         let c = &self.0;
         let ev = cx.ev;
         let here = ev.net.place.as_ref()?;
-        let prev = cx.tok.place.as_deref()?;
+        let prev = cx.tok.place.as_ref()?;
         let dist = haversine_km(prev.lat, prev.lon, here.lat, here.lon);
         let radii = f64::from(prev.radius_km) + f64::from(here.radius_km);
         let eff = dist - radii;
@@ -289,7 +289,7 @@ impl Detector for SuspiciousNetwork {
         if home.max(subject_home) < c.min_history_events {
             return None;
         }
-        let prev = tok.place.as_deref().map(|p| describe_place(&p.net)).unwrap_or_else(|| "its usual networks".into());
+        let prev = tok.place.as_ref().map(|p| describe_place(&p.net)).unwrap_or_else(|| "its usual networks".into());
         let summary = format!(
             "token moved from {} to {} with scripting client {} ({} earlier requests on residential/mobile networks)",
             prev,
@@ -334,7 +334,7 @@ impl Detector for BulkSiphon {
         let base = &cx.tok.baseline;
         let objects = sketch_estimate(w.objects);
         let req = f64::from(w.requests);
-        let kib = f64::from(w.kib);
+        let kib = w.kib as f64;
         let mut reasons: Vec<String> = Vec::new();
         let mut ratio_max = 0.0f64;
 
@@ -370,7 +370,7 @@ impl Detector for BulkSiphon {
             }
         }
         let rc = cx.route_class;
-        if rc.max_requests_per_window > 0 && w.requests as u32 > rc.max_requests_per_window {
+        if rc.max_requests_per_window > 0 && w.requests > rc.max_requests_per_window {
             reasons.push(format!(
                 "{} requests in {} min, over this route class's ceiling of {}",
                 thousands(req),
@@ -378,7 +378,7 @@ impl Detector for BulkSiphon {
                 rc.max_requests_per_window
             ));
         }
-        if rc.max_bytes_per_window > 0 && (w.kib as u64) * 1024 > rc.max_bytes_per_window {
+        if rc.max_bytes_per_window > 0 && w.kib * 1024 > rc.max_bytes_per_window {
             reasons.push(format!(
                 "{:.1} MiB in {} min, over this route class's ceiling of {:.1} MiB",
                 kib / 1024.0,
@@ -394,11 +394,11 @@ impl Detector for BulkSiphon {
             severity: None,
             score,
             summary: format!("bulk pull: {}; pagination depth {}", reasons.join("; "), w.max_page),
-            evidence_first: i64::from(w.minute) * 60_000,
+            evidence_first: i64::from(w.first_minute) * 60_000,
             evidence: json!({
                 "window_minutes": n,
                 "requests": w.requests,
-                "bytes": u64::from(w.kib) * 1024,
+                "bytes": w.kib * 1024,
                 "distinct_objects_est": objects.round(),
                 "max_page": w.max_page,
                 "baseline_per_min": {
@@ -443,7 +443,7 @@ impl Detector for Enumeration {
                 w.errors,
                 w.requests
             ),
-            evidence_first: i64::from(w.minute) * 60_000,
+            evidence_first: i64::from(w.first_minute) * 60_000,
             evidence: json!({
                 "window_minutes": n,
                 "distinct_objects_est": distinct.round(),

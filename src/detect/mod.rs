@@ -154,9 +154,11 @@ pub struct Engine {
     buckets: usize,
     ewma_alpha: f32,
     min_move_km: f64,
-    tokens: FxHashMap<u64, TokenState>,
-    subjects: FxHashMap<u64, Profile>,
-    clients: FxHashMap<u64, Profile>,
+    /// Boxed: the map's table then holds 16-byte entries, and its doubling
+    /// growth does not double the states themselves.
+    tokens: FxHashMap<u64, Box<TokenState>>,
+    subjects: FxHashMap<u64, Box<Profile>>,
+    clients: FxHashMap<u64, Box<Profile>>,
     /// Events waiting for the watermark, sorted by [`order`]. Input is
     /// nearly sorted, so inserting near the back is the common case.
     pending: VecDeque<Enriched>,
@@ -348,7 +350,7 @@ impl Engine {
         } = self;
         let tok = tokens.entry(e.event.token_key).or_insert_with(|| {
             stats.tokens_tracked += 1;
-            let mut t = TokenState::new(e.event.token.clone(), ts, *buckets);
+            let mut t = Box::new(TokenState::new(e.event.token.clone(), ts, *buckets));
             // Baselines carry over across a subject's (or client's) successive tokens.
             let inherited = subject_key
                 .and_then(|k| subjects.get(&k))
@@ -366,7 +368,7 @@ impl Engine {
             let open = tok.open_minute;
             let n = tok.buckets.len();
             let b = tok.buckets[open as usize % n];
-            if b.minute == open && b.requests > 0 {
+            if b.minute == state::minute_tag(open) && b.requests > 0 {
                 tok.baseline.feed(&b, *ewma_alpha);
                 let base = tok.baseline;
                 if let Some(p) = subject_key.and_then(|k| subjects.get_mut(&k)) {
@@ -380,11 +382,8 @@ impl Engine {
         }
         let n = tok.buckets.len();
         let slot = &mut tok.buckets[minute as usize % n];
-        if slot.minute != minute {
-            *slot = state::Bucket {
-                minute,
-                ..Default::default()
-            };
+        if slot.minute != state::minute_tag(minute) || slot.requests == 0 {
+            *slot = state::Bucket::new(minute);
         }
         slot.add(e.event.bytes_sent, e.event.status, e.event.object, e.event.page);
 
@@ -398,8 +397,8 @@ impl Engine {
             let cx = Context {
                 ev: e,
                 tok,
-                subject: subject_key.and_then(|k| subjects.get(&k)),
-                client: client_key.and_then(|k| clients.get(&k)),
+                subject: subject_key.and_then(|k| subjects.get(&k)).map(|p| &**p),
+                client: client_key.and_then(|k| clients.get(&k)).map(|p| &**p),
                 route_class: &route_classes[rc],
                 fp_slot,
             };
@@ -414,7 +413,7 @@ impl Engine {
             let d = &detectors[i];
             let kind = d.detector.kind();
             let severity = sig.severity.unwrap_or(d.severity);
-            let (last_s, last_sev) = tok.last_finding[kind.index()];
+            let (last_s, last_sev) = (tok.last_finding_s[kind.index()], tok.last_finding_sev[kind.index()]);
             let in_cooldown = last_s != 0 && ts / 1000 - i64::from(last_s) < d.cooldown_ms / 1000;
             // Within the cooldown only an escalation (higher severity) gets through.
             if in_cooldown && (severity as u8) < last_sev {
@@ -425,31 +424,25 @@ impl Engine {
                 stats.suppressed_allowlist += 1;
                 continue;
             }
-            tok.last_finding[kind.index()] = ((ts / 1000).max(1) as u32, severity as u8 + 1);
+            tok.last_finding_s[kind.index()] = (ts / 1000).max(1) as u32;
+            tok.last_finding_sev[kind.index()] = severity as u8 + 1;
             stats.findings[kind.index()] += 1;
             out.push(make_finding(e, tok, kind, severity, d.mode, sig));
         }
 
         // 3. Learn from the event.
         tok.last = tok.last.max(ts);
-        tok.requests = tok.requests.saturating_add(1);
         match fp_slot {
             Some(i) => {
                 let s = &mut tok.fps[i];
-                s.last = s.last.max(ts);
-                s.count = s.count.saturating_add(1);
+                s.seen(ts);
                 s.fp.major = s.fp.major.max(e.fp.major);
             }
             None => {
                 let i = tok.fps.iter().position(|s| s.count == 0).unwrap_or_else(|| {
-                    (0..tok.fps.len()).min_by_key(|i| tok.fps[*i].last).unwrap_or(0)
+                    (0..tok.fps.len()).min_by_key(|i| tok.fps[*i].last()).unwrap_or(0)
                 });
-                tok.fps[i] = state::FpSlot {
-                    fp: e.fp,
-                    first: ts,
-                    last: ts,
-                    count: 1,
-                };
+                tok.fps[i] = state::FpSlot::new(e.fp, ts);
             }
         }
         let ci = class_index(e.net.class);
@@ -478,16 +471,16 @@ impl Engine {
 fn update_place(tok: &mut TokenState, place: &crate::event::Place, e: &Enriched, min_move_km: f64) {
     let ts = e.event.ts;
     let new_slot = || {
-        Box::new(PlaceSlot {
+        PlaceSlot {
             lat: place.lat,
             lon: place.lon,
             radius_km: place.radius_km,
             first: ts,
             last: ts,
             net: e.net.clone(),
-        })
+        }
     };
-    match tok.place.as_deref_mut() {
+    match tok.place.as_mut() {
         None => tok.place = Some(new_slot()),
         Some(cur) => {
             let d = detectors::haversine_km(cur.lat, cur.lon, place.lat, place.lon)
@@ -504,7 +497,7 @@ fn update_place(tok: &mut TokenState, place: &crate::event::Place, e: &Enriched,
                 }
             } else {
                 let old = tok.place.replace(new_slot());
-                tok.alt_place = old;
+                tok.alt_place = old.map(Box::new);
             }
         }
     }
@@ -535,8 +528,8 @@ fn make_finding(
         score: sig.score,
         mode,
         token_id: tok.id.clone(),
-        subject: tok.subject.clone(),
-        client_id: tok.client_id.clone(),
+        subject: ev.subject.clone(),
+        client_id: ev.client_id.clone(),
         event_time: fmt_time(ev.ts),
         event_ts: ev.ts,
         evidence_first: fmt_time(sig.evidence_first.min(ev.ts)),

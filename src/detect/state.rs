@@ -8,13 +8,40 @@ use std::sync::Arc;
 
 use crate::event::{EventTime, Fingerprint, NetClass, NetInfo, TokenId};
 
-/// One client fingerprint seen on a token.
+/// One client fingerprint seen on a token. Times are event-time seconds
+/// (u32 lasts until 2106) to keep the slot at 28 bytes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FpSlot {
     pub fp: Fingerprint,
-    pub first: EventTime,
-    pub last: EventTime,
+    first_s: u32,
+    last_s: u32,
     pub count: u32,
+}
+
+impl FpSlot {
+    pub fn new(fp: Fingerprint, ts: EventTime) -> FpSlot {
+        let s = secs(ts);
+        FpSlot {
+            fp,
+            first_s: s,
+            last_s: s,
+            count: 1,
+        }
+    }
+    pub fn first(&self) -> EventTime {
+        i64::from(self.first_s) * 1000
+    }
+    pub fn last(&self) -> EventTime {
+        i64::from(self.last_s) * 1000
+    }
+    pub fn seen(&mut self, ts: EventTime) {
+        self.last_s = self.last_s.max(secs(ts));
+        self.count = self.count.saturating_add(1);
+    }
+}
+
+fn secs(ts: EventTime) -> u32 {
+    (ts / 1000).clamp(0, i64::from(u32::MAX)) as u32
 }
 
 /// A place a token was used from.
@@ -30,17 +57,48 @@ pub struct PlaceSlot {
 
 /// Per-minute activity of a token. `objects` is a 64-bit linear-counting
 /// sketch of distinct object ids (accurate to a few percent up to ~150).
+/// 20 bytes: `minute` keeps the low 16 bits of the absolute minute (a token
+/// idle for 45 days is long evicted), `objects` is stored as two halves so the
+/// struct needs only 4-byte alignment.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Bucket {
-    pub minute: u32,
+    pub minute: u16,
     pub requests: u16,
     pub errors: u16,
     pub max_page: u16,
     pub kib: u32,
+    objects: [u32; 2],
+}
+
+/// The low 16 bits of an absolute minute, as stored in a bucket.
+pub fn minute_tag(minute: u32) -> u16 {
+    (minute & 0xffff) as u16
+}
+
+/// A window's totals over several buckets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Window {
+    pub requests: u32,
+    pub errors: u32,
+    pub kib: u64,
     pub objects: u64,
+    pub max_page: u16,
+    /// Absolute minute of the oldest active bucket.
+    pub first_minute: u32,
 }
 
 impl Bucket {
+    pub fn new(minute: u32) -> Bucket {
+        Bucket {
+            minute: minute_tag(minute),
+            ..Default::default()
+        }
+    }
+
+    pub fn objects(&self) -> u64 {
+        u64::from(self.objects[0]) | (u64::from(self.objects[1]) << 32)
+    }
+
     pub fn add(&mut self, bytes: u64, status: u16, object: Option<u64>, page: Option<u32>) {
         self.requests = self.requests.saturating_add(1);
         if status == 403 || status == 404 {
@@ -48,12 +106,23 @@ impl Bucket {
         }
         self.kib = self.kib.saturating_add(bytes.div_ceil(1024).min(u64::from(u32::MAX)) as u32);
         if let Some(o) = object {
-            self.objects |= 1u64 << (o.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58);
+            let bit = mix(o) >> 58;
+            self.objects[(bit / 32) as usize] |= 1u32 << (bit % 32);
         }
         if let Some(p) = page {
             self.max_page = self.max_page.max(p.min(u32::from(u16::MAX)) as u16);
         }
     }
+}
+
+/// splitmix64's finaliser: sequential ids must land in random-looking
+/// buckets, or linear counting overestimates (a Weyl sequence never collides).
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// Estimate distinct items from a 64-bit linear-counting sketch.
@@ -78,7 +147,7 @@ pub struct Baseline {
 
 impl Baseline {
     pub fn feed(&mut self, b: &Bucket, alpha: f32) {
-        let objects = sketch_estimate(b.objects) as f32;
+        let objects = sketch_estimate(b.objects()) as f32;
         if self.active_minutes == 0 {
             *self = Baseline {
                 requests: f32::from(b.requests),
@@ -107,13 +176,10 @@ impl Baseline {
 #[derive(Clone, Debug)]
 pub struct TokenState {
     pub id: TokenId,
-    pub subject: Option<Arc<str>>,
-    pub client_id: Option<Arc<str>>,
     pub first: EventTime,
     pub last: EventTime,
-    pub requests: u32,
     pub fps: [FpSlot; 3],
-    pub place: Option<Box<PlaceSlot>>,
+    pub place: Option<PlaceSlot>,
     /// The previous far-away place, kept to recognise overlapping use.
     pub alt_place: Option<Box<PlaceSlot>>,
     /// Events per network class (residential, mobile, hosting, vpn, unknown).
@@ -122,19 +188,18 @@ pub struct TokenState {
     /// The minute whose bucket has not been fed to the baseline yet.
     pub open_minute: u32,
     pub baseline: Baseline,
-    /// Per detector kind: event time (s) and severity of the last finding.
-    pub last_finding: [(u32, u8); 5],
+    /// Per detector kind: event time (s) of the last finding…
+    pub last_finding_s: [u32; 5],
+    /// …and its severity + 1 (0 = none yet).
+    pub last_finding_sev: [u8; 5],
 }
 
 impl TokenState {
     pub fn new(id: TokenId, ts: EventTime, buckets: usize) -> TokenState {
         TokenState {
             id,
-            subject: None,
-            client_id: None,
             first: ts,
             last: ts,
-            requests: 0,
             fps: [FpSlot::default(); 3],
             place: None,
             alt_place: None,
@@ -142,7 +207,8 @@ impl TokenState {
             buckets: vec![Bucket::default(); buckets].into_boxed_slice(),
             open_minute: 0,
             baseline: Baseline::default(),
-            last_finding: [(0, 0); 5],
+            last_finding_s: [0; 5],
+            last_finding_sev: [0; 5],
         }
     }
 
@@ -151,20 +217,22 @@ impl TokenState {
     }
 
     /// Sum the buckets of the last `minutes` minutes up to `now_minute`.
-    pub fn window(&self, now_minute: u32, minutes: u32) -> Bucket {
-        let mut w = Bucket::default();
+    pub fn window(&self, now_minute: u32, minutes: u32) -> Window {
+        let mut w = Window::default();
+        let mut oldest = 0u32;
+        let now = minute_tag(now_minute);
         for b in self.buckets.iter() {
-            if b.requests > 0 && b.minute <= now_minute && b.minute + minutes > now_minute {
-                w.requests = w.requests.saturating_add(b.requests);
-                w.errors = w.errors.saturating_add(b.errors);
-                w.kib = w.kib.saturating_add(b.kib);
-                w.objects |= b.objects;
+            let age = u32::from(now.wrapping_sub(b.minute));
+            if b.requests > 0 && age < minutes {
+                w.requests += u32::from(b.requests);
+                w.errors += u32::from(b.errors);
+                w.kib += u64::from(b.kib);
+                w.objects |= b.objects();
                 w.max_page = w.max_page.max(b.max_page);
-                if w.minute == 0 || b.minute < w.minute {
-                    w.minute = b.minute;
-                }
+                oldest = oldest.max(age);
             }
         }
+        w.first_minute = now_minute - oldest;
         w
     }
 }
@@ -225,7 +293,7 @@ mod tests {
         for i in 0..40u64 {
             b.add(0, 404, Some(crate::event::stable_hash(&i.to_le_bytes())), None);
         }
-        let est = sketch_estimate(b.objects);
+        let est = sketch_estimate(b.objects());
         assert!((25.0..60.0).contains(&est), "estimate {est}");
         assert_eq!(b.errors, 40);
     }
