@@ -47,7 +47,10 @@ fn enricher(cfg: &Config) -> Arc<Enricher> {
 }
 
 fn lines(data: &[u8], n: usize) -> Vec<&[u8]> {
-    data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).take(n).collect()
+    data.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .take(n)
+        .collect()
 }
 
 fn decode_events(cfg: &Config, format: &str, data: &[u8], n: usize) -> Vec<AccessEvent> {
@@ -89,7 +92,11 @@ fn benches(c: &mut Criterion) {
     g.bench_function("envoy_events", |b| {
         b.iter_batched(
             || events.clone(),
-            |evs| evs.into_iter().map(|e| enr.enrich(e)).collect::<Vec<Enriched>>(),
+            |evs| {
+                evs.into_iter()
+                    .map(|e| enr.enrich(e))
+                    .collect::<Vec<Enriched>>()
+            },
             BatchSize::LargeInput,
         )
     });
@@ -124,13 +131,22 @@ fn benches(c: &mut Criterion) {
             b.iter_batched(
                 || data.clone(),
                 |data| {
-                    let mut p = Pipeline::new(&cfg, DecodeSettings::new(&cfg, b"k").unwrap(), enricher(&cfg));
+                    let mut p = Pipeline::new(
+                        &cfg,
+                        DecodeSettings::new(&cfg, b"k").unwrap(),
+                        enricher(&cfg),
+                    );
                     let opts = ReplayOptions {
                         format: format.into(),
                         ..Default::default()
                     };
                     let mut n = 0usize;
-                    p.run(vec![LineSource::from_bytes(format, data)], &opts, &mut |_| n += 1).unwrap();
+                    p.run(
+                        vec![LineSource::from_bytes(format, data)],
+                        &opts,
+                        &mut |_| n += 1,
+                    )
+                    .unwrap();
                     n
                 },
                 BatchSize::LargeInput,

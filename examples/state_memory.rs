@@ -22,7 +22,10 @@ fn rss_bytes() -> u64 {
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let cfg = Config::default();
     let mut engine = Engine::new(&cfg);
     let nets: Vec<Arc<NetInfo>> = (0..2)
@@ -42,10 +45,16 @@ fn main() {
         })
         .collect();
     let uas = [
-        Arc::new(ua::parse("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36")),
-        Arc::new(ua::parse("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1")),
+        Arc::new(ua::parse(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        )),
+        Arc::new(ua::parse(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+        )),
     ];
-    let subjects: Vec<Arc<str>> = (0..n / 4 + 1).map(|i| Arc::from(format!("u-{i:08}"))).collect();
+    let subjects: Vec<Arc<str>> = (0..n / 4 + 1)
+        .map(|i| Arc::from(format!("u-{i:08}")))
+        .collect();
     let client: Arc<str> = Arc::from("web-app");
     let route: Arc<str> = Arc::from("records");
     let mut out = Vec::new();
@@ -99,5 +108,8 @@ fn main() {
         (after - before) as f64 / tokens as f64,
         out.len()
     );
-    println!("size_of TokenState = {} bytes", std::mem::size_of::<tokenwatch::detect::state::TokenState>());
+    println!(
+        "size_of TokenState = {} bytes",
+        std::mem::size_of::<tokenwatch::detect::state::TokenState>()
+    );
 }

@@ -472,7 +472,11 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
             message,
         })
         .collect();
-    if errs.is_empty() { Ok(config) } else { Err(errs) }
+    if errs.is_empty() {
+        Ok(config)
+    } else {
+        Err(errs)
+    }
 }
 
 fn first_line_of_toml_error(e: &toml::de::Error) -> String {
@@ -480,7 +484,11 @@ fn first_line_of_toml_error(e: &toml::de::Error) -> String {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 /// Find the line where a dotted key path (`detectors.bulk_siphon.factor`,
@@ -492,10 +500,15 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
     let mut best = None;
     for part in key.split('.').filter(|p| !p.is_empty()) {
         let (name, idx) = match part.find('[') {
-            Some(i) => (&part[..i], part[i + 1..].trim_end_matches(']').parse::<usize>().ok()),
+            Some(i) => (
+                &part[..i],
+                part[i + 1..].trim_end_matches(']').parse::<usize>().ok(),
+            ),
             None => (part, None),
         };
-        let Some((k, item)) = table.get_key_value(name) else { break };
+        let Some((k, item)) = table.get_key_value(name) else {
+            break;
+        };
         if let Some(span) = k.span().or_else(|| item.span()) {
             best = Some(line_of(text, span.start));
         }
@@ -515,7 +528,15 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
     best
 }
 
-pub const PRESETS: [&str; 7] = ["envoy", "kong", "apisix", "nginx", "traefik", "aws_apigw", "tyk"];
+pub const PRESETS: [&str; 7] = [
+    "envoy",
+    "kong",
+    "apisix",
+    "nginx",
+    "traefik",
+    "aws_apigw",
+    "tyk",
+];
 
 impl Config {
     /// Cross-field checks. Returns (key path, message) pairs.
@@ -533,19 +554,28 @@ impl Config {
             );
         }
         if self.input.token_identity.is_empty() {
-            err("input.token_identity", "must list at least one identity".into());
+            err(
+                "input.token_identity",
+                "must list at least one identity".into(),
+            );
         }
         if self.input.max_record_bytes < 256 {
             err("input.max_record_bytes", "must be at least 256".into());
         }
         for (name, f) in &self.formats {
             if PRESETS.contains(&name.as_str()) {
-                err(&format!("formats.{name}"), "a custom format cannot take a preset's name".into());
+                err(
+                    &format!("formats.{name}"),
+                    "a custom format cannot take a preset's name".into(),
+                );
             }
-            if let Some(b) = &f.base {
-                if !PRESETS.contains(&b.as_str()) {
-                    err(&format!("formats.{name}.base"), format!("unknown preset `{b}`"));
-                }
+            if let Some(b) = &f.base
+                && !PRESETS.contains(&b.as_str())
+            {
+                err(
+                    &format!("formats.{name}.base"),
+                    format!("unknown preset `{b}`"),
+                );
             }
             for (field, src) in &f.fields {
                 let key = format!("formats.{name}.fields.{field}");
@@ -563,7 +593,10 @@ impl Config {
                 }
                 for p in &src.from {
                     if !p.starts_with('/') {
-                        err(&key, format!("`{p}` is not a JSON Pointer (must start with `/`)"));
+                        err(
+                            &key,
+                            format!("`{p}` is not a JSON Pointer (must start with `/`)"),
+                        );
                     }
                 }
                 for t in &src.transforms {
@@ -573,36 +606,66 @@ impl Config {
                 }
             }
             if f.base.is_none() && !f.fields.contains_key("timestamp") {
-                err(&format!("formats.{name}.fields"), "a format without `base` needs a `timestamp` field".into());
+                err(
+                    &format!("formats.{name}.fields"),
+                    "a format without `base` needs a `timestamp` field".into(),
+                );
             }
         }
         let d = &self.detectors;
         if d.token_replay.concurrency_window_secs == 0 {
-            err("detectors.token_replay.concurrency_window_secs", "must be > 0".into());
+            err(
+                "detectors.token_replay.concurrency_window_secs",
+                "must be > 0".into(),
+            );
         }
         if d.impossible_travel.max_speed_kmh <= 0.0 {
-            err("detectors.impossible_travel.max_speed_kmh", "must be > 0".into());
+            err(
+                "detectors.impossible_travel.max_speed_kmh",
+                "must be > 0".into(),
+            );
         }
         if d.impossible_travel.min_distance_km < 0.0 {
-            err("detectors.impossible_travel.min_distance_km", "must be >= 0".into());
+            err(
+                "detectors.impossible_travel.min_distance_km",
+                "must be >= 0".into(),
+            );
         }
         if !(1..=15).contains(&d.bulk_siphon.window_minutes) {
-            err("detectors.bulk_siphon.window_minutes", "must be between 1 and 15".into());
+            err(
+                "detectors.bulk_siphon.window_minutes",
+                "must be between 1 and 15".into(),
+            );
         }
         if d.bulk_siphon.factor <= 1.0 {
-            err("detectors.bulk_siphon.factor", "must be > 1 (a factor of the baseline)".into());
+            err(
+                "detectors.bulk_siphon.factor",
+                "must be > 1 (a factor of the baseline)".into(),
+            );
         }
         if !(0.0..=1.0).contains(&d.bulk_siphon.ewma_alpha) || d.bulk_siphon.ewma_alpha == 0.0 {
-            err("detectors.bulk_siphon.ewma_alpha", "must be in (0, 1]".into());
+            err(
+                "detectors.bulk_siphon.ewma_alpha",
+                "must be in (0, 1]".into(),
+            );
         }
         if !(0.0..=1.0).contains(&d.enumeration.min_error_ratio) {
-            err("detectors.enumeration.min_error_ratio", "must be between 0 and 1".into());
+            err(
+                "detectors.enumeration.min_error_ratio",
+                "must be between 0 and 1".into(),
+            );
         }
         if d.enumeration.window_secs == 0 || d.enumeration.window_secs > 3600 {
-            err("detectors.enumeration.window_secs", "must be between 1 and 3600".into());
+            err(
+                "detectors.enumeration.window_secs",
+                "must be between 1 and 3600".into(),
+            );
         }
         if self.engine.token_idle_ttl_secs < self.engine.lateness_secs {
-            err("engine.token_idle_ttl_secs", "must be at least engine.lateness_secs".into());
+            err(
+                "engine.token_idle_ttl_secs",
+                "must be at least engine.lateness_secs".into(),
+            );
         }
         if self.engine.token_idle_ttl_secs < d.token_replay.concurrency_window_secs {
             err(
@@ -620,7 +683,10 @@ impl Config {
         }
         for (name, c) in &self.route_classes {
             if c.sensitivity <= 0.0 {
-                err(&format!("route_classes.{name}.sensitivity"), "must be > 0".into());
+                err(
+                    &format!("route_classes.{name}.sensitivity"),
+                    "must be > 0".into(),
+                );
             }
         }
         errs

@@ -17,7 +17,9 @@ use crate::synth::Labels;
 
 fn family(k: FindingKind) -> u8 {
     match k {
-        FindingKind::TokenReplay | FindingKind::ImpossibleTravel | FindingKind::SuspiciousNetwork => 0,
+        FindingKind::TokenReplay
+        | FindingKind::ImpossibleTravel
+        | FindingKind::SuspiciousNetwork => 0,
         FindingKind::BulkSiphon | FindingKind::Enumeration => 1,
     }
 }
@@ -81,15 +83,25 @@ pub fn score(labels: &Labels, findings: &[ScoredFinding]) -> Report {
             .get(a.token_id.as_str())
             .map(|v| v.iter().filter(|f| f.event_ts >= a.start_ts).collect())
             .unwrap_or_default();
-        let exact = hits.iter().filter(|f| f.kind == a.kind).map(|f| f.event_ts).min();
-        let any = hits.iter().filter(|f| family(f.kind) == family(a.kind)).map(|f| f.event_ts).min();
+        let exact = hits
+            .iter()
+            .filter(|f| f.kind == a.kind)
+            .map(|f| f.event_ts)
+            .min();
+        let any = hits
+            .iter()
+            .filter(|f| family(f.kind) == family(a.kind))
+            .map(|f| f.event_ts)
+            .min();
         if exact.is_some() {
             s.detected_exact += 1;
         }
         match any {
             Some(ts) => {
                 s.detected_any += 1;
-                let h = delays.entry(a.kind).or_insert_with(|| Histogram::new(3).expect("valid sigfig"));
+                let h = delays
+                    .entry(a.kind)
+                    .or_insert_with(|| Histogram::new(3).expect("valid sigfig"));
                 let _ = h.record(((ts - a.start_ts).max(0) / 1000) as u64);
             }
             None => s.missed.push(format!("{} ({})", a.attack_id, a.token_id)),
@@ -108,9 +120,16 @@ pub fn score(labels: &Labels, findings: &[ScoredFinding]) -> Report {
     for f in findings {
         if benign.contains(f.token_id.as_str()) {
             fp_tokens.insert(f.token_id.as_str());
-            *report.false_positive_findings_by_kind.entry(f.kind).or_default() += 1;
+            *report
+                .false_positive_findings_by_kind
+                .entry(f.kind)
+                .or_default() += 1;
             if report.false_positive_examples.len() < 10 {
-                report.false_positive_examples.push(format!("{} on {}", f.kind.as_str(), f.token_id));
+                report.false_positive_examples.push(format!(
+                    "{} on {}",
+                    f.kind.as_str(),
+                    f.token_id
+                ));
             }
         }
     }
@@ -138,14 +157,24 @@ impl Report {
         }
         s.push_str(&format!(
             "\nfalse positives: {} of {} benign tokens = {:.2} per 1,000 ({} findings in all)\n",
-            self.false_positive_tokens, self.benign_tokens, self.false_positives_per_1000, self.findings
+            self.false_positive_tokens,
+            self.benign_tokens,
+            self.false_positives_per_1000,
+            self.findings
         ));
         for (k, n) in &self.false_positive_findings_by_kind {
-            s.push_str(&format!("  {}: {n} findings on benign tokens\n", k.as_str()));
+            s.push_str(&format!(
+                "  {}: {n} findings on benign tokens\n",
+                k.as_str()
+            ));
         }
         for (k, v) in &self.per_kind {
             if !v.missed.is_empty() {
-                s.push_str(&format!("  missed {}: {}\n", k.as_str(), v.missed.join(", ")));
+                s.push_str(&format!(
+                    "  missed {}: {}\n",
+                    k.as_str(),
+                    v.missed.join(", ")
+                ));
             }
         }
         s

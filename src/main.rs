@@ -21,13 +21,17 @@ use tokenwatch::synth;
 /// Catches stolen access tokens in API gateway logs: token replay (a second
 /// device or place) and bulk siphoning, on the gateways' own timestamps.
 #[derive(Parser)]
-#[command(name = "tokenwatch", version, after_help = "\
+#[command(
+    name = "tokenwatch",
+    version,
+    after_help = "\
 First steps:
   tokenwatch demo                          replay the bundled dataset and show what is caught
   tokenwatch replay access.jsonl.gz        detect on your own logs (format auto-detected)
   tokenwatch check-config rules.toml       validate a configuration
 
-The documented default configuration is rules.toml at the top of the repository.")]
+The documented default configuration is rules.toml at the top of the repository."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,9 +91,7 @@ enum Command {
         no_progress: bool,
     },
     /// Validate a configuration file and explain every error with key and line.
-    CheckConfig {
-        file: PathBuf,
-    },
+    CheckConfig { file: PathBuf },
     /// Generate labeled synthetic traffic and matching GeoIP databases.
     Synth {
         /// Scenario file (see replay/scenarios/); flags below override it.
@@ -126,7 +128,11 @@ fn parse_speed(s: &str) -> Result<f64, String> {
         .trim_end_matches(['x', 'X'])
         .parse()
         .map_err(|_| format!("`{s}` is not a speed; use e.g. 10x"))?;
-    if v > 0.0 { Ok(v) } else { Err("speed must be > 0".into()) }
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err("speed must be > 0".into())
+    }
 }
 
 #[global_allocator]
@@ -139,7 +145,8 @@ const DEFAULT_HASH_KEY: &[u8] = b"tokenwatch-default-hash-key";
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TOKENWATCH_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("TOKENWATCH_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -152,7 +159,8 @@ fn main() {
 fn load_config(path: Option<&Path>) -> Result<(Config, PathBuf)> {
     let result = match path {
         Some(p) => config::load(p).map(|c| (c, p.parent().unwrap_or(Path::new(".")).to_path_buf())),
-        None => config::load_str(DEFAULT_RULES, "rules.toml (built-in)").map(|c| (c, PathBuf::from("."))),
+        None => config::load_str(DEFAULT_RULES, "rules.toml (built-in)")
+            .map(|c| (c, PathBuf::from("."))),
     };
     result.map_err(|errs| {
         let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
@@ -161,10 +169,10 @@ fn load_config(path: Option<&Path>) -> Result<(Config, PathBuf)> {
 }
 
 fn hash_key(cfg: &Config) -> Vec<u8> {
-    if let Ok(k) = std::env::var(&cfg.input.token_hash_key_env) {
-        if !k.is_empty() {
-            return k.into_bytes();
-        }
+    if let Ok(k) = std::env::var(&cfg.input.token_hash_key_env)
+        && !k.is_empty()
+    {
+        return k.into_bytes();
     }
     match &cfg.input.token_hash_key {
         Some(k) => k.clone().into_bytes(),
@@ -228,19 +236,28 @@ fn run(cli: Cli) -> Result<()> {
             if let Some((k, m)) = cfg.validate().into_iter().next() {
                 bail!("`{k}`: {m}");
             }
-            let base = if config.is_some() { base } else { PathBuf::from(".") };
-            let enricher = Arc::new(Enricher::from_config(&cfg, &base).context("loading GeoIP databases")?);
+            let base = if config.is_some() {
+                base
+            } else {
+                PathBuf::from(".")
+            };
+            let enricher =
+                Arc::new(Enricher::from_config(&cfg, &base).context("loading GeoIP databases")?);
             if !enricher.has_geo() {
-                eprintln!("note: no GeoIP City database (--geoip-city): impossible-travel detection is off");
+                eprintln!(
+                    "note: no GeoIP City database (--geoip-city): impossible-travel detection is off"
+                );
             }
-            let settings = DecodeSettings::new(&cfg, &hash_key(&cfg)).map_err(anyhow::Error::msg)?;
+            let settings =
+                DecodeSettings::new(&cfg, &hash_key(&cfg)).map_err(anyhow::Error::msg)?;
             let mut sources = Vec::new();
             for i in &inputs {
                 sources.push(LineSource::open(i).with_context(|| format!("opening {i}"))?);
             }
             let mut out: Box<dyn Write> = match &findings {
                 Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
@@ -280,7 +297,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Demo { config, findings, all } => demo(config.as_deref(), findings.as_deref(), all),
+        Command::Demo {
+            config,
+            findings,
+            all,
+        } => demo(config.as_deref(), findings.as_deref(), all),
         Command::Synth {
             scenario,
             out,
@@ -331,10 +352,15 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("reading labels {}", labels.display()))?;
             let text = std::fs::read_to_string(&findings)?;
             let mut scored = Vec::new();
-            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
                 scored.push(
-                    serde_json::from_str::<ScoredFinding>(line)
-                        .with_context(|| format!("{}:{}: not a finding", findings.display(), i + 1))?,
+                    serde_json::from_str::<ScoredFinding>(line).with_context(|| {
+                        format!("{}:{}: not a finding", findings.display(), i + 1)
+                    })?,
                 );
             }
             print!("{}", eval::score(&labels, &scored).render());
@@ -345,7 +371,8 @@ fn run(cli: Cli) -> Result<()> {
 
 fn demo(config: Option<&Path>, findings_path: Option<&Path>, all: bool) -> Result<()> {
     let (cfg, _) = load_config(config)?;
-    let sc: synth::Scenario = toml::from_str(DEMO_SCENARIO).context("replay/scenarios/demo.toml")?;
+    let sc: synth::Scenario =
+        toml::from_str(DEMO_SCENARIO).context("replay/scenarios/demo.toml")?;
     eprintln!(
         "tokenwatch demo: {} users and {} service clients over {} h, logged by {} gateways ({}), {} attacks mixed in\n",
         sc.users,
@@ -398,14 +425,20 @@ fn demo(config: Option<&Path>, findings_path: Option<&Path>, all: bool) -> Resul
                     &f.event_time[..19],
                     f.severity.as_str().to_uppercase(),
                     f.kind.as_str(),
-                    f.subject.as_deref().or(f.client_id.as_deref()).unwrap_or("-"),
+                    f.subject
+                        .as_deref()
+                        .or(f.client_id.as_deref())
+                        .unwrap_or("-"),
                     f.token_id,
                     "",
                     f.summary
                 );
             } else if shown == 40 {
                 shown += 1;
-                let _ = writeln!(stdout.lock(), "… (more findings; `tokenwatch demo --all` shows every one)");
+                let _ = writeln!(
+                    stdout.lock(),
+                    "… (more findings; `tokenwatch demo --all` shows every one)"
+                );
             }
         })
         .map_err(anyhow::Error::msg)?;
@@ -413,6 +446,9 @@ fn demo(config: Option<&Path>, findings_path: Option<&Path>, all: bool) -> Resul
         o.flush()?;
     }
     println!("\n── summary ──\n{}", summary.render());
-    println!("── accuracy against the injected attacks ──\n{}", eval::score(&ds.labels, &scored).render());
+    println!(
+        "── accuracy against the injected attacks ──\n{}",
+        eval::score(&ds.labels, &scored).render()
+    );
     Ok(())
 }

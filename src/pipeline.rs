@@ -66,7 +66,11 @@ impl Summary {
         for (k, v) in &self.dropped {
             s.push_str(&format!("  {k:<20}{v:>9}\n"));
         }
-        s.push_str(&format!("tokens tracked {:>12}\nfindings       {:>12}\n", self.tokens_tracked, self.findings.values().sum::<u64>()));
+        s.push_str(&format!(
+            "tokens tracked {:>12}\nfindings       {:>12}\n",
+            self.tokens_tracked,
+            self.findings.values().sum::<u64>()
+        ));
         for (k, v) in &self.findings {
             s.push_str(&format!("  {k:<20}{v:>9}\n"));
         }
@@ -166,7 +170,11 @@ impl Pipeline {
                         }
                         Err(e) => {
                             drops[DropReason::Io.index()] += 1;
-                            note(&mut summary, opts, format!("{}: read error, stopping this input: {e}", s.src.name()));
+                            note(
+                                &mut summary,
+                                opts,
+                                format!("{}: read error, stopping this input: {e}", s.src.name()),
+                            );
                             s.done = true;
                             break;
                         }
@@ -182,7 +190,11 @@ impl Pipeline {
                             Ok(ev) => s.buf.push_back(self.enricher.enrich(ev)),
                             Err(d) => {
                                 drops[d.reason.index()] += 1;
-                                note(&mut summary, opts, format!("{coord}: {}: {}", d.reason.as_str(), d.detail));
+                                note(
+                                    &mut summary,
+                                    opts,
+                                    format!("{coord}: {}: {}", d.reason.as_str(), d.detail),
+                                );
                             }
                         }
                     }
@@ -212,7 +224,12 @@ impl Pipeline {
             if since_tick >= 8192 {
                 since_tick = 0;
                 if let Some(b) = &bar {
-                    b.set_position(streams.iter().map(|s| s.src.progress.load(Ordering::Relaxed)).sum());
+                    b.set_position(
+                        streams
+                            .iter()
+                            .map(|s| s.src.progress.load(Ordering::Relaxed))
+                            .sum(),
+                    );
                     b.set_message(format!("{} events", summary.events));
                 }
             }
@@ -225,9 +242,10 @@ impl Pipeline {
             b.finish_and_clear();
         }
         for s in &streams {
-            summary
-                .formats
-                .insert(s.src.name().to_string(), s.decoder.format_name().unwrap_or("unknown").to_string());
+            summary.formats.insert(
+                s.src.name().to_string(),
+                s.decoder.format_name().unwrap_or("unknown").to_string(),
+            );
         }
         drops[DropReason::Late.index()] += self.engine.stats.late;
         summary.events -= self.engine.stats.late;

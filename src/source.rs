@@ -72,11 +72,15 @@ impl LineSource {
             inner: file,
             read: progress.clone(),
         };
-        let reader: Box<dyn BufRead + Send> = if Path::new(path).extension().is_some_and(|e| e == "gz") {
-            Box::new(BufReader::with_capacity(1 << 16, MultiGzDecoder::new(BufReader::new(counted))))
-        } else {
-            Box::new(BufReader::with_capacity(1 << 16, counted))
-        };
+        let reader: Box<dyn BufRead + Send> =
+            if Path::new(path).extension().is_some_and(|e| e == "gz") {
+                Box::new(BufReader::with_capacity(
+                    1 << 16,
+                    MultiGzDecoder::new(BufReader::new(counted)),
+                ))
+            } else {
+                Box::new(BufReader::with_capacity(1 << 16, counted))
+            };
         Ok(LineSource {
             name: Arc::from(path),
             reader,

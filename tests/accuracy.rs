@@ -34,21 +34,49 @@ fn recall_and_false_positives_on_a_labeled_dataset() {
         NetClassifier::new(&cfg.network_classes),
         0,
     ));
-    let mut p = Pipeline::new(&cfg, DecodeSettings::new(&cfg, b"accuracy-key").unwrap(), enricher);
-    let sources = ds.files.iter().map(|(f, d)| LineSource::from_bytes(f, d.clone())).collect();
+    let mut p = Pipeline::new(
+        &cfg,
+        DecodeSettings::new(&cfg, b"accuracy-key").unwrap(),
+        enricher,
+    );
+    let sources = ds
+        .files
+        .iter()
+        .map(|(f, d)| LineSource::from_bytes(f, d.clone()))
+        .collect();
     let mut scored = Vec::new();
-    let opts = ReplayOptions { format: "auto".into(), ..Default::default() };
-    let summary = p.run(sources, &opts, &mut |f| scored.push(ScoredFinding::from(f))).unwrap();
+    let opts = ReplayOptions {
+        format: "auto".into(),
+        ..Default::default()
+    };
+    let summary = p
+        .run(sources, &opts, &mut |f| scored.push(ScoredFinding::from(f)))
+        .unwrap();
     assert_eq!(summary.total_dropped(), 0, "{:?}", summary.drop_examples);
-    assert_eq!(summary.formats.len(), 7, "every format was used: {:?}", summary.formats);
+    assert_eq!(
+        summary.formats.len(),
+        7,
+        "every format was used: {:?}",
+        summary.formats
+    );
     let report = eval::score(&ds.labels, &scored);
     eprintln!("{}", report.render());
     for (kind, s) in &report.per_kind {
         assert_eq!(s.attacks, 20);
-        assert!(s.recall_exact >= 0.95, "{}: recall {:.2} < 0.95\n{}", kind.as_str(), s.recall_exact, report.render());
+        assert!(
+            s.recall_exact >= 0.95,
+            "{}: recall {:.2} < 0.95\n{}",
+            kind.as_str(),
+            s.recall_exact,
+            report.render()
+        );
     }
     assert_eq!(report.per_kind.len(), 5);
-    assert!(report.benign_tokens > 5000, "thousands of benign tokens: {}", report.benign_tokens);
+    assert!(
+        report.benign_tokens > 5000,
+        "thousands of benign tokens: {}",
+        report.benign_tokens
+    );
     assert!(
         report.false_positives_per_1000 <= 2.0,
         "{:.2} false-positive tokens per 1,000\n{}",

@@ -10,7 +10,11 @@ use tokenwatch::config;
 fn shipped_rules_toml_is_valid_and_documents_the_defaults() {
     let cfg = config::load(Path::new("rules.toml")).expect("rules.toml is valid");
     let d = config::Config::default();
-    assert_eq!(format!("{:?}", cfg.detectors), format!("{:?}", d.detectors), "rules.toml and Default agree");
+    assert_eq!(
+        format!("{:?}", cfg.detectors),
+        format!("{:?}", d.detectors),
+        "rules.toml and Default agree"
+    );
     assert_eq!(format!("{:?}", cfg.engine), format!("{:?}", d.engine));
     assert_eq!(format!("{:?}", cfg.input), format!("{:?}", d.input));
 }
@@ -31,10 +35,20 @@ fn bad_configs_name_key_and_line() {
         let text = std::fs::read_to_string(&path).unwrap();
         let errs = config::load_str(&text, &name).expect_err("must fail");
         let got: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        for want in expected.lines().filter(|l| l.starts_with(&format!("{name}:"))) {
+        for want in expected
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}:")))
+        {
             seen += 1;
-            assert!(got.iter().any(|g| g.starts_with(want)), "{name}: expected `{want}` in {got:#?}");
+            assert!(
+                got.iter().any(|g| g.starts_with(want)),
+                "{name}: expected `{want}` in {got:#?}"
+            );
         }
     }
-    assert_eq!(seen, expected.lines().count(), "every expectation was checked");
+    assert_eq!(
+        seen,
+        expected.lines().count(),
+        "every expectation was checked"
+    );
 }

@@ -17,7 +17,8 @@ fn settings(cfg: &Config) -> DecodeSettings {
 fn decode_file(format: &str, file: &str) -> Vec<Result<AccessEvent, Drop>> {
     let s = settings(&Config::default());
     let mut d = s.decoder(format).expect("known format");
-    let text = std::fs::read_to_string(format!("tests/data/samples/{file}")).expect("sample exists");
+    let text =
+        std::fs::read_to_string(format!("tests/data/samples/{file}")).expect("sample exists");
     let mut out = Vec::new();
     for line in text.lines() {
         d.decode(line.as_bytes(), &mut out);
@@ -51,7 +52,10 @@ fn envoy_sample() {
     assert_eq!(e.bytes_sent, 184_233);
     assert_eq!(e.route.as_ref(), "records");
     assert_eq!(e.page, Some(9));
-    assert_eq!(e.ja4, tokenwatch::event::tls_hash("t13d1516h2_8daaf6152771_b186095e22b6"));
+    assert_eq!(
+        e.ja4,
+        tokenwatch::event::tls_hash("t13d1516h2_8daaf6152771_b186095e22b6")
+    );
     assert!(e.ja3.is_some());
     // The second record has no token at all ("-"): a counted drop, not a crash.
     assert_eq!(v[1].as_ref().unwrap_err().reason, DropReason::NoToken);
@@ -129,7 +133,10 @@ fn tyk_sample_hashes_the_api_key() {
     let e = ok(&v, 0);
     assert!(e.token.as_str().starts_with("h:"), "{}", e.token);
     assert_eq!(e.token.as_str().len(), 18);
-    assert!(!e.token.as_str().contains("6129dc1e8b64c6b4"), "raw key never leaves the decoder");
+    assert!(
+        !e.token.as_str().contains("6129dc1e8b64c6b4"),
+        "raw key never leaves the decoder"
+    );
     assert_eq!(e.subject.as_deref(), Some("alice"));
     assert_eq!(e.client_id.as_deref(), Some("web-app"));
     assert_eq!(e.page, Some(9));
@@ -164,23 +171,58 @@ fn malformed_records_are_counted_with_reasons() {
     let good = good.lines().next().unwrap();
     let cases: Vec<(String, DropReason, &str)> = vec![
         ("not json at all".into(), DropReason::NotJson, ""),
-        ("{\"start_time\": ".into(), DropReason::NotJson, "invalid JSON"),
+        (
+            "{\"start_time\": ".into(),
+            DropReason::NotJson,
+            "invalid JSON",
+        ),
         ("42".into(), DropReason::NotObject, ""),
-        (good.replace("\"start_time\":\"2026-01-01T00:00:00.123Z\",", ""), DropReason::MissingTimestamp, "timestamp"),
-        (good.replace("2026-01-01T00:00:00.123Z", "yesterday"), DropReason::BadTimestamp, "yesterday"),
-        (good.replace("\"198.51.100.23:51544\"", "\"not-an-ip\""), DropReason::BadIp, "peer_ip"),
-        (good.replace("\"response_code\":200", "\"response_code\":{\"x\":1}"), DropReason::WrongType, "status"),
-        (good.replace("\"bytes_sent\":184233", "\"bytes_sent\":\"lots\""), DropReason::WrongType, "bytes_sent"),
-        (format!("{{\"pad\":\"{}\"}}", "x".repeat(2 << 20)), DropReason::TooLarge, "max_record_bytes"),
+        (
+            good.replace("\"start_time\":\"2026-01-01T00:00:00.123Z\",", ""),
+            DropReason::MissingTimestamp,
+            "timestamp",
+        ),
+        (
+            good.replace("2026-01-01T00:00:00.123Z", "yesterday"),
+            DropReason::BadTimestamp,
+            "yesterday",
+        ),
+        (
+            good.replace("\"198.51.100.23:51544\"", "\"not-an-ip\""),
+            DropReason::BadIp,
+            "peer_ip",
+        ),
+        (
+            good.replace("\"response_code\":200", "\"response_code\":{\"x\":1}"),
+            DropReason::WrongType,
+            "status",
+        ),
+        (
+            good.replace("\"bytes_sent\":184233", "\"bytes_sent\":\"lots\""),
+            DropReason::WrongType,
+            "bytes_sent",
+        ),
+        (
+            format!("{{\"pad\":\"{}\"}}", "x".repeat(2 << 20)),
+            DropReason::TooLarge,
+            "max_record_bytes",
+        ),
         ("[1, 2]".into(), DropReason::NotObject, ""),
     ];
     for (input, reason, detail) in cases {
         let mut out = Vec::new();
         d.decode(input.as_bytes(), &mut out);
         assert_eq!(out.len().max(1), out.len(), "at least one result");
-        let err = out.iter().find_map(|r| r.as_ref().err()).unwrap_or_else(|| panic!("no drop for {input:.60}"));
+        let err = out
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .unwrap_or_else(|| panic!("no drop for {input:.60}"));
         assert_eq!(err.reason, reason, "{input:.80} → {err:?}");
-        assert!(err.detail.contains(detail), "detail `{}` should mention `{detail}`", err.detail);
+        assert!(
+            err.detail.contains(detail),
+            "detail `{}` should mention `{detail}`",
+            err.detail
+        );
     }
     // A batch with one bad element keeps the good ones.
     let batch = format!("[{good}, 7, {good}]");
@@ -197,13 +239,19 @@ fn xff_is_never_trusted_blindly() {
     let good = std::fs::read_to_string("tests/data/samples/envoy.jsonl").unwrap();
     let good = good.lines().next().unwrap();
     // A public peer is not a trusted proxy: its XFF claim is ignored.
-    let spoof = good.replace("\"x_forwarded_for\":\"198.51.100.23\"", "\"x_forwarded_for\":\"1.2.3.4\"");
+    let spoof = good.replace(
+        "\"x_forwarded_for\":\"198.51.100.23\"",
+        "\"x_forwarded_for\":\"1.2.3.4\"",
+    );
     let mut out = Vec::new();
     d.decode(spoof.as_bytes(), &mut out);
     assert_eq!(out[0].as_ref().unwrap().client_ip, ip("198.51.100.23"));
     // Behind a trusted load balancer, the right-most untrusted hop wins.
     let lb = good
-        .replace("\"x_forwarded_for\":\"198.51.100.23\"", "\"x_forwarded_for\":\"6.6.6.6, 203.0.113.9, 10.1.2.3\"")
+        .replace(
+            "\"x_forwarded_for\":\"198.51.100.23\"",
+            "\"x_forwarded_for\":\"6.6.6.6, 203.0.113.9, 10.1.2.3\"",
+        )
         .replace("198.51.100.23:51544", "10.0.0.2:443");
     let mut out = Vec::new();
     d.decode(lb.as_bytes(), &mut out);

@@ -15,7 +15,16 @@ use tokenwatch::pipeline::{Pipeline, ReplayOptions};
 use tokenwatch::source::LineSource;
 use tokenwatch::synth::{self, Scenario, world::World};
 
-const FORMATS: [&str; 8] = ["auto", "envoy", "kong", "apisix", "nginx", "traefik", "aws_apigw", "tyk"];
+const FORMATS: [&str; 8] = [
+    "auto",
+    "envoy",
+    "kong",
+    "apisix",
+    "nginx",
+    "traefik",
+    "aws_apigw",
+    "tyk",
+];
 
 fn decode_all(bytes: &[u8]) {
     let s = DecodeSettings::new(&Config::default(), b"k").unwrap();
@@ -31,7 +40,13 @@ fn sample_lines() -> Vec<String> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().map(str::to_string).collect::<Vec<_>>())
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -86,10 +101,17 @@ fn small_dataset() -> Vec<u8> {
         hours: 3,
         services: 2,
         formats: vec!["envoy".into()],
-        attacks: tokenwatch::detect::FindingKind::ALL.iter().map(|k| (*k, 2)).collect(),
+        attacks: tokenwatch::detect::FindingKind::ALL
+            .iter()
+            .map(|k| (*k, 2))
+            .collect(),
         ..Scenario::default()
     };
-    synth::generate(&sc, "props", b"k").unwrap().files.remove("envoy").unwrap()
+    synth::generate(&sc, "props", b"k")
+        .unwrap()
+        .files
+        .remove("envoy")
+        .unwrap()
 }
 
 fn findings(inputs: Vec<Vec<u8>>) -> Vec<String> {
@@ -102,11 +124,26 @@ fn findings(inputs: Vec<Vec<u8>>) -> Vec<String> {
         0,
     ));
     let mut p = Pipeline::new(&cfg, DecodeSettings::new(&cfg, b"k").unwrap(), enricher);
-    let sources = inputs.into_iter().enumerate().map(|(i, d)| LineSource::from_bytes(&format!("in{i}"), d)).collect();
+    let sources = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| LineSource::from_bytes(&format!("in{i}"), d))
+        .collect();
     let mut ids = Vec::new();
-    let opts = ReplayOptions { format: "envoy".into(), ..Default::default() };
-    let summary = p.run(sources, &opts, &mut |f| ids.push(format!("{} {} {}", f.id, f.kind.as_str(), f.token_id))).unwrap();
-    assert_eq!(summary.dropped.get("late"), None, "nothing may be late within the bound");
+    let opts = ReplayOptions {
+        format: "envoy".into(),
+        ..Default::default()
+    };
+    let summary = p
+        .run(sources, &opts, &mut |f| {
+            ids.push(format!("{} {} {}", f.id, f.kind.as_str(), f.token_id))
+        })
+        .unwrap();
+    assert_eq!(
+        summary.dropped.get("late"),
+        None,
+        "nothing may be late within the bound"
+    );
     ids.sort();
     ids
 }
@@ -121,9 +158,16 @@ fn findings_are_identical_under_reordering_within_lateness_and_splitting() {
     let data = small_dataset();
     let base = findings(vec![data.clone()]);
     assert!(base.len() >= 8, "the dataset has attacks to find: {base:?}");
-    assert_eq!(base, findings(vec![data.clone()]), "replaying twice gives the same findings");
+    assert_eq!(
+        base,
+        findings(vec![data.clone()]),
+        "replaying twice gives the same findings"
+    );
 
-    let lines: Vec<&[u8]> = data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&[u8]> = data
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
     let lateness_ms = Config::default().engine.lateness_secs as i64 * 1000;
     for seed in 0..3u64 {
         // Arrival order: event time plus up to 90 % of the lateness bound.
@@ -133,7 +177,10 @@ fn findings_are_identical_under_reordering_within_lateness_and_splitting() {
             .map(|l| (ts_of(l) + rng.gen_range(0..lateness_ms * 9 / 10), *l))
             .collect();
         keyed.sort_by_key(|k| k.0);
-        let shuffled: Vec<u8> = keyed.iter().flat_map(|(_, l)| l.iter().copied().chain(std::iter::once(b'\n'))).collect();
+        let shuffled: Vec<u8> = keyed
+            .iter()
+            .flat_map(|(_, l)| l.iter().copied().chain(std::iter::once(b'\n')))
+            .collect();
         assert_eq!(base, findings(vec![shuffled]), "shuffle seed {seed}");
     }
     // The same events split over two files (alternating lines) are merged by event time.

@@ -146,12 +146,18 @@ fn ua(short: &str) -> String {
 }
 
 fn tod(at: &str) -> i64 {
-    let parts: Vec<i64> = at.split(':').map(|p| p.parse().expect("HH:MM:SS")).collect();
+    let parts: Vec<i64> = at
+        .split(':')
+        .map(|p| p.parse().expect("HH:MM:SS"))
+        .collect();
     1_767_571_200_000 + ((parts[0] * 60 + parts[1]) * 60 + parts[2]) * 1000
 }
 
 fn ip_for(world: &World, s: &Step, i: u32) -> String {
-    let city = CITIES.iter().position(|c| c.0 == s.place).unwrap_or_else(|| panic!("unknown place {}", s.place));
+    let city = CITIES
+        .iter()
+        .position(|c| c.0 == s.place)
+        .unwrap_or_else(|| panic!("unknown place {}", s.place));
     let class = match s.net.as_str() {
         "residential" => NetClass::Residential,
         "mobile" => NetClass::Mobile,
@@ -166,7 +172,13 @@ fn ip_for(world: &World, s: &Step, i: u32) -> String {
         .unwrap_or_else(|| panic!("no {} block in {}", s.net, s.place));
     let host = if s.hop { s.host + i * 7 } else { s.host };
     if s.ipv6 {
-        world.addr_v6(block, 0x1000 + u64::from(host) * 0x9e37 + u64::from(i) * 0x7f4a_7c15).unwrap().to_string()
+        world
+            .addr_v6(
+                block,
+                0x1000 + u64::from(host) * 0x9e37 + u64::from(i) * 0x7f4a_7c15,
+            )
+            .unwrap()
+            .to_string()
     } else {
         world.addr(block, host).to_string()
     }
@@ -178,11 +190,16 @@ fn jwt(name: &str, t: &TokenDef) -> String {
     if let Some(s) = &t.subject {
         claims["sub"] = json!(s);
     }
-    format!("Bearer {}.{}.c2ln", e.encode(br#"{"alg":"RS256"}"#), e.encode(claims.to_string()))
+    format!(
+        "Bearer {}.{}.c2ln",
+        e.encode(br#"{"alg":"RS256"}"#),
+        e.encode(claims.to_string())
+    )
 }
 
 fn records_of(case: &Case, world: &World) -> Vec<u8> {
-    let tokens: BTreeMap<&str, &TokenDef> = case.tokens.iter().map(|t| (t.name.as_str(), t)).collect();
+    let tokens: BTreeMap<&str, &TokenDef> =
+        case.tokens.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut recs: Vec<(i64, String)> = Vec::new();
     for s in &case.steps {
         let t = tokens
@@ -191,8 +208,16 @@ fn records_of(case: &Case, world: &World) -> Vec<u8> {
         let t0 = tod(&s.at);
         for i in 0..s.repeat {
             let ts = t0 + (f64::from(i) * s.every_secs * 1000.0) as i64;
-            let status = if s.statuses.is_empty() { s.status } else { s.statuses[i as usize % s.statuses.len()] };
-            let ja3 = if s.ja3_churn { format!("{:032x}", (ts as u128) * 2_654_435_761) } else { "-".into() };
+            let status = if s.statuses.is_empty() {
+                s.status
+            } else {
+                s.statuses[i as usize % s.statuses.len()]
+            };
+            let ja3 = if s.ja3_churn {
+                format!("{:032x}", (ts as u128) * 2_654_435_761)
+            } else {
+                "-".into()
+            };
             let rec = json!({
                 "start_time": tokenwatch::event::fmt_time(ts),
                 "method": "GET",
@@ -241,9 +266,11 @@ fn run_case(dir: &Path) -> Result<(), String> {
         ..Default::default()
     };
     let summary = p
-        .run(vec![LineSource::from_bytes("case", records_of(&case, &world))], &opts, &mut |f| {
-            found.push(f.clone())
-        })
+        .run(
+            vec![LineSource::from_bytes("case", records_of(&case, &world))],
+            &opts,
+            &mut |f| found.push(f.clone()),
+        )
         .map_err(|e| e.to_string())?;
     if summary.total_dropped() > 0 {
         return Err(format!("records dropped: {:?}", summary.drop_examples));
@@ -251,16 +278,31 @@ fn run_case(dir: &Path) -> Result<(), String> {
     let listing = || {
         found
             .iter()
-            .map(|f| format!("  {} {} {} @{}: {}", f.kind.as_str(), f.token_id, f.severity.as_str(), f.event_time, f.summary))
+            .map(|f| {
+                format!(
+                    "  {} {} {} @{}: {}",
+                    f.kind.as_str(),
+                    f.token_id,
+                    f.severity.as_str(),
+                    f.event_time,
+                    f.summary
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     };
     if case.expect_no_findings && !found.is_empty() {
-        return Err(format!("{}\nexpected no findings, got:\n{}", case.description, listing()));
+        return Err(format!(
+            "{}\nexpected no findings, got:\n{}",
+            case.description,
+            listing()
+        ));
     }
     for ex in &case.expect {
-        let hits: Vec<&Finding> =
-            found.iter().filter(|f| f.kind.as_str() == ex.kind && f.token_id.as_str() == ex.token).collect();
+        let hits: Vec<&Finding> = found
+            .iter()
+            .filter(|f| f.kind.as_str() == ex.kind && f.token_id.as_str() == ex.token)
+            .collect();
         let ok_count = match ex.count {
             Some(n) => hits.len() == n,
             None => !hits.is_empty(),
@@ -277,27 +319,43 @@ fn run_case(dir: &Path) -> Result<(), String> {
             ));
         }
         if let Some(first) = hits.first() {
-            if let Some(sev) = &ex.severity {
-                if !hits.iter().any(|h| h.severity.as_str() == sev) {
-                    return Err(format!("{}: no {} finding with severity {sev}\n{}", case.description, ex.kind, listing()));
-                }
+            let fail = |what: String| {
+                Err(format!(
+                    "{}: {} {what}\n{}",
+                    case.description,
+                    ex.kind,
+                    listing()
+                ))
+            };
+            if let Some(sev) = &ex.severity
+                && !hits.iter().any(|h| h.severity.as_str() == sev)
+            {
+                return fail(format!("has no finding with severity {sev}"));
             }
-            if let Some(s) = &ex.summary_contains {
-                if !hits.iter().any(|h| h.summary.contains(s.as_str())) {
-                    return Err(format!("{}: no {} summary contains `{s}`\n{}", case.description, ex.kind, listing()));
-                }
+            if let Some(s) = &ex.summary_contains
+                && !hits.iter().any(|h| h.summary.contains(s.as_str()))
+            {
+                return fail(format!("has no summary containing `{s}`"));
             }
-            if let Some(nb) = &ex.not_before {
-                if first.event_ts < tod(nb) {
-                    return Err(format!("{}: {} fired before {nb}\n{}", case.description, ex.kind, listing()));
-                }
+            if let Some(nb) = &ex.not_before
+                && first.event_ts < tod(nb)
+            {
+                return fail(format!("fired before {nb}"));
             }
         }
     }
     // Nothing unexpected: every finding must be covered by an expectation.
     for f in &found {
-        if !case.expect.iter().any(|e| e.kind == f.kind.as_str() && e.token == f.token_id.as_str()) {
-            return Err(format!("{}\nunexpected finding:\n{}", case.description, listing()));
+        if !case
+            .expect
+            .iter()
+            .any(|e| e.kind == f.kind.as_str() && e.token == f.token_id.as_str())
+        {
+            return Err(format!(
+                "{}\nunexpected finding:\n{}",
+                case.description,
+                listing()
+            ));
         }
     }
     Ok(())
@@ -310,7 +368,10 @@ fn scenarios() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("case.toml").exists())
-        .filter(|p| only.as_deref().is_none_or(|o| p.file_name().unwrap().to_string_lossy() == o))
+        .filter(|p| {
+            only.as_deref()
+                .is_none_or(|o| p.file_name().unwrap().to_string_lossy() == o)
+        })
         .collect();
     dirs.sort();
     assert!(!dirs.is_empty(), "no scenario cases found");
@@ -320,6 +381,12 @@ fn scenarios() {
             failures.push(format!("── {} ──\n{e}", d.display()));
         }
     }
-    assert!(failures.is_empty(), "{} of {} scenarios failed:\n{}", failures.len(), dirs.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios failed:\n{}",
+        failures.len(),
+        dirs.len(),
+        failures.join("\n")
+    );
     eprintln!("{} scenarios passed", dirs.len());
 }

@@ -159,7 +159,10 @@ impl FieldMap {
                 let slot = *index.entry(first).or_insert(n);
                 pointers.push((slot, parts));
             }
-            fields[idx] = Some(CompiledField { pointers, transforms });
+            fields[idx] = Some(CompiledField {
+                pointers,
+                transforms,
+            });
         }
         Ok(FieldMap {
             name: name.into(),
@@ -197,13 +200,16 @@ impl DecodeSettings {
         let mut custom = BTreeMap::new();
         for (name, f) in &config.formats {
             let mut fields = match &f.base {
-                Some(b) => presets::preset(b).ok_or_else(|| format!("formats.{name}.base: unknown preset `{b}`"))?,
+                Some(b) => presets::preset(b)
+                    .ok_or_else(|| format!("formats.{name}.base: unknown preset `{b}`"))?,
                 None => BTreeMap::new(),
             };
             fields.extend(f.fields.clone());
             custom.insert(
                 name.clone(),
-                Arc::new(FieldMap::compile(name, &fields).map_err(|e| format!("formats.{name}: {e}"))?),
+                Arc::new(
+                    FieldMap::compile(name, &fields).map_err(|e| format!("formats.{name}: {e}"))?,
+                ),
             );
         }
         Ok(DecodeSettings {
@@ -345,7 +351,10 @@ impl Decoder {
         let text = match std::str::from_utf8(record) {
             Ok(t) => t.trim(),
             Err(e) => {
-                out.push(Err(Drop::new(DropReason::NotJson, format!("not UTF-8: {e}"))));
+                out.push(Err(Drop::new(
+                    DropReason::NotJson,
+                    format!("not UTF-8: {e}"),
+                )));
                 return;
             }
         };
@@ -356,7 +365,10 @@ impl Decoder {
                         out.push(self.decode_object(item.get()));
                     }
                 }
-                Err(e) => out.push(Err(Drop::new(DropReason::NotJson, format!("invalid JSON array: {e}")))),
+                Err(e) => out.push(Err(Drop::new(
+                    DropReason::NotJson,
+                    format!("invalid JSON array: {e}"),
+                ))),
             },
             Some(b'{') => out.push(self.decode_object(text)),
             Some(_) => {
@@ -365,7 +377,10 @@ impl Decoder {
                 } else {
                     DropReason::NotJson
                 };
-                out.push(Err(Drop::new(reason, "a record must be a JSON object or an array of objects")));
+                out.push(Err(Drop::new(
+                    reason,
+                    "a record must be a JSON object or an array of objects",
+                )));
             }
             None => {}
         }
@@ -373,7 +388,11 @@ impl Decoder {
 
     fn decode_object(&mut self, text: &str) -> Result<AccessEvent, Drop> {
         let bad_json = |e: serde_json::Error| {
-            let reason = if text.starts_with('{') { DropReason::NotJson } else { DropReason::NotObject };
+            let reason = if text.starts_with('{') {
+                DropReason::NotJson
+            } else {
+                DropReason::NotObject
+            };
             Drop::new(reason, format!("invalid JSON: {e}"))
         };
         let map = match &mut self.format {
@@ -442,7 +461,9 @@ impl<'a> Extract<'a, '_> {
             return Ok(None);
         };
         for (slot, rest) in &cf.pointers {
-            let Some(raw) = self.resolve(*slot, rest) else { continue };
+            let Some(raw) = self.resolve(*slot, rest) else {
+                continue;
+            };
             let mut v = Scalar::from_raw(raw);
             for t in &cf.transforms {
                 v = self.apply(t, v, f)?;
@@ -458,40 +479,64 @@ impl<'a> Extract<'a, '_> {
         let name = CANONICAL_FIELDS[f as usize];
         Ok(match (t, v) {
             (_, Scalar::Null) => Scalar::Null,
-            (Transform::DashNull, Scalar::Str(s)) if s.trim().is_empty() || s.trim() == "-" => Scalar::Null,
+            (Transform::DashNull, Scalar::Str(s)) if s.trim().is_empty() || s.trim() == "-" => {
+                Scalar::Null
+            }
             (Transform::StripBearer, Scalar::Str(s)) => Scalar::Str(match s {
                 Cow::Borrowed(b) => Cow::Borrowed(token::strip_bearer(b)),
                 Cow::Owned(o) => Cow::Owned(token::strip_bearer(&o).to_string()),
             }),
-            (Transform::JwtClaim(c), Scalar::Str(s)) => match token::jwt_claims(token::strip_bearer(&s)) {
-                Some(claims) => match c.as_str() {
-                    "jti" => claims.jti.map(|v| Scalar::Str(v.into())).unwrap_or(Scalar::Null),
-                    "sub" => claims.sub.map(|v| Scalar::Str(v.into())).unwrap_or(Scalar::Null),
-                    "client_id" | "azp" => claims.client_id.map(|v| Scalar::Str(v.into())).unwrap_or(Scalar::Null),
-                    "iss" => claims.iss.map(|v| Scalar::Str(v.into())).unwrap_or(Scalar::Null),
-                    "exp" => claims.exp.map(Scalar::Num).unwrap_or(Scalar::Null),
-                    _ => Scalar::Null,
-                },
-                None => Scalar::Null,
-            },
+            (Transform::JwtClaim(c), Scalar::Str(s)) => {
+                match token::jwt_claims(token::strip_bearer(&s)) {
+                    Some(claims) => match c.as_str() {
+                        "jti" => claims
+                            .jti
+                            .map(|v| Scalar::Str(v.into()))
+                            .unwrap_or(Scalar::Null),
+                        "sub" => claims
+                            .sub
+                            .map(|v| Scalar::Str(v.into()))
+                            .unwrap_or(Scalar::Null),
+                        "client_id" | "azp" => claims
+                            .client_id
+                            .map(|v| Scalar::Str(v.into()))
+                            .unwrap_or(Scalar::Null),
+                        "iss" => claims
+                            .iss
+                            .map(|v| Scalar::Str(v.into()))
+                            .unwrap_or(Scalar::Null),
+                        "exp" => claims.exp.map(Scalar::Num).unwrap_or(Scalar::Null),
+                        _ => Scalar::Null,
+                    },
+                    None => Scalar::Null,
+                }
+            }
             (Transform::HostPort, Scalar::Str(s)) => match parse_ip_loose(&s) {
                 Some(ip) => Scalar::Str(Cow::Owned(ip.to_string())),
                 None => Scalar::Str(s),
             },
-            (Transform::XffRightmostUntrusted, Scalar::Str(s)) => match self.client_ip(None, Some(&s)) {
-                Ok(ip) => Scalar::Str(Cow::Owned(ip.to_string())),
-                Err(e) => return Err(e),
-            },
+            (Transform::XffRightmostUntrusted, Scalar::Str(s)) => {
+                match self.client_ip(None, Some(&s)) {
+                    Ok(ip) => Scalar::Str(Cow::Owned(ip.to_string())),
+                    Err(e) => return Err(e),
+                }
+            }
             (Transform::EpochMs | Transform::EpochS | Transform::EpochNs, v) => {
                 let n = match &v {
                     Scalar::Num(n) => *n,
                     Scalar::Str(s) => s.trim().parse::<f64>().map_err(|_| {
-                        Drop::new(DropReason::BadTimestamp, format!("{name}: `{s}` is not an epoch number"))
+                        Drop::new(
+                            DropReason::BadTimestamp,
+                            format!("{name}: `{s}` is not an epoch number"),
+                        )
                     })?,
                     other => {
                         return Err(Drop::new(
                             DropReason::WrongType,
-                            format!("{name}: expected an epoch number, got {}", other.type_name()),
+                            format!(
+                                "{name}: expected an epoch number, got {}",
+                                other.type_name()
+                            ),
                         ));
                     }
                 };
@@ -502,9 +547,14 @@ impl<'a> Extract<'a, '_> {
                 };
                 Scalar::Num(ms.round())
             }
-            (Transform::Rfc3339, Scalar::Str(s)) => Scalar::Num(parse_rfc3339(&s).ok_or_else(|| {
-                Drop::new(DropReason::BadTimestamp, format!("{name}: `{s}` is not an RFC 3339 time"))
-            })? as f64),
+            (Transform::Rfc3339, Scalar::Str(s)) => {
+                Scalar::Num(parse_rfc3339(&s).ok_or_else(|| {
+                    Drop::new(
+                        DropReason::BadTimestamp,
+                        format!("{name}: `{s}` is not an RFC 3339 time"),
+                    )
+                })? as f64)
+            }
             (_, v @ Scalar::Composite(_)) | (_, v @ Scalar::Bool(_)) => {
                 return Err(Drop::new(
                     DropReason::WrongType,
@@ -522,7 +572,11 @@ impl<'a> Extract<'a, '_> {
             Some(Scalar::Num(n)) => Ok(Some(Cow::Owned(fmt_num(n)))),
             Some(other) => Err(Drop::new(
                 DropReason::WrongType,
-                format!("{}: expected a string, got {}", CANONICAL_FIELDS[f as usize], other.type_name()),
+                format!(
+                    "{}: expected a string, got {}",
+                    CANONICAL_FIELDS[f as usize],
+                    other.type_name()
+                ),
             )),
         }
     }
@@ -540,33 +594,49 @@ impl<'a> Extract<'a, '_> {
             }),
             Some(other) => Err(Drop::new(
                 DropReason::WrongType,
-                format!("{}: expected a number, got {}", CANONICAL_FIELDS[f as usize], other.type_name()),
+                format!(
+                    "{}: expected a number, got {}",
+                    CANONICAL_FIELDS[f as usize],
+                    other.type_name()
+                ),
             )),
         }
     }
 
     fn timestamp(&self) -> Result<i64, Drop> {
         let v = self.get(F::Timestamp)?.ok_or_else(|| {
-            Drop::new(DropReason::MissingTimestamp, format!("no timestamp in format `{}`", self.map.name))
+            Drop::new(
+                DropReason::MissingTimestamp,
+                format!("no timestamp in format `{}`", self.map.name),
+            )
         })?;
         let ms = match v {
             Scalar::Num(n) => epoch_auto(n),
             Scalar::Str(s) => match s.trim().parse::<f64>() {
                 Ok(n) => epoch_auto(n),
                 Err(_) => parse_rfc3339(&s).ok_or_else(|| {
-                    Drop::new(DropReason::BadTimestamp, format!("timestamp: `{s}` is neither epoch nor RFC 3339"))
+                    Drop::new(
+                        DropReason::BadTimestamp,
+                        format!("timestamp: `{s}` is neither epoch nor RFC 3339"),
+                    )
                 })?,
             },
             other => {
                 return Err(Drop::new(
                     DropReason::WrongType,
-                    format!("timestamp: expected a number or string, got {}", other.type_name()),
+                    format!(
+                        "timestamp: expected a number or string, got {}",
+                        other.type_name()
+                    ),
                 ));
             }
         };
         // Years 2000..2200: anything else is a unit mistake, not an event.
         if !(946_684_800_000..7_258_118_400_000).contains(&ms) {
-            return Err(Drop::new(DropReason::BadTimestamp, format!("timestamp: {ms} ms is out of range")));
+            return Err(Drop::new(
+                DropReason::BadTimestamp,
+                format!("timestamp: {ms} ms is out of range"),
+            ));
         }
         Ok(ms)
     }
@@ -575,11 +645,18 @@ impl<'a> Extract<'a, '_> {
     fn client_ip(&self, peer: Option<&str>, xff: Option<&str>) -> Result<IpAddr, Drop> {
         let mut hops: Vec<IpAddr> = Vec::with_capacity(4);
         if let Some(x) = xff {
-            for part in x.split(',').map(str::trim).filter(|p| !p.is_empty() && *p != "-" && *p != "unknown") {
+            for part in x
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty() && *p != "-" && *p != "unknown")
+            {
                 match parse_ip_loose(part) {
                     Some(ip) => hops.push(ip),
                     None => {
-                        return Err(Drop::new(DropReason::BadIp, format!("forwarded_for: `{part}` is not an IP")));
+                        return Err(Drop::new(
+                            DropReason::BadIp,
+                            format!("forwarded_for: `{part}` is not an IP"),
+                        ));
                     }
                 }
             }
@@ -587,16 +664,24 @@ impl<'a> Extract<'a, '_> {
         if let Some(p) = peer {
             match parse_ip_loose(p) {
                 Some(ip) => hops.push(ip),
-                None => return Err(Drop::new(DropReason::BadIp, format!("peer_ip: `{p}` is not an IP"))),
+                None => {
+                    return Err(Drop::new(
+                        DropReason::BadIp,
+                        format!("peer_ip: `{p}` is not an IP"),
+                    ));
+                }
             }
         }
         let trusted = |ip: &IpAddr| self.settings.trusted.iter().any(|n| n.contains(ip));
         if let Some(ip) = hops.iter().rev().find(|ip| !trusted(ip)) {
             return Ok(*ip);
         }
-        hops.first()
-            .copied()
-            .ok_or_else(|| Drop::new(DropReason::MissingIp, "no client address (peer_ip / forwarded_for)"))
+        hops.first().copied().ok_or_else(|| {
+            Drop::new(
+                DropReason::MissingIp,
+                "no client address (peer_ip / forwarded_for)",
+            )
+        })
     }
 
     fn event(&self, cache: &mut TokenCache) -> Result<AccessEvent, Drop> {
@@ -615,14 +700,21 @@ impl<'a> Extract<'a, '_> {
         for ident in &self.settings.identity {
             token_id = match ident {
                 TokenIdentity::Jwt => parsed.as_ref().and_then(|c| c.jti.clone()),
-                TokenIdentity::JtiField => self.string(F::Jti)?.filter(|s| !token::is_absent(s)).map(|s| Arc::from(s.as_ref())),
+                TokenIdentity::JtiField => self
+                    .string(F::Jti)?
+                    .filter(|s| !token::is_absent(s))
+                    .map(|s| Arc::from(s.as_ref())),
                 TokenIdentity::Credential => self
                     .string(F::Credential)?
                     .filter(|s| !token::is_absent(s))
                     .map(|s| Arc::from(format!("c:{s}"))),
                 TokenIdentity::OpaqueHash => {
                     let raw = self.string(F::Token)?;
-                    match raw.as_deref().map(token::strip_bearer).filter(|t| !token::is_absent(t)) {
+                    match raw
+                        .as_deref()
+                        .map(token::strip_bearer)
+                        .filter(|t| !token::is_absent(t))
+                    {
                         Some(t) => Some(cache.get(t, &self.settings.hasher).opaque_id.clone()),
                         None => parsed.as_ref().map(|p| p.opaque_id.clone()),
                     }
@@ -633,16 +725,25 @@ impl<'a> Extract<'a, '_> {
             }
         }
         let token_id = token_id.ok_or_else(|| {
-            Drop::new(DropReason::NoToken, "no token identity (authorization, jti, credential or token field)")
+            Drop::new(
+                DropReason::NoToken,
+                "no token identity (authorization, jti, credential or token field)",
+            )
         })?;
 
         let subject = match parsed.as_ref().and_then(|c| c.sub.clone()) {
             Some(s) => Some(s),
-            None => self.string(F::Subject)?.filter(|s| !token::is_absent(s)).map(|s| Arc::from(s.as_ref())),
+            None => self
+                .string(F::Subject)?
+                .filter(|s| !token::is_absent(s))
+                .map(|s| Arc::from(s.as_ref())),
         };
         let client_id = match parsed.as_ref().and_then(|c| c.client_id.clone()) {
             Some(s) => Some(s),
-            None => self.string(F::ClientId)?.filter(|s| !token::is_absent(s)).map(|s| Arc::from(s.as_ref())),
+            None => self
+                .string(F::ClientId)?
+                .filter(|s| !token::is_absent(s))
+                .map(|s| Arc::from(s.as_ref())),
         };
         let token_exp = parsed.as_ref().and_then(|c| c.exp);
 
@@ -657,11 +758,18 @@ impl<'a> Extract<'a, '_> {
         };
         let status = self.number(F::Status)?.unwrap_or(0.0);
         if !(0.0..1000.0).contains(&status) {
-            return Err(Drop::new(DropReason::WrongType, format!("status: {status} is not an HTTP status")));
+            return Err(Drop::new(
+                DropReason::WrongType,
+                format!("status: {status} is not an HTTP status"),
+            ));
         }
         let bytes = self.number(F::BytesSent)?.unwrap_or(0.0).max(0.0);
-        let opt = |f: F| -> Result<Option<Box<str>>, Drop> { Ok(self.string(f)?.map(|s| Box::from(s.as_ref()))) };
-        let hashed = |f: F| -> Result<Option<u32>, Drop> { Ok(self.string(f)?.and_then(|s| crate::event::tls_hash(&s))) };
+        let opt = |f: F| -> Result<Option<Box<str>>, Drop> {
+            Ok(self.string(f)?.map(|s| Box::from(s.as_ref())))
+        };
+        let hashed = |f: F| -> Result<Option<u32>, Drop> {
+            Ok(self.string(f)?.and_then(|s| crate::event::tls_hash(&s)))
+        };
         Ok(AccessEvent {
             ts,
             token_key: stable_hash(token_id.as_bytes()),
@@ -678,7 +786,9 @@ impl<'a> Extract<'a, '_> {
             status: status as u16,
             bytes_sent: bytes as u64,
             user_agent: opt(F::UserAgent)?,
-            accept_language: self.string(F::AcceptLanguage)?.and_then(|s| crate::event::lang_tag(&s)),
+            accept_language: self
+                .string(F::AcceptLanguage)?
+                .and_then(|s| crate::event::lang_tag(&s)),
             ja3: hashed(F::Ja3)?,
             ja4: hashed(F::Ja4)?,
         })
@@ -699,7 +809,11 @@ fn method_name(m: Option<&str>) -> &'static str {
 }
 
 fn fmt_num(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{}", n as i64) } else { n.to_string() }
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
 }
 
 /// Guess the unit of an epoch number by its magnitude.
@@ -722,7 +836,9 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         return Some(t.timestamp_millis());
     }
     // AWS `requestTime`: 01/Jan/2026:00:00:00 +0000
-    chrono::DateTime::parse_from_str(s, "%d/%b/%Y:%H:%M:%S %z").ok().map(|t| t.timestamp_millis())
+    chrono::DateTime::parse_from_str(s, "%d/%b/%Y:%H:%M:%S %z")
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// Parse `1.2.3.4`, `1.2.3.4:80`, `[::1]:80`, `::1`.
@@ -765,7 +881,9 @@ pub fn template_path(path: &str) -> String {
 
 /// Hash of the last id-like path segment: the object a request addresses.
 fn object_id(path: &str) -> Option<u64> {
-    path.rsplit('/').find(|s| is_id_segment(s)).map(|s| stable_hash(s.as_bytes()))
+    path.rsplit('/')
+        .find(|s| is_id_segment(s))
+        .map(|s| stable_hash(s.as_bytes()))
 }
 
 /// Pagination depth from `page=N` or `offset=N&limit=M`.
@@ -794,8 +912,14 @@ mod tests {
 
     #[test]
     fn templates_ids_and_reads_pages() {
-        assert_eq!(template_path("/v1/accounts/10023/orders"), "/v1/accounts/{id}/orders");
-        assert_eq!(template_path("/v1/u/7b11c9e2-5a4d-4c3b-9d8e-0f1a2b3c4d5e"), "/v1/u/{id}");
+        assert_eq!(
+            template_path("/v1/accounts/10023/orders"),
+            "/v1/accounts/{id}/orders"
+        );
+        assert_eq!(
+            template_path("/v1/u/7b11c9e2-5a4d-4c3b-9d8e-0f1a2b3c4d5e"),
+            "/v1/u/{id}"
+        );
         assert_eq!(template_path("/v1/records"), "/v1/records");
         assert_eq!(page_of("page=9"), Some(9));
         assert_eq!(page_of("offset=200&limit=50"), Some(5));
@@ -806,8 +930,14 @@ mod tests {
 
     #[test]
     fn parses_loose_ips() {
-        assert_eq!(parse_ip_loose("198.51.100.23:51544"), "198.51.100.23".parse().ok());
-        assert_eq!(parse_ip_loose("[2001:db8::1]:40112"), "2001:db8::1".parse().ok());
+        assert_eq!(
+            parse_ip_loose("198.51.100.23:51544"),
+            "198.51.100.23".parse().ok()
+        );
+        assert_eq!(
+            parse_ip_loose("[2001:db8::1]:40112"),
+            "2001:db8::1".parse().ok()
+        );
         assert_eq!(parse_ip_loose("nope"), None);
     }
 }

@@ -6,11 +6,22 @@ use std::collections::BTreeMap;
 
 use crate::config::FieldSource;
 
-type Spec = &'static [(&'static str, &'static [&'static str], &'static [&'static str])];
+type Spec = &'static [(
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+)];
 
 const ENVOY: Spec = &[
     ("timestamp", &["/start_time", "/timestamp"], &[]),
-    ("peer_ip", &["/downstream_remote_address", "/downstream_direct_remote_address"], &["dash_null", "host_port"]),
+    (
+        "peer_ip",
+        &[
+            "/downstream_remote_address",
+            "/downstream_direct_remote_address",
+        ],
+        &["dash_null", "host_port"],
+    ),
     ("forwarded_for", &["/x_forwarded_for"], &["dash_null"]),
     ("method", &["/method"], &[]),
     ("path", &["/path"], &[]),
@@ -34,10 +45,18 @@ const KONG: Spec = &[
     ("status", &["/response/status"], &[]),
     ("bytes_sent", &["/response/size"], &[]),
     ("user_agent", &["/request/headers/user-agent"], &[]),
-    ("accept_language", &["/request/headers/accept-language"], &[]),
+    (
+        "accept_language",
+        &["/request/headers/accept-language"],
+        &[],
+    ),
     ("authorization", &["/request/headers/authorization"], &[]),
     ("credential", &["/authenticated_entity/id"], &[]),
-    ("subject", &["/consumer/custom_id", "/consumer/username", "/consumer/id"], &[]),
+    (
+        "subject",
+        &["/consumer/custom_id", "/consumer/username", "/consumer/id"],
+        &[],
+    ),
 ];
 
 const APISIX: Spec = &[
@@ -50,21 +69,33 @@ const APISIX: Spec = &[
     ("status", &["/response/status"], &[]),
     ("bytes_sent", &["/response/size"], &[]),
     ("user_agent", &["/request/headers/user-agent"], &[]),
-    ("accept_language", &["/request/headers/accept-language"], &[]),
+    (
+        "accept_language",
+        &["/request/headers/accept-language"],
+        &[],
+    ),
     ("authorization", &["/request/headers/authorization"], &[]),
     ("subject", &["/consumer/username"], &[]),
 ];
 
 const NGINX: Spec = &[
     ("timestamp", &["/msec", "/time_iso8601", "/time"], &[]),
-    ("peer_ip", &["/realip_remote_addr", "/remote_addr"], &["dash_null"]),
+    (
+        "peer_ip",
+        &["/realip_remote_addr", "/remote_addr"],
+        &["dash_null"],
+    ),
     ("forwarded_for", &["/http_x_forwarded_for"], &["dash_null"]),
     ("method", &["/request_method"], &[]),
     ("path", &["/request_uri"], &[]),
     ("status", &["/status"], &[]),
     ("bytes_sent", &["/body_bytes_sent", "/bytes_sent"], &[]),
     ("user_agent", &["/http_user_agent"], &["dash_null"]),
-    ("accept_language", &["/http_accept_language"], &["dash_null"]),
+    (
+        "accept_language",
+        &["/http_accept_language"],
+        &["dash_null"],
+    ),
     ("authorization", &["/http_authorization"], &["dash_null"]),
     ("ja3", &["/http_ssl_ja3", "/ssl_ja3"], &["dash_null"]),
     ("ja4", &["/http_ssl_ja4", "/ssl_ja4"], &["dash_null"]),
@@ -85,7 +116,11 @@ const TRAEFIK: Spec = &[
 ];
 
 const AWS_APIGW: Spec = &[
-    ("timestamp", &["/requestTimeEpoch", "/requestTime"], &["dash_null"]),
+    (
+        "timestamp",
+        &["/requestTimeEpoch", "/requestTime"],
+        &["dash_null"],
+    ),
     ("peer_ip", &["/ip", "/sourceIp"], &["dash_null"]),
     ("method", &["/httpMethod"], &[]),
     ("path", &["/path", "/resourcePath"], &[]),
@@ -95,8 +130,16 @@ const AWS_APIGW: Spec = &[
     ("user_agent", &["/userAgent"], &["dash_null"]),
     ("jti", &["/jti", "/authorizer/claims/jti"], &["dash_null"]),
     ("credential", &["/apiKeyId", "/principalId"], &["dash_null"]),
-    ("subject", &["/sub", "/authorizer/claims/sub", "/principalId"], &["dash_null"]),
-    ("client_id", &["/client_id", "/authorizer/claims/client_id"], &["dash_null"]),
+    (
+        "subject",
+        &["/sub", "/authorizer/claims/sub", "/principalId"],
+        &["dash_null"],
+    ),
+    (
+        "client_id",
+        &["/client_id", "/authorizer/claims/client_id"],
+        &["dash_null"],
+    ),
 ];
 
 const TYK: Spec = &[
@@ -106,7 +149,11 @@ const TYK: Spec = &[
     ("path", &["/raw_path", "/path"], &[]),
     ("route", &["/api_name", "/api_id"], &[]),
     ("status", &["/response_code"], &[]),
-    ("bytes_sent", &["/response_size", "/content_length_out"], &[]),
+    (
+        "bytes_sent",
+        &["/response_size", "/content_length_out"],
+        &[],
+    ),
     ("user_agent", &["/user_agent"], &[]),
     ("token", &["/api_key"], &["dash_null"]),
     ("subject", &["/alias"], &[]),
@@ -143,9 +190,12 @@ pub fn preset(name: &str) -> Option<BTreeMap<String, FieldSource>> {
 /// Guess the preset from the keys of one record (for `format = "auto"`).
 pub fn detect(keys: &[&str]) -> Option<&'static str> {
     let has = |k: &str| keys.contains(&k);
-    if has("started_at") && (has("authenticated_entity") || has("upstream_uri") || has("latencies")) {
+    if has("started_at") && (has("authenticated_entity") || has("upstream_uri") || has("latencies"))
+    {
         Some("kong")
-    } else if has("start_time") && (has("route_id") || has("apisix_latency") || has("upstream_latency")) {
+    } else if has("start_time")
+        && (has("route_id") || has("apisix_latency") || has("upstream_latency"))
+    {
         Some("apisix")
     } else if has("StartUTC") || has("ClientHost") {
         Some("traefik")

@@ -91,7 +91,10 @@ mod tests {
     #[test]
     fn reads_claims_of_the_sample_jwt() {
         let c = jwt_claims(strip_bearer(&format!("Bearer {SAMPLE}"))).unwrap();
-        assert_eq!(c.jti.as_deref(), Some("7b11c9e2-5a4d-4c3b-9d8e-0f1a2b3c4d5e"));
+        assert_eq!(
+            c.jti.as_deref(),
+            Some("7b11c9e2-5a4d-4c3b-9d8e-0f1a2b3c4d5e")
+        );
         assert_eq!(c.sub.as_deref(), Some("u-10442"));
         assert_eq!(c.client_id.as_deref(), Some("web-app"));
         assert_eq!(c.exp, Some(1767228600.0));

@@ -8,8 +8,8 @@ use serde_json::json;
 use super::state::{Profile, TokenState, class_index, sketch_estimate};
 use super::{FindingKind, Signal};
 use crate::config::{
-    BulkSiphonConfig, EnumerationConfig, ImpossibleTravelConfig, RouteClass, Severity, SuspiciousNetworkConfig,
-    TokenReplayConfig,
+    BulkSiphonConfig, EnumerationConfig, ImpossibleTravelConfig, RouteClass, Severity,
+    SuspiciousNetworkConfig, TokenReplayConfig,
 };
 use crate::event::{Enriched, NetClass, NetInfo, Place, fmt_time};
 
@@ -38,7 +38,11 @@ pub struct Enumeration(pub EnumerationConfig);
 
 fn describe_client(ev: &Enriched) -> String {
     let ua = &ev.ua;
-    let version = if ua.major > 0 { format!(" {}", ua.major) } else { String::new() };
+    let version = if ua.major > 0 {
+        format!(" {}", ua.major)
+    } else {
+        String::new()
+    };
     if ua.os.as_ref() == "unknown" || ua.os.as_ref() == "UNKNOWN" {
         format!("{}{}", ua.family, version)
     } else {
@@ -104,7 +108,9 @@ impl Detector for TokenReplay {
             .fps
             .iter()
             .enumerate()
-            .filter(|(i, s)| s.count > 0 && Some(*i) != cx.fp_slot && s.fp.distance(&fp) >= c.min_distance)
+            .filter(|(i, s)| {
+                s.count > 0 && Some(*i) != cx.fp_slot && s.fp.distance(&fp) >= c.min_distance
+            })
             .max_by_key(|(_, s)| s.last())
             .map(|(_, s)| *s)?;
         let gap = ev.event.ts - other.last();
@@ -215,7 +221,8 @@ impl Detector for ImpossibleTravel {
             let d = haversine_km(alt.lat, alt.lon, here.lat, here.lon)
                 - f64::from(alt.radius_km)
                 - f64::from(here.radius_km);
-            d < c.min_distance_km && ev.event.ts - prev.first <= (c.overlap_window_secs * 1000) as i64
+            d < c.min_distance_km
+                && ev.event.ts - prev.first <= (c.overlap_window_secs * 1000) as i64
         });
         let (severity, score, pattern) = if overlap.is_some() {
             (Some(Severity::Critical), 95u8, "overlapping")
@@ -232,7 +239,11 @@ impl Detector for ImpossibleTravel {
             thousands(speed.min(1e9)),
             prev.radius_km,
             here.radius_km,
-            if overlap.is_some() { "; the token is in use at both places" } else { "" },
+            if overlap.is_some() {
+                "; the token is in use at both places"
+            } else {
+                ""
+            },
         );
         let p = |n: &NetInfo| {
             let pl = n.place.as_ref();
@@ -289,7 +300,11 @@ impl Detector for SuspiciousNetwork {
         if home.max(subject_home) < c.min_history_events {
             return None;
         }
-        let prev = tok.place.as_ref().map(|p| describe_place(&p.net)).unwrap_or_else(|| "its usual networks".into());
+        let prev = tok
+            .place
+            .as_ref()
+            .map(|p| describe_place(&p.net))
+            .unwrap_or_else(|| "its usual networks".into());
         let summary = format!(
             "token moved from {} to {} with scripting client {} ({} earlier requests on residential/mobile networks)",
             prev,
@@ -366,7 +381,10 @@ impl Detector for BulkSiphon {
             }
             if objects >= f64::from(c.min_distinct_objects) * sens && objects >= factor * exp_obj {
                 ratio_max = ratio_max.max(objects / exp_obj);
-                reasons.push(format!("~{objects:.0} distinct objects in {n} min (usual {:.1}/min)", base.objects));
+                reasons.push(format!(
+                    "~{objects:.0} distinct objects in {n} min (usual {:.1}/min)",
+                    base.objects
+                ));
             }
         }
         let rc = cx.route_class;
@@ -393,7 +411,11 @@ impl Detector for BulkSiphon {
         Some(Signal {
             severity: None,
             score,
-            summary: format!("bulk pull: {}; pagination depth {}", reasons.join("; "), w.max_page),
+            summary: format!(
+                "bulk pull: {}; pagination depth {}",
+                reasons.join("; "),
+                w.max_page
+            ),
             evidence_first: i64::from(w.first_minute) * 60_000,
             evidence: json!({
                 "window_minutes": n,
@@ -420,9 +442,7 @@ impl Detector for Enumeration {
     fn inspect(&self, cx: &Context<'_>) -> Option<Signal> {
         let c = &self.0;
         let ev = cx.ev;
-        if ev.event.object.is_none() {
-            return None;
-        }
+        ev.event.object?;
         let minute = (ev.event.ts / 60_000) as u32;
         let n = c.window_secs.div_ceil(60) as u32;
         let w = cx.tok.window(minute, n);

@@ -24,7 +24,9 @@ use crate::event::{Enriched, EventTime, TokenId, fmt_time, stable_hash};
 use detectors::{Context, Detector};
 use state::{PlaceSlot, Profile, TokenState, class_index};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     TokenReplay,
@@ -121,10 +123,22 @@ impl Allow {
         let ev = &e.event;
         self.cidrs.iter().any(|n| n.contains(&ev.client_ip))
             || self.asns.contains(&e.net.asn)
-            || ev.subject.as_deref().is_some_and(|s| self.subjects.iter().any(|a| a == s))
-            || ev.client_id.as_deref().is_some_and(|s| self.client_ids.iter().any(|a| a == s))
-            || ev.user_agent.as_deref().is_some_and(|u| self.user_agents.iter().any(|a| u.contains(a.as_str())))
-            || self.routes.iter().any(|r| ev.path.starts_with(r.as_str()) || ev.route.as_ref() == r)
+            || ev
+                .subject
+                .as_deref()
+                .is_some_and(|s| self.subjects.iter().any(|a| a == s))
+            || ev
+                .client_id
+                .as_deref()
+                .is_some_and(|s| self.client_ids.iter().any(|a| a == s))
+            || ev
+                .user_agent
+                .as_deref()
+                .is_some_and(|u| self.user_agents.iter().any(|a| u.contains(a.as_str())))
+            || self
+                .routes
+                .iter()
+                .any(|r| ev.path.starts_with(r.as_str()) || ev.route.as_ref() == r)
     }
 }
 
@@ -170,13 +184,14 @@ pub struct Engine {
 impl Engine {
     pub fn new(cfg: &Config) -> Engine {
         let d = &cfg.detectors;
-        let entry = |detector: Box<dyn Detector>, enabled, mode, severity, cooldown: u64| DetectorEntry {
-            detector,
-            enabled,
-            mode,
-            severity,
-            cooldown_ms: (cooldown * 1000) as i64,
-        };
+        let entry =
+            |detector: Box<dyn Detector>, enabled, mode, severity, cooldown: u64| DetectorEntry {
+                detector,
+                enabled,
+                mode,
+                severity,
+                cooldown_ms: (cooldown * 1000) as i64,
+            };
         let detectors = vec![
             entry(
                 Box::new(detectors::TokenReplay(d.token_replay.clone())),
@@ -224,9 +239,15 @@ impl Engine {
         let routes = cfg
             .routes
             .iter()
-            .map(|r| (r.prefix.clone(), class_idx.get(&r.class).copied().unwrap_or(0)))
+            .map(|r| {
+                (
+                    r.prefix.clone(),
+                    class_idx.get(&r.class).copied().unwrap_or(0),
+                )
+            })
             .collect();
-        let buckets = usize::from(d.bulk_siphon.window_minutes).max(d.enumeration.window_secs.div_ceil(60) as usize);
+        let buckets = usize::from(d.bulk_siphon.window_minutes)
+            .max(d.enumeration.window_secs.div_ceil(60) as usize);
         let token_ttl_ms = (cfg.engine.token_idle_ttl_secs * 1000) as i64;
         Engine {
             detectors,
@@ -324,13 +345,21 @@ impl Engine {
             }
             self.next_gc = ts + self.gc_every_ms;
         }
-        let subject_key = e.event.subject.as_deref().map(|s| stable_hash(s.as_bytes()));
+        let subject_key = e
+            .event
+            .subject
+            .as_deref()
+            .map(|s| stable_hash(s.as_bytes()));
         // Per-client history is for tokens without a user (client credentials:
         // service tokens). A user's token is judged by its subject's history;
         // one web app's thousands of users must not share one profile.
         let client_key = match e.event.subject {
             Some(_) => None,
-            None => e.event.client_id.as_deref().map(|s| stable_hash(s.as_bytes())),
+            None => e
+                .event
+                .client_id
+                .as_deref()
+                .map(|s| stable_hash(s.as_bytes())),
         };
         let minute = (ts / 60_000) as u32;
 
@@ -385,14 +414,23 @@ impl Engine {
         if slot.minute != state::minute_tag(minute) || slot.requests == 0 {
             *slot = state::Bucket::new(minute);
         }
-        slot.add(e.event.bytes_sent, e.event.status, e.event.object, e.event.page);
+        slot.add(
+            e.event.bytes_sent,
+            e.event.status,
+            e.event.object,
+            e.event.page,
+        );
 
         // 2. Detectors see the token as it was, plus the current window.
         let fp_slot = tok
             .fps
             .iter()
             .position(|s| s.count > 0 && s.fp.distance(&e.fp) == 0)
-            .or_else(|| tok.fps.iter().position(|s| s.count > 0 && s.fp.distance(&e.fp) < 2));
+            .or_else(|| {
+                tok.fps
+                    .iter()
+                    .position(|s| s.count > 0 && s.fp.distance(&e.fp) < 2)
+            });
         let signals: Vec<(usize, Signal)> = {
             let cx = Context {
                 ev: e,
@@ -413,7 +451,10 @@ impl Engine {
             let d = &detectors[i];
             let kind = d.detector.kind();
             let severity = sig.severity.unwrap_or(d.severity);
-            let (last_s, last_sev) = (tok.last_finding_s[kind.index()], tok.last_finding_sev[kind.index()]);
+            let (last_s, last_sev) = (
+                tok.last_finding_s[kind.index()],
+                tok.last_finding_sev[kind.index()],
+            );
             let in_cooldown = last_s != 0 && ts / 1000 - i64::from(last_s) < d.cooldown_ms / 1000;
             // Within the cooldown only an escalation (higher severity) gets through.
             if in_cooldown && (severity as u8) < last_sev {
@@ -439,9 +480,15 @@ impl Engine {
                 s.fp.major = s.fp.major.max(e.fp.major);
             }
             None => {
-                let i = tok.fps.iter().position(|s| s.count == 0).unwrap_or_else(|| {
-                    (0..tok.fps.len()).min_by_key(|i| tok.fps[*i].last()).unwrap_or(0)
-                });
+                let i = tok
+                    .fps
+                    .iter()
+                    .position(|s| s.count == 0)
+                    .unwrap_or_else(|| {
+                        (0..tok.fps.len())
+                            .min_by_key(|i| tok.fps[*i].last())
+                            .unwrap_or(0)
+                    });
                 tok.fps[i] = state::FpSlot::new(e.fp, ts);
             }
         }
@@ -450,7 +497,10 @@ impl Engine {
         if let Some(place) = &e.net.place {
             update_place(tok, place, e, *min_move_km);
         }
-        let home = matches!(e.net.class, crate::event::NetClass::Residential | crate::event::NetClass::Mobile);
+        let home = matches!(
+            e.net.class,
+            crate::event::NetClass::Residential | crate::event::NetClass::Mobile
+        );
         for (key, map) in [(subject_key, subjects), (client_key, clients)] {
             if let Some(k) = key {
                 let p = map.entry(k).or_default();
@@ -470,15 +520,13 @@ impl Engine {
 
 fn update_place(tok: &mut TokenState, place: &crate::event::Place, e: &Enriched, min_move_km: f64) {
     let ts = e.event.ts;
-    let new_slot = || {
-        PlaceSlot {
-            lat: place.lat,
-            lon: place.lon,
-            radius_km: place.radius_km,
-            first: ts,
-            last: ts,
-            net: e.net.clone(),
-        }
+    let new_slot = || PlaceSlot {
+        lat: place.lat,
+        lon: place.lon,
+        radius_km: place.radius_km,
+        first: ts,
+        last: ts,
+        net: e.net.clone(),
     };
     match tok.place.as_mut() {
         None => tok.place = Some(new_slot()),

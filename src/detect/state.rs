@@ -104,7 +104,9 @@ impl Bucket {
         if status == 403 || status == 404 {
             self.errors = self.errors.saturating_add(1);
         }
-        self.kib = self.kib.saturating_add(bytes.div_ceil(1024).min(u64::from(u32::MAX)) as u32);
+        self.kib = self
+            .kib
+            .saturating_add(bytes.div_ceil(1024).min(u64::from(u32::MAX)) as u32);
         if let Some(o) = object {
             let bit = mix(o) >> 58;
             self.objects[(bit / 32) as usize] |= 1u32 << (bit % 32);
@@ -291,7 +293,12 @@ mod tests {
     fn sketch_counts_distinct_objects_roughly() {
         let mut b = Bucket::default();
         for i in 0..40u64 {
-            b.add(0, 404, Some(crate::event::stable_hash(&i.to_le_bytes())), None);
+            b.add(
+                0,
+                404,
+                Some(crate::event::stable_hash(&i.to_le_bytes())),
+                None,
+            );
         }
         let est = sketch_estimate(b.objects());
         assert!((25.0..60.0).contains(&est), "estimate {est}");

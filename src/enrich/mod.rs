@@ -50,11 +50,17 @@ impl Enricher {
             match p {
                 None => Ok(None),
                 Some(p) => {
-                    let path = if Path::new(p).is_absolute() { Path::new(p).to_path_buf() } else { base.join(p) };
-                    Reader::open_readfile(&path).map(Some).map_err(|source| GeoError::Open {
-                        path: path.display().to_string(),
-                        source,
-                    })
+                    let path = if Path::new(p).is_absolute() {
+                        Path::new(p).to_path_buf()
+                    } else {
+                        base.join(p)
+                    };
+                    Reader::open_readfile(&path)
+                        .map(Some)
+                        .map_err(|source| GeoError::Open {
+                            path: path.display().to_string(),
+                            source,
+                        })
                 }
             }
         };
@@ -78,7 +84,11 @@ impl Enricher {
             classifier,
             ip_cache: DashMap::with_hasher(FxBuildHasher),
             ua_cache: DashMap::with_hasher(FxBuildHasher),
-            cache_entries: if cache_entries == 0 { 1 << 18 } else { cache_entries },
+            cache_entries: if cache_entries == 0 {
+                1 << 18
+            } else {
+                cache_entries
+            },
         }
     }
 
@@ -117,7 +127,10 @@ impl Enricher {
             .as_ref()
             .and_then(|r| {
                 let a: geoip2::Asn = r.lookup(ip).ok()?.decode().ok()??;
-                Some((a.autonomous_system_number.unwrap_or(0), a.autonomous_system_organization.map(Arc::from)))
+                Some((
+                    a.autonomous_system_number.unwrap_or(0),
+                    a.autonomous_system_organization.map(Arc::from),
+                ))
             })
             .unwrap_or((0, None));
         NetInfo {

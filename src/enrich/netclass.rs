@@ -11,27 +11,27 @@ use crate::event::NetClass;
 const HOSTING: &[u32] = &[
     16509, 14618, 8987, // Amazon AWS
     15169, 396982, 19527, // Google, Google Cloud
-    8075, 8068, 8069, // Microsoft Azure
+    8075, 8068, 8069,  // Microsoft Azure
     14061, // DigitalOcean
     16276, // OVH
     24940, 213230, // Hetzner
-    63949, // Akamai Linode
-    20473, // Vultr (Choopa)
+    63949,  // Akamai Linode
+    20473,  // Vultr (Choopa)
     45102, 37963, // Alibaba Cloud
     31898, // Oracle Cloud
-    132203, 45090, // Tencent Cloud
-    12876, // Scaleway
-    51167, // Contabo
-    36352, // ColoCrossing
-    46606, // Unified Layer
-    26496, // GoDaddy
-    55286, // Server Central / B2
-    62567, // DigitalOcean (legacy)
+    132203, 45090,  // Tencent Cloud
+    12876,  // Scaleway
+    51167,  // Contabo
+    36352,  // ColoCrossing
+    46606,  // Unified Layer
+    26496,  // GoDaddy
+    55286,  // Server Central / B2
+    62567,  // DigitalOcean (legacy)
     135377, // UCloud
-    40021, // Contabo US
+    40021,  // Contabo US
     197540, // netcup
-    51396, // Pfcloud
-    209, // Lumen hosting blocks
+    51396,  // Pfcloud
+    209,    // Lumen hosting blocks
 ];
 
 /// VPN and anonymiser operators, and networks dominated by them.
@@ -51,7 +51,7 @@ const VPN: &[u32] = &[
 /// Mobile carriers: addresses hop and share (CGNAT), geolocation is coarse.
 const MOBILE: &[u32] = &[
     21928, // T-Mobile US
-    22394, 6167, // Verizon Wireless
+    22394, 6167,  // Verizon Wireless
     20057, // AT&T Mobility
     12576, // EE
     25135, // Vodafone UK
@@ -76,7 +76,11 @@ pub struct NetClassifier {
 impl NetClassifier {
     pub fn new(cfg: &NetworkClassesConfig) -> Self {
         let mut table = FxHashMap::default();
-        for (list, class) in [(HOSTING, NetClass::Hosting), (VPN, NetClass::Vpn), (MOBILE, NetClass::Mobile)] {
+        for (list, class) in [
+            (HOSTING, NetClass::Hosting),
+            (VPN, NetClass::Vpn),
+            (MOBILE, NetClass::Mobile),
+        ] {
             for asn in list {
                 table.insert(*asn, class);
             }
@@ -111,13 +115,24 @@ impl NetClassifier {
             if o.contains("vpn") || o.contains("proxy") || o.contains("tor exit") {
                 return NetClass::Vpn;
             }
-            if ["hosting", "cloud", "datacenter", "data center", "server", "vps", "colocation"]
-                .iter()
-                .any(|k| o.contains(k))
+            if [
+                "hosting",
+                "cloud",
+                "datacenter",
+                "data center",
+                "server",
+                "vps",
+                "colocation",
+            ]
+            .iter()
+            .any(|k| o.contains(k))
             {
                 return NetClass::Hosting;
             }
-            if ["mobile", "wireless", "cellular", "lte"].iter().any(|k| o.contains(k)) {
+            if ["mobile", "wireless", "cellular", "lte"]
+                .iter()
+                .any(|k| o.contains(k))
+            {
                 return NetClass::Mobile;
             }
         }
@@ -134,12 +149,22 @@ mod tests {
         let mut cfg = NetworkClassesConfig::default();
         cfg.residential.push(16509);
         let c = NetClassifier::new(&cfg);
-        assert_eq!(c.classify(16509, None), NetClass::Residential, "config overrides built-in");
+        assert_eq!(
+            c.classify(16509, None),
+            NetClass::Residential,
+            "config overrides built-in"
+        );
         assert_eq!(c.classify(14061, None), NetClass::Hosting);
         assert_eq!(c.classify(9009, None), NetClass::Vpn);
         assert_eq!(c.classify(21928, None), NetClass::Mobile);
-        assert_eq!(c.classify(64500, Some("Example Cloud Hosting GmbH")), NetClass::Hosting);
-        assert_eq!(c.classify(64501, Some("Example Broadband")), NetClass::Residential);
+        assert_eq!(
+            c.classify(64500, Some("Example Cloud Hosting GmbH")),
+            NetClass::Hosting
+        );
+        assert_eq!(
+            c.classify(64501, Some("Example Broadband")),
+            NetClass::Residential
+        );
         assert_eq!(c.classify(0, None), NetClass::Unknown);
     }
 }

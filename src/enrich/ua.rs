@@ -42,7 +42,10 @@ const SCRIPTING: &[&str] = &[
 /// Parse a user agent into what identifies a device (no minor versions).
 pub fn parse(ua: &str) -> UaInfo {
     let mut info = parse_inner(ua);
-    info.agent_hash = h32(&format!("{}|{}|{}", info.family, info.os, info.device as u8));
+    info.agent_hash = h32(&format!(
+        "{}|{}|{}",
+        info.family, info.os, info.device as u8
+    ));
     info.os_id = (h32(&info.os) & 0xff) as u8;
     info.family_id = (h32(&info.family) & 0xff) as u8;
     info
@@ -107,12 +110,19 @@ fn parse_inner(ua: &str) -> UaInfo {
                 major,
                 os: Arc::from(if lower.contains("android") || lower.contains("okhttp") {
                     "Android"
-                } else if lower.contains("cfnetwork") || lower.contains("darwin") || lower.contains("iphone") {
+                } else if lower.contains("cfnetwork")
+                    || lower.contains("darwin")
+                    || lower.contains("iphone")
+                {
                     "iOS"
                 } else {
                     "unknown"
                 }),
-                device: if mobile { DeviceClass::Mobile } else { DeviceClass::Other },
+                device: if mobile {
+                    DeviceClass::Mobile
+                } else {
+                    DeviceClass::Other
+                },
                 scripting: false,
                 agent_hash: 0,
                 os_id: 0,
@@ -131,18 +141,32 @@ fn product_token(ua: &str) -> (String, u16) {
 }
 
 fn leading_number(s: &str) -> u16 {
-    let digits: String = s.chars().take_while(|c| c.is_ascii_digit()).take(5).collect();
-    digits.parse::<u32>().map(|n| n.min(u32::from(u16::MAX)) as u16).unwrap_or(0)
+    let digits: String = s
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .take(5)
+        .collect();
+    digits
+        .parse::<u32>()
+        .map(|n| n.min(u32::from(u16::MAX)) as u16)
+        .unwrap_or(0)
 }
 
 fn is_chromium(family: &str) -> bool {
-    matches!(family, "Chrome" | "Edge" | "Opera" | "Vivaldi" | "Yandex Browser" | "Samsung Internet" | "Brave")
+    matches!(
+        family,
+        "Chrome" | "Edge" | "Opera" | "Vivaldi" | "Yandex Browser" | "Samsung Internet" | "Brave"
+    )
 }
-
 
 /// Fold a parsed agent and the TLS / header hints (hashes, see
 /// [`crate::event::tls_hash`] and [`crate::event::lang_tag`]) into a fingerprint.
-pub fn fingerprint(ua: &UaInfo, ja4: Option<u32>, ja3: Option<u32>, lang: Option<u16>) -> Fingerprint {
+pub fn fingerprint(
+    ua: &UaInfo,
+    ja4: Option<u32>,
+    ja3: Option<u32>,
+    lang: Option<u16>,
+) -> Fingerprint {
     let tls = match (ja4, ja3) {
         (Some(j), _) => j,
         // Chromium randomises extension order: its JA3 is noise.
@@ -172,8 +196,18 @@ mod tests {
     #[test]
     fn minor_updates_and_ja3_churn_are_the_same_device() {
         use crate::event::{lang_tag, tls_hash};
-        let a = fingerprint(&parse(CHROME_131), None, tls_hash("aaa"), lang_tag("en-GB,en;q=0.9"));
-        let b = fingerprint(&parse(CHROME_131B), None, tls_hash("bbb"), lang_tag("en-GB"));
+        let a = fingerprint(
+            &parse(CHROME_131),
+            None,
+            tls_hash("aaa"),
+            lang_tag("en-GB,en;q=0.9"),
+        );
+        let b = fingerprint(
+            &parse(CHROME_131B),
+            None,
+            tls_hash("bbb"),
+            lang_tag("en-GB"),
+        );
         assert_eq!(a.distance(&b), 0);
         assert_eq!(a, b);
     }

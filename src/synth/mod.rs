@@ -132,9 +132,13 @@ impl Agent {
     }
     fn ja4(self) -> &'static str {
         match self {
-            Agent::ChromeWin | Agent::ChromeMac | Agent::AndroidChrome => "t13d1516h2_8daaf6152771_b186095e22b6",
+            Agent::ChromeWin | Agent::ChromeMac | Agent::AndroidChrome => {
+                "t13d1516h2_8daaf6152771_b186095e22b6"
+            }
             Agent::FirefoxWin => "t13d1715h2_5b57614c22b0_3d5424432f57",
-            Agent::SafariMac | Agent::IphoneSafari | Agent::IosApp => "t13d2014h2_a09f3c656075_14788d8d241b",
+            Agent::SafariMac | Agent::IphoneSafari | Agent::IosApp => {
+                "t13d2014h2_a09f3c656075_14788d8d241b"
+            }
             Agent::AndroidApp => "t13d1312h2_f57a46bbacb6_e7c285222651",
             Agent::PythonRequests => "t13d1812h1_85036bcba153_375ca2c5e164",
             Agent::Curl => "t13d3113h1_e8f1e7e78f70_ce5650b735ce",
@@ -142,7 +146,10 @@ impl Agent {
         }
     }
     fn chromium(self) -> bool {
-        matches!(self, Agent::ChromeWin | Agent::ChromeMac | Agent::AndroidChrome)
+        matches!(
+            self,
+            Agent::ChromeWin | Agent::ChromeMac | Agent::AndroidChrome
+        )
     }
     fn token_lifetime_ms(self) -> i64 {
         match self {
@@ -222,13 +229,31 @@ struct Gen<'w> {
 fn hex_id(rng: &mut ChaCha8Rng) -> String {
     let a: u128 = rng.r#gen();
     let s = format!("{a:032x}");
-    format!("{}-{}-{}-{}-{}", &s[..8], &s[8..12], &s[12..16], &s[16..20], &s[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &s[..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..32]
+    )
 }
 
 impl Gen<'_> {
-    fn new_token(&mut self, subject: Option<&str>, client: &str, format: usize, issued: i64, life: i64) -> usize {
+    fn new_token(
+        &mut self,
+        subject: Option<&str>,
+        client: &str,
+        format: usize,
+        issued: i64,
+        life: i64,
+    ) -> usize {
         let jti = hex_id(&mut self.rng);
-        let secret = format!("at_{:x}{:x}", self.rng.r#gen::<u64>(), self.rng.r#gen::<u64>());
+        let secret = format!(
+            "at_{:x}{:x}",
+            self.rng.r#gen::<u64>(),
+            self.rng.r#gen::<u64>()
+        );
         let credential = hex_id(&mut self.rng);
         self.tokens.push(Token {
             jti,
@@ -249,14 +274,34 @@ impl Gen<'_> {
     }
 
     /// A normal user request on the usual routes.
-    fn user_request(&mut self, u: &User, token: usize, ts: i64, ip: IpAddr, major: u16, patch: u16) -> Req {
+    fn user_request(
+        &mut self,
+        u: &User,
+        token: usize,
+        ts: i64,
+        ip: IpAddr,
+        major: u16,
+        patch: u16,
+    ) -> Req {
         let r: f64 = self.rng.r#gen();
         let (method, path, route, status, bytes) = if r < 0.45 {
             let page = self.rng.gen_range(1..5u32);
-            ("GET", format!("/v1/records?page={page}"), "records", 200, self.rng.gen_range(20_000..200_000))
+            (
+                "GET",
+                format!("/v1/records?page={page}"),
+                "records",
+                200,
+                self.rng.gen_range(20_000..200_000),
+            )
         } else if r < 0.75 {
             let id = u.own_ids[self.rng.gen_range(0..3)];
-            ("GET", format!("/v1/accounts/{id}"), "accounts", 200, self.rng.gen_range(800..4000))
+            (
+                "GET",
+                format!("/v1/accounts/{id}"),
+                "accounts",
+                200,
+                self.rng.gen_range(800..4000),
+            )
         } else if r < 0.9 {
             ("GET", "/v1/profile".to_string(), "profile", 200, 1200)
         } else {
@@ -293,7 +338,9 @@ impl Gen<'_> {
                     crate::detect::detectors::haversine_km(c.lat, c.lon, h.lat, h.lon) < 600.0
                 })
                 .collect();
-            let b = *near.choose(&mut self.rng).expect("carrier covers home city");
+            let b = *near
+                .choose(&mut self.rng)
+                .expect("carrier covers home city");
             return world.addr(b, self.rng.gen_range(0..40));
         }
         let b = world.block(isp.asn, city).expect("isp covers city");
@@ -306,7 +353,12 @@ impl Gen<'_> {
 
     fn users(&mut self) -> Vec<User> {
         let n_countries_isps: Vec<usize> = (0..self.world.isps.len())
-            .filter(|i| matches!(self.world.isps[*i].class, crate::event::NetClass::Residential))
+            .filter(|i| {
+                matches!(
+                    self.world.isps[*i].class,
+                    crate::event::NetClass::Residential
+                )
+            })
             .collect();
         let mut users = Vec::new();
         for i in 0..self.sc.users {
@@ -315,13 +367,24 @@ impl Gen<'_> {
             let home_city = cities[self.rng.gen_range(0..cities.len())].0;
             let mobile = self.rng.gen_bool(self.sc.mobile_share);
             let agent = if mobile {
-                *[Agent::IphoneSafari, Agent::AndroidChrome, Agent::AndroidApp, Agent::IosApp]
-                    .choose(&mut self.rng)
-                    .expect("non-empty")
+                *[
+                    Agent::IphoneSafari,
+                    Agent::AndroidChrome,
+                    Agent::AndroidApp,
+                    Agent::IosApp,
+                ]
+                .choose(&mut self.rng)
+                .expect("non-empty")
             } else {
-                *[Agent::ChromeWin, Agent::ChromeWin, Agent::ChromeMac, Agent::FirefoxWin, Agent::SafariMac]
-                    .choose(&mut self.rng)
-                    .expect("non-empty")
+                *[
+                    Agent::ChromeWin,
+                    Agent::ChromeWin,
+                    Agent::ChromeMac,
+                    Agent::FirefoxWin,
+                    Agent::SafariMac,
+                ]
+                .choose(&mut self.rng)
+                .expect("non-empty")
             };
             users.push(User {
                 subject: format!("u-{:05}", 10000 + i),
@@ -332,7 +395,11 @@ impl Gen<'_> {
                 agent,
                 lang: world::language(home_city),
                 format: i as usize % self.sc.formats.len(),
-                own_ids: [self.rng.gen_range(10_000..99_999), self.rng.gen_range(10_000..99_999), self.rng.gen_range(10_000..99_999)],
+                own_ids: [
+                    self.rng.gen_range(10_000..99_999),
+                    self.rng.gen_range(10_000..99_999),
+                    self.rng.gen_range(10_000..99_999),
+                ],
                 addr_seed: self.rng.gen_range(0..1000),
             });
         }
@@ -347,7 +414,9 @@ impl Gen<'_> {
             let n = base.floor() as u32 + u32::from(self.rng.gen_bool(base.fract()));
             n.max(1)
         };
-        let mut starts: Vec<i64> = (0..n).map(|_| self.t0 + self.rng.gen_range(0..span.max(1))).collect();
+        let mut starts: Vec<i64> = (0..n)
+            .map(|_| self.t0 + self.rng.gen_range(0..span.max(1)))
+            .collect();
         starts.sort_unstable();
         let traveler = self.rng.gen_bool(self.sc.traveler_share);
         // Travelers use a long-lived app token and fly 9+ hours to another continent.
@@ -369,7 +438,11 @@ impl Gen<'_> {
             let uu = User {
                 subject: u.subject.clone(),
                 agent,
-                isp: if traveler && city != u.home_city { self.world_isp_for(city, u.isp) } else { u.isp },
+                isp: if traveler && city != u.home_city {
+                    self.world_isp_for(city, u.isp)
+                } else {
+                    u.isp
+                },
                 ..*u
             };
             let dur = self.rng.gen_range(10 * 60_000..50 * 60_000i64);
@@ -379,7 +452,13 @@ impl Gen<'_> {
                 let t = match valid {
                     Some(t) => t,
                     None => {
-                        let t = self.new_token(Some(&u.subject), agent.client_id(), u.format, ts, agent.token_lifetime_ms());
+                        let t = self.new_token(
+                            Some(&u.subject),
+                            agent.client_id(),
+                            u.format,
+                            ts,
+                            agent.token_lifetime_ms(),
+                        );
                         token = Some(t);
                         used.push((t, ts, ts));
                         t
@@ -410,7 +489,10 @@ impl Gen<'_> {
     fn world_isp_for(&self, city: usize, like: usize) -> usize {
         let class = self.world.isps[like].class;
         (0..self.world.isps.len())
-            .find(|i| self.world.isps[*i].class == class && self.world.isps[*i].cities.iter().any(|(c, _)| *c == city))
+            .find(|i| {
+                self.world.isps[*i].class == class
+                    && self.world.isps[*i].cities.iter().any(|(c, _)| *c == city)
+            })
             .unwrap_or(like)
     }
 
@@ -444,9 +526,17 @@ impl Gen<'_> {
                 };
                 let (path, route, bytes) = if s % 3 == 1 {
                     page += 1;
-                    (format!("/v1/records?page={page}"), "records", self.rng.gen_range(100_000..250_000))
+                    (
+                        format!("/v1/records?page={page}"),
+                        "records",
+                        self.rng.gen_range(100_000..250_000),
+                    )
                 } else {
-                    (format!("/v1/invoices/{}", self.rng.gen_range(100_000..999_999)), "invoices", 3000)
+                    (
+                        format!("/v1/invoices/{}", self.rng.gen_range(100_000..999_999)),
+                        "invoices",
+                        3000,
+                    )
                 };
                 // Many pods: one address per pod, same ASN, same client software.
                 let ip = world.addr(block, self.rng.gen_range(0..24));
@@ -476,9 +566,20 @@ impl Gen<'_> {
     }
 
     /// Inject one attack on a victim token; returns its label.
-    fn attack(&mut self, kind: FindingKind, n: usize, u: &User, tok: usize, first: i64, last: i64) -> Label {
-        let start = first + self.rng.gen_range(60_000..((last - first).max(120_000)));
+    fn attack(
+        &mut self,
+        kind: FindingKind,
+        n: usize,
+        u: &User,
+        tok: usize,
+        first: i64,
+        last: i64,
+    ) -> Label {
         let exp = self.tokens[tok].exp - 30_000;
+        // Leave the attack at least 16 minutes before the token expires (the
+        // gateway would refuse it after), so every label is a real attack.
+        let latest = (exp - 16 * 60_000).min(last).max(first + 120_000);
+        let start = first + self.rng.gen_range(60_000..(latest - first));
         let world = self.world;
         let far_city = (u.home_city + 7 + n % 5) % world::CITIES.len();
         let far_city = if world::city(far_city).country == world::city(u.home_city).country {
@@ -492,17 +593,25 @@ impl Gen<'_> {
         match kind {
             FindingKind::TokenReplay => {
                 // Same country, another device, residential network.
-                let isp = world.isps.iter().position(|i| i.asn == world.isps[u.isp & !1].asn).expect("isp");
+                let isp = world
+                    .isps
+                    .iter()
+                    .position(|i| i.asn == world.isps[u.isp & !1].asn)
+                    .expect("isp");
                 let city = world.isps[isp].cities[0].0;
                 let ip = self.attacker_ip(world.isps[isp].asn, city);
-                let agent = if n % 2 == 0 {
+                let agent = if n.is_multiple_of(2) {
                     Agent::PythonRequests
                 } else if u.agent == Agent::FirefoxWin {
                     Agent::ChromeWin
                 } else {
                     Agent::FirefoxWin
                 };
-                description = format!("replayed from another device ({}) in {}", agent.ua(133, 0), world::city(city).name);
+                description = format!(
+                    "replayed from another device ({}) in {}",
+                    agent.ua(133, 0),
+                    world::city(city).name
+                );
                 for _ in 0..self.rng.gen_range(15..40) {
                     let mut r = self.user_request(u, tok, ts, ip, 133, 0);
                     r.agent = agent;
@@ -512,7 +621,14 @@ impl Gen<'_> {
             }
             FindingKind::ImpossibleTravel => {
                 // Same user agent copied; far away, while the victim is active.
-                let isp = world.isps.iter().position(|i| i.cities.iter().any(|c| c.0 == far_city) && i.class == crate::event::NetClass::Residential).expect("isp");
+                let isp = world
+                    .isps
+                    .iter()
+                    .position(|i| {
+                        i.cities.iter().any(|c| c.0 == far_city)
+                            && i.class == crate::event::NetClass::Residential
+                    })
+                    .expect("isp");
                 let ip = self.attacker_ip(world.isps[isp].asn, far_city);
                 description = format!("same user agent, used from {}", world::city(far_city).name);
                 for _ in 0..self.rng.gen_range(10..30) {
@@ -521,7 +637,11 @@ impl Gen<'_> {
                 }
             }
             FindingKind::SuspiciousNetwork => {
-                let (asn, agent) = if n % 2 == 0 { (14061, Agent::Curl) } else { (9009, Agent::PythonRequests) };
+                let (asn, agent) = if n.is_multiple_of(2) {
+                    (14061, Agent::Curl)
+                } else {
+                    (9009, Agent::PythonRequests)
+                };
                 let isp = world.isps.iter().position(|i| i.asn == asn).expect("dc");
                 // The data-centre location nearest to the victim: no travel signal.
                 let home = world::city(u.home_city);
@@ -531,7 +651,8 @@ impl Gen<'_> {
                     .map(|(c, _)| *c)
                     .min_by_key(|c| {
                         let cc = world::city(*c);
-                        crate::detect::detectors::haversine_km(cc.lat, cc.lon, home.lat, home.lon) as i64
+                        crate::detect::detectors::haversine_km(cc.lat, cc.lon, home.lat, home.lon)
+                            as i64
                     })
                     .expect("cities");
                 let ip = self.attacker_ip(asn, city);
@@ -564,16 +685,20 @@ impl Gen<'_> {
             }
             FindingKind::Enumeration => {
                 let ip = self.user_ip(u, u.home_city);
-                let mut id: u32 = self.rng.gen_range(10_000..20_000);
+                let first_id: u32 = self.rng.gen_range(10_000..20_000);
                 description = "sequential account ids, mostly 404/403".to_string();
-                for _ in 0..self.rng.gen_range(120..250) {
+                let count: u32 = self.rng.gen_range(120..250);
+                for id in first_id..first_id + count {
                     let mut r = self.user_request(u, tok, ts, ip, 131, 90);
                     r.method = "GET";
                     r.path = format!("/v1/accounts/{id}");
                     r.route = "accounts";
-                    r.status = if self.rng.gen_bool(0.85) { if id % 2 == 0 { 404 } else { 403 } } else { 200 };
+                    r.status = if self.rng.gen_bool(0.85) {
+                        if id.is_multiple_of(2) { 404 } else { 403 }
+                    } else {
+                        200
+                    };
                     r.bytes = if r.status == 200 { 2500 } else { 90 };
-                    id += 1;
                     reqs.push(r);
                     ts += self.exp_gap(0.7);
                 }
@@ -636,14 +761,21 @@ fn rfc3339(ts: i64) -> String {
 fn encode(r: &Req, t: &Token, format: &str, rng: &mut ChaCha8Rng) -> serde_json::Value {
     let ua = r.agent.ua(r.major, r.patch);
     let ip = r.ip.to_string();
-    let lang = if r.lang.is_empty() { "-".to_string() } else { r.lang.to_string() };
+    let lang = if r.lang.is_empty() {
+        "-".to_string()
+    } else {
+        r.lang.to_string()
+    };
     match format {
         "envoy" => {
             // Chromium randomises extension order: its JA3 churns, JA4 does not.
             let ja3 = if r.agent.chromium() {
                 format!("{:032x}", rng.r#gen::<u128>())
             } else {
-                format!("{:032x}", crate::event::stable_hash(r.agent.ja4().as_bytes()) as u128 * 7)
+                format!(
+                    "{:032x}",
+                    crate::event::stable_hash(r.agent.ja4().as_bytes()) as u128 * 7
+                )
             };
             json!({
                 "start_time": rfc3339(r.ts), "method": r.method, "path": r.path, "protocol": "HTTP/2",
@@ -708,13 +840,17 @@ fn encode(r: &Req, t: &Token, format: &str, rng: &mut ChaCha8Rng) -> serde_json:
 pub fn generate(sc: &Scenario, name: &str, hash_key: &[u8]) -> Result<Dataset, String> {
     for f in &sc.formats {
         if !crate::config::PRESETS.contains(&f.as_str()) {
-            return Err(format!("scenario format `{f}` is not a preset ({})", crate::config::PRESETS.join(", ")));
+            return Err(format!(
+                "scenario format `{f}` is not a preset ({})",
+                crate::config::PRESETS.join(", ")
+            ));
         }
     }
     if sc.formats.is_empty() || sc.users == 0 || sc.hours == 0 {
         return Err("a scenario needs formats, users > 0 and hours > 0".into());
     }
-    let t0 = crate::decode::parse_rfc3339(&sc.start).ok_or_else(|| format!("start: `{}` is not RFC 3339", sc.start))?;
+    let t0 = crate::decode::parse_rfc3339(&sc.start)
+        .ok_or_else(|| format!("start: `{}` is not RFC 3339", sc.start))?;
     let world = World::new();
     let mut g = Gen {
         rng: ChaCha8Rng::seed_from_u64(sc.seed),
@@ -756,7 +892,9 @@ pub fn generate(sc: &Scenario, name: &str, hash_key: &[u8]) -> Result<Dataset, S
     for (kind, count) in &sc.attacks {
         for n in 0..*count as usize {
             let Some((ui, t, first, last)) = next.next() else {
-                return Err("not enough victim candidates: raise users or sessions_per_user".into());
+                return Err(
+                    "not enough victim candidates: raise users or sessions_per_user".into(),
+                );
             };
             let mut label = g.attack(*kind, n, &users[ui], t, first, last);
             let tok = &g.tokens[t];
@@ -769,7 +907,9 @@ pub fn generate(sc: &Scenario, name: &str, hash_key: &[u8]) -> Result<Dataset, S
     for t in &used_tokens {
         if !attacked.contains(t) {
             let tok = &g.tokens[*t];
-            labels.benign_tokens.push(token_id(tok, &sc.formats[tok.format], &hasher));
+            labels
+                .benign_tokens
+                .push(token_id(tok, &sc.formats[tok.format], &hasher));
         }
     }
     let mut reqs = std::mem::take(&mut g.reqs);
@@ -796,7 +936,11 @@ pub fn write(ds: &Dataset, dir: &Path, gzip: bool) -> std::io::Result<Vec<String
     std::fs::create_dir_all(dir.join("geo"))?;
     let mut written = Vec::new();
     for (format, data) in &ds.files {
-        let path = if gzip { dir.join(format!("{format}.jsonl.gz")) } else { dir.join(format!("{format}.jsonl")) };
+        let path = if gzip {
+            dir.join(format!("{format}.jsonl.gz"))
+        } else {
+            dir.join(format!("{format}.jsonl"))
+        };
         let file = std::fs::File::create(&path)?;
         if gzip {
             let mut enc = flate2::write::GzEncoder::new(file, flate2::Compression::new(6));
@@ -808,7 +952,10 @@ pub fn write(ds: &Dataset, dir: &Path, gzip: bool) -> std::io::Result<Vec<String
         written.push(path.display().to_string());
     }
     let labels = dir.join("labels.json");
-    std::fs::write(&labels, serde_json::to_vec_pretty(&ds.labels).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &labels,
+        serde_json::to_vec_pretty(&ds.labels).map_err(std::io::Error::other)?,
+    )?;
     written.push(labels.display().to_string());
     write_geo(&dir.join("geo"))?;
     written.push(dir.join("geo/city.mmdb").display().to_string());

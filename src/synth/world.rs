@@ -82,7 +82,12 @@ pub struct World {
 }
 
 fn cities_of(country: &str) -> Vec<usize> {
-    CITIES.iter().enumerate().filter(|(_, c)| c.1 == country).map(|(i, _)| i).collect()
+    CITIES
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.1 == country)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 impl World {
@@ -140,7 +145,8 @@ impl World {
         for (ii, isp) in isps.iter().enumerate() {
             for (ci, radius) in &isp.cities {
                 let k = blocks.len() as u32;
-                let v4 = Ipv4Net::new(Ipv4Addr::from(0x1400_0000u32 + (k << 10)), 22).expect("valid /22");
+                let v4 = Ipv4Net::new(Ipv4Addr::from(0x1400_0000u32 + (k << 10)), 22)
+                    .expect("valid /22");
                 let v6 = (isp.class == NetClass::Residential).then(|| {
                     let a = Ipv6Addr::new(0x2a10, ii as u16, *ci as u16, 0, 0, 0, 0, 0);
                     Ipv6Net::new(a, 48).expect("valid /48")
@@ -158,11 +164,15 @@ impl World {
     }
 
     pub fn block(&self, isp_asn: u32, city: usize) -> Option<usize> {
-        self.blocks.iter().position(|b| self.isps[b.isp].asn == isp_asn && b.city == city)
+        self.blocks
+            .iter()
+            .position(|b| self.isps[b.isp].asn == isp_asn && b.city == city)
     }
 
     pub fn blocks_of(&self, isp: usize) -> Vec<usize> {
-        (0..self.blocks.len()).filter(|b| self.blocks[*b].isp == isp).collect()
+        (0..self.blocks.len())
+            .filter(|b| self.blocks[*b].isp == isp)
+            .collect()
     }
 
     /// The k-th address of a block (wraps inside the /22).
@@ -173,7 +183,11 @@ impl World {
 
     pub fn addr_v6(&self, block: usize, iid: u64) -> Option<IpAddr> {
         let b = &self.blocks[block];
-        b.v6.map(|n| IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | (u128::from(iid) | 1))))
+        b.v6.map(|n| {
+            IpAddr::V6(Ipv6Addr::from(
+                u128::from(n.network()) | (u128::from(iid) | 1),
+            ))
+        })
     }
 
     /// Write the GeoLite2-City- and GeoLite2-ASN-shaped databases.
@@ -221,7 +235,9 @@ impl World {
             let c = city(b.city);
             let isp = &self.isps[b.isp];
             let rec = CityRec {
-                city: Named { names: Names { en: c.name } },
+                city: Named {
+                    names: Names { en: c.name },
+                },
                 country: Country {
                     iso_code: c.country,
                     names: Names { en: c.country },
