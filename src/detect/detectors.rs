@@ -362,20 +362,21 @@ impl Detector for BulkSiphon {
             if req >= f64::from(c.min_requests) * sens && req >= factor * exp_req {
                 ratio_max = ratio_max.max(req / exp_req);
                 reasons.push(format!(
-                    "{} requests in {} min, {:.0}x its usual {:.1}/min",
+                    "{} requests in {} min ({:.1}/min), {:.1}x its usual {:.1}/active min",
                     thousands(req),
                     n,
-                    req / exp_req * f64::from(n),
+                    req / f64::from(n),
+                    req / exp_req,
                     base.requests
                 ));
             }
             if kib * 1024.0 >= c.min_bytes as f64 * sens && kib >= factor * exp_kib {
                 ratio_max = ratio_max.max(kib / exp_kib);
                 reasons.push(format!(
-                    "{:.1} MiB in {} min, {:.0}x its usual {:.2} MiB/min",
+                    "{:.1} MiB in {} min, {:.1}x its usual {:.2} MiB/min",
                     kib / 1024.0,
                     n,
-                    kib / exp_kib * f64::from(n),
+                    kib / exp_kib,
                     base.kib / 1024.0
                 ));
             }
