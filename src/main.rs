@@ -184,6 +184,13 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(cfg) => {
+                let base = file.parent().unwrap_or(Path::new("."));
+                Enricher::from_config(&cfg, base).with_context(|| {
+                    format!(
+                        "{}: [geoip]: fix the database paths or remove them",
+                        file.display()
+                    )
+                })?;
                 println!(
                     "{}: ok (format {}, {} detectors enabled, {} route rules, {} custom formats)",
                     file.display(),

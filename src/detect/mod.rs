@@ -593,3 +593,84 @@ fn make_finding(
         evidence: sig.evidence,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::enrich::ua;
+    use crate::event::{AccessEvent, NetClass, NetInfo};
+
+    fn ev(token: &str, ts: EventTime) -> Enriched {
+        let ua = Arc::new(ua::parse("curl/8.5.0"));
+        let event = AccessEvent {
+            ts,
+            token: TokenId(Arc::from(token)),
+            token_key: stable_hash(token.as_bytes()),
+            subject: None,
+            client_id: None,
+            token_exp: None,
+            client_ip: IpAddr::from([20, 0, 0, 1]),
+            method: "GET",
+            route: Arc::from("r"),
+            path: "/r".into(),
+            object: None,
+            page: None,
+            status: 200,
+            bytes_sent: 10,
+            user_agent: None,
+            accept_language: None,
+            ja3: None,
+            ja4: None,
+        };
+        Enriched {
+            fp: ua::fingerprint(&ua, None, None, None),
+            ua,
+            net: Arc::new(NetInfo {
+                place: None,
+                asn: 0,
+                as_org: None,
+                class: NetClass::Unknown,
+            }),
+            order_key: ts as u64,
+            event,
+        }
+    }
+
+    #[test]
+    fn idle_tokens_are_evicted_by_event_time() {
+        let mut cfg = Config::default();
+        cfg.engine.token_idle_ttl_secs = 3600;
+        let mut e = Engine::new(&cfg);
+        let mut out = Vec::new();
+        let t0 = 1_767_600_000_000;
+        e.push(ev("a", t0), &mut out);
+        for i in 0..200 {
+            e.push(ev("b", t0 + i * 60_000), &mut out);
+        }
+        e.flush(&mut out);
+        assert_eq!(
+            e.tracked_tokens(),
+            1,
+            "token a idle for over an hour of event time"
+        );
+        assert_eq!(e.stats.tokens_evicted, 1);
+    }
+
+    #[test]
+    fn events_beyond_the_lateness_are_counted_late() {
+        let mut e = Engine::new(&Config::default());
+        let mut out = Vec::new();
+        let t0 = 1_767_600_000_000;
+        assert!(e.push(ev("a", t0 + 60_000), &mut out));
+        assert!(
+            e.push(ev("a", t0 + 55_000), &mut out),
+            "within 10 s lateness"
+        );
+        assert!(!e.push(ev("a", t0), &mut out), "a minute late");
+        e.flush(&mut out);
+        assert_eq!(e.stats.late, 1);
+        assert_eq!(e.stats.events, 2);
+    }
+}

@@ -25,10 +25,10 @@ use netclass::NetClassifier;
 /// Errors opening the GeoIP databases (start-up only).
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
-    #[error("cannot open GeoIP database {path}: {source}")]
+    #[error("cannot open GeoIP database {path}: {reason}")]
     Open {
         path: String,
-        source: maxminddb::MaxMindDbError,
+        reason: maxminddb::MaxMindDbError,
     },
 }
 
@@ -59,7 +59,7 @@ impl Enricher {
                         .map(Some)
                         .map_err(|source| GeoError::Open {
                             path: path.display().to_string(),
-                            source,
+                            reason,
                         })
                 }
             }
