@@ -57,7 +57,7 @@ impl Enricher {
                     };
                     Reader::open_readfile(&path)
                         .map(Some)
-                        .map_err(|source| GeoError::Open {
+                        .map_err(|reason| GeoError::Open {
                             path: path.display().to_string(),
                             reason,
                         })
