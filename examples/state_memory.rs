@@ -89,6 +89,7 @@ fn main() {
             engine.push(
                 Enriched {
                     order_key: i as u64 * 2 + k as u64,
+                    source_offset: -1,
                     net: nets[i % 2].clone(),
                     ua,
                     fp,

@@ -38,6 +38,56 @@ pub struct Config {
     pub route_classes: BTreeMap<String, RouteClass>,
     /// Custom formats: a field map from canonical fields to JSON Pointers.
     pub formats: BTreeMap<String, FormatConfig>,
+    /// The streaming service (`tokenwatch run`): where to consume and produce.
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// `[kafka]`: consume gateway logs in a consumer group, produce findings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, e.g. `broker-1:9092,broker-2:9092`.
+    pub brokers: String,
+    /// Consumer group: instances with the same id share the partitions.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Input topics and the gateway format of each.
+    pub topics: Vec<KafkaTopic>,
+    /// Findings are produced here as JSON, keyed by token_id.
+    #[serde(default)]
+    pub findings_topic: Option<String>,
+    /// Undecodable records go here with the reason and source coordinates in headers.
+    #[serde(default)]
+    pub dlq_topic: Option<String>,
+    /// How often offsets are committed (after the findings they caused are durable).
+    #[serde(default = "default_commit_ms")]
+    pub commit_interval_ms: u64,
+    /// librdkafka properties passed through (SASL, SSL, timeouts). A value
+    /// `env:NAME` is read from the environment, `file:/path` from a file, so
+    /// secrets never appear in the config or on the command line.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_group() -> String {
+    "tokenwatch".into()
+}
+
+fn default_commit_ms() -> u64 {
+    2000
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTopic {
+    pub name: String,
+    /// A preset, a `[formats.NAME]`, or `auto`.
+    #[serde(default = "default_auto")]
+    pub format: String,
+}
+
+fn default_auto() -> String {
+    "auto".into()
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -672,6 +722,36 @@ impl Config {
                 "engine.token_idle_ttl_secs",
                 "must be at least detectors.token_replay.concurrency_window_secs".into(),
             );
+        }
+        if let Some(k) = &self.kafka {
+            if k.brokers.trim().is_empty() {
+                err(
+                    "kafka.brokers",
+                    "must name at least one bootstrap server".into(),
+                );
+            }
+            if k.topics.is_empty() {
+                err("kafka.topics", "must list at least one input topic".into());
+            }
+            for (i, t) in k.topics.iter().enumerate() {
+                let f = t.format.as_str();
+                if f != "auto" && !PRESETS.contains(&f) && !self.formats.contains_key(f) {
+                    err(
+                        &format!("kafka.topics[{i}].format"),
+                        format!("unknown format `{f}`"),
+                    );
+                }
+            }
+            for (key, v) in &k.properties {
+                if let Some(var) = v.strip_prefix("env:")
+                    && var.is_empty()
+                {
+                    err(
+                        &format!("kafka.properties.{key}"),
+                        "`env:` needs a variable name".into(),
+                    );
+                }
+            }
         }
         for (i, r) in self.routes.iter().enumerate() {
             if !self.route_classes.contains_key(&r.class) {

@@ -200,6 +200,10 @@ pub struct Enriched {
     pub fp: Fingerprint,
     /// A deterministic content hash: tie-breaker for ordering equal timestamps.
     pub order_key: u64,
+    /// Offset of the source record in its Kafka partition (-1 for files):
+    /// the engine reports the oldest one it still holds, which bounds the
+    /// offset that may be committed.
+    pub source_offset: i64,
 }
 
 /// Why a record was not turned into an event. Counted, never fatal.

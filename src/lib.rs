@@ -20,6 +20,7 @@ pub mod detect;
 pub mod enrich;
 pub mod eval;
 pub mod event;
+pub mod kafka;
 pub mod pipeline;
 pub mod source;
 pub mod synth;

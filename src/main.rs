@@ -89,6 +89,27 @@ enum Command {
         /// Never draw a progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Instead of detecting, load the records into Kafka: `--to-kafka BROKERS TOPIC`.
+        #[arg(long, num_args = 2, value_names = ["BROKERS", "TOPIC"])]
+        to_kafka: Option<Vec<String>>,
+        /// With --to-kafka: records per second (default: as fast as possible).
+        #[arg(long, requires = "to_kafka")]
+        rate: Option<f64>,
+        /// With --to-kafka: key records by subject / client_id / token id
+        /// (tokenwatch keeps state per partition); default unkeyed, like most gateways.
+        #[arg(long, requires = "to_kafka")]
+        key_by_token: bool,
+    },
+    /// Run the streaming service: consume the [kafka] topics of the config in
+    /// a consumer group, detect, produce findings and dead letters. Stops
+    /// cleanly on SIGINT / SIGTERM (finishes buffered events, commits).
+    Run {
+        /// Configuration with a [kafka] section.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override kafka.brokers.
+        #[arg(long)]
+        brokers: Option<String>,
     },
     /// Validate a configuration file and explain every error with key and line.
     CheckConfig { file: PathBuf },
@@ -228,8 +249,22 @@ fn run(cli: Cli) -> Result<()> {
             summary_json,
             labels,
             no_progress,
+            to_kafka,
+            rate,
+            key_by_token,
         } => {
             let (mut cfg, base) = load_config(config.as_deref())?;
+            if let Some(dest) = to_kafka {
+                return load_kafka(
+                    &cfg,
+                    &inputs,
+                    &dest[0],
+                    &dest[1],
+                    format,
+                    rate,
+                    key_by_token,
+                );
+            }
             if let Some(f) = format {
                 cfg.input.format = f;
             }
@@ -309,6 +344,31 @@ fn run(cli: Cli) -> Result<()> {
             findings,
             all,
         } => demo(config.as_deref(), findings.as_deref(), all),
+        Command::Run { config, brokers } => {
+            let (mut cfg, base) = load_config(Some(&config))?;
+            if let (Some(b), Some(k)) = (brokers, cfg.kafka.as_mut()) {
+                k.brokers = b;
+            }
+            let enricher =
+                Arc::new(Enricher::from_config(&cfg, &base).context("loading GeoIP databases")?);
+            let settings =
+                DecodeSettings::new(&cfg, &hash_key(&cfg)).map_err(anyhow::Error::msg)?;
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
+                .context("installing the SIGINT/SIGTERM handler")?;
+            let stats = tokenwatch::kafka::run(&cfg, settings, enricher, stop, |s| {
+                eprintln!(
+                    "tokenwatch run: consumed {} records, {} events, {} dropped, {} findings, {} commits",
+                    s.consumed, s.events, s.dropped, s.findings, s.commits
+                );
+            })?;
+            eprintln!(
+                "tokenwatch run: stopped cleanly ({} records consumed)",
+                stats.consumed
+            );
+            Ok(())
+        }
         Command::Synth {
             scenario,
             out,
@@ -374,6 +434,49 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn load_kafka(
+    cfg: &Config,
+    inputs: &[String],
+    brokers: &str,
+    topic: &str,
+    format: Option<String>,
+    rate: Option<f64>,
+    key_by_token: bool,
+) -> Result<()> {
+    let mut kc = cfg.kafka.clone().unwrap_or(config::KafkaConfig {
+        brokers: String::new(),
+        group_id: String::new(),
+        topics: Vec::new(),
+        findings_topic: None,
+        dlq_topic: None,
+        commit_interval_ms: 0,
+        properties: Default::default(),
+    });
+    kc.brokers = brokers.to_string();
+    let settings = DecodeSettings::new(cfg, &hash_key(cfg)).map_err(anyhow::Error::msg)?;
+    let format = format.unwrap_or_else(|| cfg.input.format.clone());
+    let mut total = 0;
+    for input in inputs {
+        let mut src = LineSource::open(input).with_context(|| format!("opening {input}"))?;
+        let decoder = if key_by_token {
+            Some(settings.decoder(&format).map_err(anyhow::Error::msg)?)
+        } else {
+            None
+        };
+        let n = tokenwatch::kafka::load(
+            &kc,
+            topic,
+            &mut |buf| Ok(src.next_line(buf)?.is_some()),
+            decoder,
+            rate,
+        )?;
+        eprintln!("{input}: {n} records → {topic} on {brokers}");
+        total += n;
+    }
+    eprintln!("{total} records produced");
+    Ok(())
 }
 
 fn demo(config: Option<&Path>, findings_path: Option<&Path>, all: bool) -> Result<()> {

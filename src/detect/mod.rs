@@ -283,6 +283,16 @@ impl Engine {
         self.max_ts.saturating_sub(self.lateness_ms)
     }
 
+    /// The smallest source offset among events not yet processed: an input
+    /// offset may be committed only below it.
+    pub fn oldest_pending_offset(&self) -> Option<i64> {
+        self.pending
+            .iter()
+            .map(|e| e.source_offset)
+            .filter(|o| *o >= 0)
+            .min()
+    }
+
     pub fn tracked_tokens(&self) -> usize {
         self.tokens.len()
     }
@@ -634,6 +644,7 @@ mod tests {
                 class: NetClass::Unknown,
             }),
             order_key: ts as u64,
+            source_offset: -1,
             event,
         }
     }

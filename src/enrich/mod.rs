@@ -165,6 +165,7 @@ impl Enricher {
             ua,
             fp,
             order_key,
+            source_offset: -1,
         }
     }
 }

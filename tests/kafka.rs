@@ -1,0 +1,278 @@
+//! Integration tests against a real Apache Kafka broker (started by
+//! `scripts/test` through `scripts/kafka start`, address in
+//! `TW_KAFKA_BOOTSTRAP`). Without a broker these tests fail: they never skip.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+
+use tokenwatch::detect::FindingKind;
+use tokenwatch::synth::{self, Scenario};
+
+fn bootstrap() -> String {
+    std::env::var("TW_KAFKA_BOOTSTRAP").expect(
+        "TW_KAFKA_BOOTSTRAP is not set: run the tests with `bash scripts/test`, \
+         or start a broker with `scripts/kafka start` and export its address",
+    )
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tokenwatch")
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// Everything in a topic: (payload, headers as key=value).
+fn read_topic(
+    topic: &str,
+    at_least: usize,
+    timeout: Duration,
+) -> Vec<(String, Vec<(String, String)>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut last_new = Instant::now();
+    while start.elapsed() < timeout {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (
+                                    x.key.to_string(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .to_string(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((
+                    String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string(),
+                    headers,
+                ));
+                last_new = Instant::now();
+            }
+            Some(Err(e)) => eprintln!("reader: {e}"),
+            None => {}
+        }
+        if out.len() >= at_least && last_new.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    out
+}
+
+fn ids(lines: impl Iterator<Item = String>) -> BTreeSet<String> {
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(&l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sc = Scenario {
+        seed: 77,
+        users: 250,
+        hours: 3,
+        services: 2,
+        formats: vec!["envoy".into()],
+        attacks: FindingKind::ALL.iter().map(|k| (*k, 2)).collect(),
+        ..Scenario::default()
+    };
+    let ds = synth::generate(&sc, "kafka", b"tokenwatch-default-hash-key").unwrap();
+    synth::write_geo(&d.join("geo")).unwrap();
+    let clean = &ds.files["envoy"];
+    std::fs::write(d.join("clean.jsonl"), clean).unwrap();
+
+    // Poison interleaved with the good records.
+    let poison = [
+        "this is not json".to_string(),
+        "{\"start_time\":".to_string(),
+        "{\"method\":\"GET\",\"path\":\"/v1/x\"}".to_string(),
+        "[1,2,3]".to_string(),
+    ];
+    let mut poisoned = Vec::new();
+    for (i, line) in clean
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        if i % 5000 == 17 && i / 5000 < poison.len() {
+            poisoned.extend_from_slice(poison[i / 5000].as_bytes());
+            poisoned.push(b'\n');
+        }
+        poisoned.extend_from_slice(line);
+        poisoned.push(b'\n');
+    }
+    let poison_count = poisoned
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count()
+        - clean
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count();
+    assert_eq!(poison_count, poison.len());
+    let total = poisoned
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    std::fs::write(d.join("poisoned.jsonl"), &poisoned).unwrap();
+
+    // What the file replay finds.
+    let st = Command::new(bin())
+        .current_dir(d)
+        .args([
+            "replay",
+            "clean.jsonl",
+            "--geoip-city",
+            "geo/city.mmdb",
+            "--geoip-asn",
+            "geo/asn.mmdb",
+        ])
+        .args(["--findings", "expected.jsonl", "--no-progress"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let expected = ids(std::fs::read_to_string(d.join("expected.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string));
+    assert!(
+        expected.len() >= 10,
+        "the dataset has attacks: {}",
+        expected.len()
+    );
+
+    // Load the poisoned file into Kafka, keyed.
+    let (logs, findings, dlq) = (unique("tw-logs"), unique("tw-findings"), unique("tw-dlq"));
+    let st = Command::new(bin())
+        .current_dir(d)
+        .args([
+            "replay",
+            "poisoned.jsonl",
+            "--to-kafka",
+            &bootstrap(),
+            &logs,
+            "--key-by-token",
+            "--format",
+            "envoy",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    let config = format!(
+        "[geoip]\ncity = \"geo/city.mmdb\"\nasn = \"geo/asn.mmdb\"\n\n[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n\
+         topics = [{{ name = \"{logs}\", format = \"envoy\" }}]\nfindings_topic = \"{findings}\"\ndlq_topic = \"{dlq}\"\n\
+         commit_interval_ms = 500\n",
+        bootstrap(),
+        unique("tw-group")
+    );
+    let mut f = std::fs::File::create(d.join("run.toml")).unwrap();
+    f.write_all(config.as_bytes()).unwrap();
+    let out = Command::new(bin())
+        .args(["check-config", "run.toml"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut child = Command::new(bin())
+        .current_dir(d)
+        .args(["run", "--config", "run.toml"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[run] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let want = format!("consumed {total} records");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut caught_up = false;
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(l) if l.contains(&want) => {
+                caught_up = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    // Graceful stop: the service flushes its reorder buffers and commits.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        caught_up,
+        "the service did not consume all {total} records in time"
+    );
+    assert!(status.success(), "service exit: {status:?}");
+
+    let got = ids(
+        read_topic(&findings, expected.len(), Duration::from_secs(60))
+            .into_iter()
+            .map(|(p, _)| p),
+    );
+    assert_eq!(
+        got, expected,
+        "streaming and file replay must give the same findings (by id)"
+    );
+
+    let dead = read_topic(&dlq, poison_count, Duration::from_secs(30));
+    assert_eq!(
+        dead.len(),
+        poison_count,
+        "every poison record is dead-lettered once"
+    );
+    for (payload, headers) in &dead {
+        assert!(poison.contains(payload), "unexpected dead letter {payload}");
+        let h: std::collections::BTreeMap<_, _> = headers.iter().cloned().collect();
+        assert!(h.contains_key("tokenwatch-reason"), "{h:?}");
+        assert_eq!(h.get("tokenwatch-source-topic"), Some(&logs));
+        assert!(
+            h.get("tokenwatch-source-offset")
+                .is_some_and(|o| o.parse::<i64>().is_ok())
+        );
+    }
+}
