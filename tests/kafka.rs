@@ -98,6 +98,7 @@ fn ids(lines: impl Iterator<Item = String>) -> BTreeSet<String> {
 
 #[test]
 fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
+    let _guard = BROKER.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let sc = Scenario {
@@ -275,4 +276,152 @@ fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
                 .is_some_and(|o| o.parse::<i64>().is_ok())
         );
     }
+}
+
+/// Tests in this file share one broker and one of them restarts it.
+static BROKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lines_of(data: &[u8]) -> Vec<&[u8]> {
+    data.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn spawn_run(dir: &std::path::Path) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(bin())
+        .current_dir(dir)
+        .args(["run", "--config", "run.toml"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[run] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+fn wait_for(rx: &std::sync::mpsc::Receiver<String>, want: &str, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_secs(1))
+            && l.contains(want)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn a_broker_restart_during_consumption_loses_nothing() {
+    let _guard = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sc = Scenario {
+        seed: 78,
+        users: 200,
+        hours: 3,
+        services: 1,
+        formats: vec!["envoy".into()],
+        attacks: FindingKind::ALL.iter().map(|k| (*k, 2)).collect(),
+        ..Scenario::default()
+    };
+    let ds = synth::generate(&sc, "restart", b"tokenwatch-default-hash-key").unwrap();
+    synth::write_geo(&d.join("geo")).unwrap();
+    let data = &ds.files["envoy"];
+    std::fs::write(d.join("all.jsonl"), data).unwrap();
+    let lines = lines_of(data);
+    let half = lines.len() / 2;
+    let join = |ls: &[&[u8]]| {
+        ls.iter()
+            .flat_map(|l| l.iter().copied().chain([b'\n']))
+            .collect::<Vec<u8>>()
+    };
+    std::fs::write(d.join("first.jsonl"), join(&lines[..half])).unwrap();
+    std::fs::write(d.join("second.jsonl"), join(&lines[half..])).unwrap();
+
+    let st = Command::new(bin())
+        .current_dir(d)
+        .args([
+            "replay",
+            "all.jsonl",
+            "--geoip-city",
+            "geo/city.mmdb",
+            "--geoip-asn",
+            "geo/asn.mmdb",
+        ])
+        .args(["--findings", "expected.jsonl", "--no-progress"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let expected = ids(std::fs::read_to_string(d.join("expected.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string));
+    assert!(expected.len() >= 10);
+
+    let (logs, findings) = (unique("tw-rs-logs"), unique("tw-rs-findings"));
+    let load = |file: &str| {
+        let st = Command::new(bin())
+            .current_dir(d)
+            .args([
+                "replay",
+                file,
+                "--to-kafka",
+                &bootstrap(),
+                &logs,
+                "--key-by-token",
+                "--format",
+                "envoy",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "loading {file}");
+    };
+    load("first.jsonl");
+    let config = format!(
+        "[geoip]\ncity = \"geo/city.mmdb\"\nasn = \"geo/asn.mmdb\"\n\n[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n\
+         topics = [{{ name = \"{logs}\", format = \"envoy\" }}]\nfindings_topic = \"{findings}\"\ncommit_interval_ms = 500\n",
+        bootstrap(),
+        unique("tw-rs-group")
+    );
+    std::fs::write(d.join("run.toml"), config).unwrap();
+    let (mut child, rx) = spawn_run(d);
+    assert!(
+        wait_for(&rx, &format!("consumed {half} records"), 120),
+        "first half not consumed"
+    );
+
+    // The broker goes away and comes back while the service runs.
+    let st = Command::new("scripts/kafka")
+        .arg("restart")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "broker restart");
+    load("second.jsonl");
+    let caught_up = wait_for(&rx, &format!("consumed {} records", lines.len()), 180);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        caught_up,
+        "the service did not catch up after the broker restart"
+    );
+    assert!(status.success(), "service exit: {status:?}");
+    let got = ids(
+        read_topic(&findings, expected.len(), Duration::from_secs(60))
+            .into_iter()
+            .map(|(p, _)| p),
+    );
+    assert_eq!(
+        got, expected,
+        "no finding lost or changed across the broker restart"
+    );
 }
