@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -141,7 +141,7 @@ pub fn run(
             cc.set(k, v);
         }
     }
-    let consumer: BaseConsumer = cc.create()?;
+    let consumer: Arc<BaseConsumer> = Arc::new(cc.create()?);
     let topics: Vec<&str> = kc.topics.iter().map(|t| t.name.as_str()).collect();
     consumer.subscribe(&topics)?;
     let producer = producer(kc)?;
@@ -150,6 +150,20 @@ pub fn run(
         .iter()
         .map(|t| (t.name.as_str(), t.format.as_str()))
         .collect();
+
+    // The consumer is polled on its own thread, which hands batches of
+    // messages to this one over a bounded channel: librdkafka's fetch path
+    // and our decode/detect overlap. When the channel is full the poller
+    // pauses its partitions instead of blocking past max.poll.interval.ms.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OwnedMessage>>(32);
+    let poller = {
+        let consumer = consumer.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("kafka-poll".into())
+            .spawn(move || poll_loop(&consumer, &tx, &stop))
+            .map_err(|e| ServiceError::Setup(format!("cannot start the poll thread: {e}")))?
+    };
 
     let mut parts: HashMap<(String, i32), Partition> = HashMap::new();
     let mut stats = RunStats::default();
@@ -160,55 +174,58 @@ pub fn run(
     let mut reported = 0u64;
     let commit_every = Duration::from_millis(kc.commit_interval_ms.max(100));
 
-    while !stop.load(Ordering::Relaxed) {
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error; retrying"),
-            Some(Ok(m)) => {
-                stats.consumed += 1;
-                let key = (m.topic().to_string(), m.partition());
-                let part = match parts.get_mut(&key) {
-                    Some(p) => p,
-                    None => {
-                        let format = formats.get(m.topic()).copied().unwrap_or("auto");
-                        let decoder = settings.decoder(format).map_err(ServiceError::Setup)?;
-                        parts.entry(key.clone()).or_insert(Partition {
+    loop {
+        let batch = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(b) => b,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Vec::new(),
+            // The poller stopped (shutdown) and everything it sent is processed.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        for m in &batch {
+            stats.consumed += 1;
+            let part = match parts.get_mut(&(m.topic().to_string(), m.partition())) {
+                Some(p) => p,
+                None => {
+                    let format = formats.get(m.topic()).copied().unwrap_or("auto");
+                    let decoder = settings.decoder(format).map_err(ServiceError::Setup)?;
+                    parts
+                        .entry((m.topic().to_string(), m.partition()))
+                        .or_insert(Partition {
                             decoder,
                             engine: Engine::new(cfg),
                             next: m.offset(),
                         })
-                    }
-                };
-                decoded.clear();
-                part.decoder
-                    .decode(m.payload().unwrap_or_default(), &mut decoded);
-                let mut first_drop: Option<(Drop, usize)> = None;
-                for r in decoded.drain(..) {
-                    match r {
-                        Ok(ev) => {
-                            let mut en = enricher.enrich(ev);
-                            en.source_offset = m.offset();
-                            stats.events += 1;
-                            if !part.engine.push(en, &mut findings) {
-                                stats.dropped += 1;
-                            }
-                        }
-                        Err(d) => {
+                }
+            };
+            decoded.clear();
+            part.decoder
+                .decode(m.payload().unwrap_or_default(), &mut decoded);
+            let mut first_drop: Option<(Drop, usize)> = None;
+            for r in decoded.drain(..) {
+                match r {
+                    Ok(ev) => {
+                        let mut en = enricher.enrich(ev);
+                        en.source_offset = m.offset();
+                        stats.events += 1;
+                        if !part.engine.push(en, &mut findings) {
                             stats.dropped += 1;
-                            match &mut first_drop {
-                                Some((_, n)) => *n += 1,
-                                None => first_drop = Some((d, 1)),
-                            }
+                        }
+                    }
+                    Err(d) => {
+                        stats.dropped += 1;
+                        match &mut first_drop {
+                            Some((_, n)) => *n += 1,
+                            None => first_drop = Some((d, 1)),
                         }
                     }
                 }
-                // One dead letter per record, however many of its objects were bad.
-                if let Some((d, n)) = first_drop {
-                    dead_letter(kc, &producer, &m, &d, n)?;
-                }
-                part.next = m.offset() + 1;
-                emit(kc, &producer, &mut findings, &mut stats)?;
             }
+            // One dead letter per record, however many of its objects were bad.
+            if let Some((d, n)) = first_drop {
+                dead_letter(kc, &producer, m, &d, n)?;
+            }
+            part.next = m.offset() + 1;
+            emit(kc, &producer, &mut findings, &mut stats)?;
         }
         if last_commit.elapsed() >= commit_every {
             commit(&consumer, &producer, &parts, &mut stats);
@@ -219,6 +236,9 @@ pub fn run(
             reported = stats.consumed;
             last_progress = Instant::now();
         }
+    }
+    if poller.join().is_err() {
+        return Err(ServiceError::Setup("the poll thread panicked".into()));
     }
     // Graceful shutdown: finish what the reorder buffers hold, make it
     // durable, commit, leave the group (dropping the consumer).
@@ -253,7 +273,7 @@ fn emit(
 fn dead_letter(
     kc: &KafkaConfig,
     producer: &ThreadedProducer<DefaultProducerContext>,
-    m: &rdkafka::message::BorrowedMessage<'_>,
+    m: &OwnedMessage,
     d: &Drop,
     bad_objects: usize,
 ) -> Result<(), ServiceError> {
@@ -303,6 +323,76 @@ fn dead_letter(
         None => rec,
     };
     Ok(send(producer, rec)?)
+}
+
+/// The poll thread: batches of up to 1,024 messages; pauses the assignment
+/// while the pipeline is behind; ends (closing the channel) on `stop`.
+fn poll_loop(
+    consumer: &BaseConsumer,
+    tx: &std::sync::mpsc::SyncSender<Vec<OwnedMessage>>,
+    stop: &AtomicBool,
+) {
+    use std::sync::mpsc::TrySendError;
+    // Messages returned while paused (already in the local queue) go first
+    // into the next batch: nothing polled is ever dropped.
+    let mut carry: Vec<OwnedMessage> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut batch = std::mem::take(&mut carry);
+        batch.reserve(1024);
+        let mut timeout = Duration::from_millis(100);
+        while batch.len() < 1024 {
+            match consumer.poll(timeout) {
+                Some(Ok(m)) => batch.push(m.detach()),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka consumer error; retrying");
+                    break;
+                }
+                None => break,
+            }
+            timeout = Duration::ZERO;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match tx.try_send(batch) {
+            Ok(()) => {}
+            Err(TrySendError::Full(batch)) => {
+                // Backpressure. Short waits just wait (pausing would drop the
+                // prefetched queue and stall on a refetch); past a second the
+                // assignment is paused and polled, so the group protocol keeps
+                // running however long the pipeline needs.
+                let waited = Instant::now();
+                let mut paused = None;
+                let mut pending = Some(batch);
+                while let Some(b) = pending.take() {
+                    match tx.try_send(b) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(b)) => {
+                            pending = Some(b);
+                            if paused.is_none() && waited.elapsed() > Duration::from_secs(1) {
+                                paused = consumer.assignment().ok();
+                                if let Some(a) = &paused {
+                                    let _ = consumer.pause(a);
+                                }
+                            }
+                            if paused.is_some() {
+                                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+                                    carry.push(m.detach());
+                                }
+                            } else {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                        Err(TrySendError::Disconnected(_)) => return,
+                    }
+                }
+                if let Some(a) = &paused {
+                    let _ = consumer.resume(a);
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
 }
 
 /// Flush the producer (findings and dead letters durable), then commit each
