@@ -181,6 +181,8 @@ pub fn run(
             // The poller stopped (shutdown) and everything it sent is processed.
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         };
+        crate::telemetry::records("kafka", batch.len() as u64);
+        let events_before = stats.events;
         for m in &batch {
             stats.consumed += 1;
             let part = match parts.get_mut(&(m.topic().to_string(), m.partition())) {
@@ -209,10 +211,12 @@ pub fn run(
                         stats.events += 1;
                         if !part.engine.push(en, &mut findings) {
                             stats.dropped += 1;
+                            crate::telemetry::dropped(crate::event::DropReason::Late, 1);
                         }
                     }
                     Err(d) => {
                         stats.dropped += 1;
+                        crate::telemetry::dropped(d.reason, 1);
                         match &mut first_drop {
                             Some((_, n)) => *n += 1,
                             None => first_drop = Some((d, 1)),
@@ -227,8 +231,12 @@ pub fn run(
             part.next = m.offset() + 1;
             emit(kc, &producer, &mut findings, &mut stats)?;
         }
+        crate::telemetry::events(stats.events - events_before);
         if last_commit.elapsed() >= commit_every {
             commit(&consumer, &producer, &parts, &mut stats);
+            for ((topic, partition), p) in &parts {
+                crate::telemetry::tracked_tokens(topic, *partition, p.engine.tracked_tokens());
+            }
             last_commit = Instant::now();
         }
         if last_progress.elapsed() >= Duration::from_millis(500) && stats.consumed != reported {
@@ -257,8 +265,14 @@ fn emit(
     findings: &mut Vec<Finding>,
     stats: &mut RunStats,
 ) -> Result<(), ServiceError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     for f in findings.drain(..) {
         stats.findings += 1;
+        crate::telemetry::finding(f.kind);
+        crate::telemetry::finding_latency((now_ms - f.event_ts) as f64 / 1000.0);
         if let Some(topic) = &kc.findings_topic {
             let payload = serde_json::to_vec(&f).expect("findings serialize");
             let rec = BaseRecord::to(topic)
@@ -424,8 +438,14 @@ fn commit(
         }
     }
     match consumer.commit(&tpl, CommitMode::Sync) {
-        Ok(()) => stats.commits += 1,
-        Err(e) => tracing::warn!(error = %e, "offset commit failed; will retry"),
+        Ok(()) => {
+            stats.commits += 1;
+            crate::telemetry::commit(true);
+        }
+        Err(e) => {
+            crate::telemetry::commit(false);
+            tracing::warn!(error = %e, "offset commit failed; will retry");
+        }
     }
 }
 

@@ -24,3 +24,4 @@ pub mod kafka;
 pub mod pipeline;
 pub mod source;
 pub mod synth;
+pub mod telemetry;

@@ -218,6 +218,7 @@ impl Pipeline {
             summary.events += 1;
             self.engine.push(ev, &mut findings);
             for f in findings.drain(..) {
+                crate::telemetry::finding(f.kind);
                 on_finding(&f);
             }
             since_tick += 1;
@@ -236,6 +237,7 @@ impl Pipeline {
         }
         self.engine.flush(&mut findings);
         for f in findings.drain(..) {
+            crate::telemetry::finding(f.kind);
             on_finding(&f);
         }
         if let Some(b) = bar {
@@ -249,9 +251,12 @@ impl Pipeline {
         }
         drops[DropReason::Late.index()] += self.engine.stats.late;
         summary.events -= self.engine.stats.late;
+        crate::telemetry::records("file", summary.records);
+        crate::telemetry::events(summary.events);
         for r in DropReason::ALL {
             if drops[r.index()] > 0 {
                 summary.dropped.insert(r.as_str(), drops[r.index()]);
+                crate::telemetry::dropped(r, drops[r.index()]);
             }
         }
         for k in FindingKind::ALL {
@@ -274,5 +279,56 @@ fn note(summary: &mut Summary, opts: &ReplayOptions, msg: String) {
     if summary.drop_examples.len() < opts.max_examples {
         tracing::warn!("{msg}");
         summary.drop_examples.push(msg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrich::netclass::NetClassifier;
+
+    #[test]
+    fn drops_and_records_are_exported_as_metrics() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let cfg = Config::default();
+        let enricher = Arc::new(Enricher::new(
+            None,
+            None,
+            NetClassifier::new(&cfg.network_classes),
+            0,
+        ));
+        let mut p = Pipeline::new(&cfg, DecodeSettings::new(&cfg, b"k").unwrap(), enricher);
+        let input = b"not json\n{\"start_time\":\"2026-01-01T00:00:00Z\",\"downstream_remote_address\":\"1.2.3.4:5\",\"authorization\":\"Bearer abc\"}\n[1]\n".to_vec();
+        let opts = ReplayOptions {
+            format: "envoy".into(),
+            ..Default::default()
+        };
+        let summary = metrics::with_local_recorder(&recorder, || {
+            p.run(vec![LineSource::from_bytes("t", input)], &opts, &mut |_| {})
+                .unwrap()
+        });
+        assert_eq!(summary.records, 3);
+        let mut got = std::collections::BTreeMap::new();
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let k = key.key();
+            let labels: Vec<String> = k
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            if let metrics_util::debugging::DebugValue::Counter(n) = value {
+                got.insert(format!("{}{{{}}}", k.name(), labels.join(",")), n);
+            }
+        }
+        assert_eq!(got.get("tokenwatch_records_total{source=file}"), Some(&3));
+        assert_eq!(got.get("tokenwatch_events_total{}"), Some(&1));
+        assert_eq!(
+            got.get("tokenwatch_dropped_total{reason=not_json}"),
+            Some(&1)
+        );
+        assert_eq!(
+            got.get("tokenwatch_dropped_total{reason=not_object}"),
+            Some(&1)
+        );
     }
 }

@@ -1,0 +1,47 @@
+//! Metrics through the `metrics` facade (Prometheus names; the dashboard
+//! issue serves them at /metrics). Every observable thing has one function
+//! here, so names and labels live in one place. Labels are bounded sets
+//! (drop reasons, finding kinds, topic/partition): never token ids or IPs.
+
+use metrics::{counter, gauge, histogram};
+
+use crate::detect::FindingKind;
+use crate::event::DropReason;
+
+/// Records read from a source (`file` or `kafka`).
+pub fn records(source: &'static str, n: u64) {
+    counter!("tokenwatch_records_total", "source" => source).increment(n);
+}
+
+/// Records turned into events.
+pub fn events(n: u64) {
+    counter!("tokenwatch_events_total").increment(n);
+}
+
+pub fn dropped(reason: DropReason, n: u64) {
+    counter!("tokenwatch_dropped_total", "reason" => reason.as_str()).increment(n);
+}
+
+pub fn finding(kind: FindingKind) {
+    counter!("tokenwatch_findings_total", "kind" => kind.as_str()).increment(1);
+}
+
+/// Seconds from the triggering event's gateway timestamp to the finding
+/// leaving tokenwatch (live processing only; wall clock at the edge).
+pub fn finding_latency(seconds: f64) {
+    histogram!("tokenwatch_finding_latency_seconds").record(seconds.max(0.0));
+}
+
+pub fn dead_letter() {
+    counter!("tokenwatch_dead_letters_total").increment(1);
+}
+
+pub fn commit(ok: bool) {
+    counter!("tokenwatch_offset_commits_total", "result" => if ok { "ok" } else { "error" })
+        .increment(1);
+}
+
+pub fn tracked_tokens(topic: &str, partition: i32, n: usize) {
+    gauge!("tokenwatch_tracked_tokens", "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(n as f64);
+}
