@@ -14,11 +14,10 @@ use tokenwatch::config::{Config, PRESETS};
 use tokenwatch::decode::DecodeSettings;
 use tokenwatch::detect::{Engine, FindingKind};
 use tokenwatch::enrich::Enricher;
-use tokenwatch::enrich::netclass::NetClassifier;
 use tokenwatch::event::{AccessEvent, Enriched};
 use tokenwatch::pipeline::{Pipeline, ReplayOptions};
 use tokenwatch::source::LineSource;
-use tokenwatch::synth::{self, Scenario, world::World};
+use tokenwatch::synth::{self, Scenario, world};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -37,13 +36,7 @@ fn dataset(formats: &[&str], users: u32, hours: u32) -> BTreeMap<String, Vec<u8>
 }
 
 fn enricher(cfg: &Config) -> Arc<Enricher> {
-    let (city, asn) = World::new().mmdb().unwrap();
-    Arc::new(Enricher::new(
-        Some(maxminddb::Reader::from_source(city).unwrap()),
-        Some(maxminddb::Reader::from_source(asn).unwrap()),
-        NetClassifier::new(&cfg.network_classes),
-        0,
-    ))
+    Arc::new(world::enricher(cfg))
 }
 
 fn lines(data: &[u8], n: usize) -> Vec<&[u8]> {

@@ -12,7 +12,6 @@ use tokenwatch::config::{self, Config};
 use tokenwatch::decode::DecodeSettings;
 use tokenwatch::detect::Finding;
 use tokenwatch::enrich::Enricher;
-use tokenwatch::enrich::netclass::NetClassifier;
 use tokenwatch::eval::{self, ScoredFinding};
 use tokenwatch::pipeline::{Pipeline, ReplayOptions};
 use tokenwatch::source::LineSource;
@@ -494,13 +493,7 @@ fn demo(config: Option<&Path>, findings_path: Option<&Path>, all: bool) -> Resul
     );
     let key = hash_key(&cfg);
     let ds = synth::generate(&sc, "demo", &key).map_err(anyhow::Error::msg)?;
-    let (city, asn) = synth::world::World::new().mmdb()?;
-    let enricher = Arc::new(Enricher::new(
-        Some(maxminddb::Reader::from_source(city)?),
-        Some(maxminddb::Reader::from_source(asn)?),
-        NetClassifier::new(&cfg.network_classes),
-        cfg.geoip.cache_entries,
-    ));
+    let enricher = Arc::new(synth::world::enricher(&cfg));
     let settings = DecodeSettings::new(&cfg, &key).map_err(anyhow::Error::msg)?;
     let sources: Vec<LineSource> = ds
         .files

@@ -7,12 +7,10 @@ use std::sync::Arc;
 use tokenwatch::config::{self, Config};
 use tokenwatch::decode::DecodeSettings;
 use tokenwatch::detect::FindingKind;
-use tokenwatch::enrich::Enricher;
-use tokenwatch::enrich::netclass::NetClassifier;
 use tokenwatch::eval::{self, ScoredFinding};
 use tokenwatch::pipeline::{Pipeline, ReplayOptions};
 use tokenwatch::source::LineSource;
-use tokenwatch::synth::{self, Scenario, world::World};
+use tokenwatch::synth::{self, Scenario, world};
 
 #[test]
 fn recall_and_false_positives_on_a_labeled_dataset() {
@@ -27,13 +25,7 @@ fn recall_and_false_positives_on_a_labeled_dataset() {
     };
     let ds = synth::generate(&sc, "accuracy", b"accuracy-key").expect("dataset");
     let cfg: Config = config::load(std::path::Path::new("rules.toml")).expect("rules.toml");
-    let (city, asn) = World::new().mmdb().unwrap();
-    let enricher = Arc::new(Enricher::new(
-        Some(maxminddb::Reader::from_source(city).unwrap()),
-        Some(maxminddb::Reader::from_source(asn).unwrap()),
-        NetClassifier::new(&cfg.network_classes),
-        0,
-    ));
+    let enricher = Arc::new(world::enricher(&cfg));
     let mut p = Pipeline::new(
         &cfg,
         DecodeSettings::new(&cfg, b"accuracy-key").unwrap(),

@@ -213,32 +213,8 @@ fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut child = Command::new(bin())
-        .current_dir(d)
-        .args(["run", "--config", "run.toml"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[run] {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let want = format!("consumed {total} records");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut caught_up = false;
-    while Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(l) if l.contains(&want) => {
-                caught_up = true;
-                break;
-            }
-            _ => {}
-        }
-    }
+    let (mut child, rx) = spawn_run(d);
+    let caught_up = wait_for(&rx, &format!("consumed {total} records"), 180);
     // Graceful stop: the service flushes its reorder buffers and commits.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

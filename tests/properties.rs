@@ -9,11 +9,9 @@ use rand::{Rng, SeedableRng};
 
 use tokenwatch::config::Config;
 use tokenwatch::decode::DecodeSettings;
-use tokenwatch::enrich::Enricher;
-use tokenwatch::enrich::netclass::NetClassifier;
 use tokenwatch::pipeline::{Pipeline, ReplayOptions};
 use tokenwatch::source::LineSource;
-use tokenwatch::synth::{self, Scenario, world::World};
+use tokenwatch::synth::{self, Scenario, world};
 
 const FORMATS: [&str; 8] = [
     "auto",
@@ -116,13 +114,7 @@ fn small_dataset() -> Vec<u8> {
 
 fn findings(inputs: Vec<Vec<u8>>) -> Vec<String> {
     let cfg = Config::default();
-    let (city, asn) = World::new().mmdb().unwrap();
-    let enricher = Arc::new(Enricher::new(
-        Some(maxminddb::Reader::from_source(city).unwrap()),
-        Some(maxminddb::Reader::from_source(asn).unwrap()),
-        NetClassifier::new(&cfg.network_classes),
-        0,
-    ));
+    let enricher = Arc::new(world::enricher(&cfg));
     let mut p = Pipeline::new(&cfg, DecodeSettings::new(&cfg, b"k").unwrap(), enricher);
     let sources = inputs
         .into_iter()

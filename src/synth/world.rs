@@ -265,6 +265,19 @@ impl World {
     }
 }
 
+/// An enricher over this world's databases, held in memory (demo, tests, benches).
+pub fn enricher(cfg: &crate::config::Config) -> crate::enrich::Enricher {
+    let (city, asn) = World::new()
+        .mmdb()
+        .expect("the synthetic world always encodes");
+    crate::enrich::Enricher::new(
+        Some(maxminddb::Reader::from_source(city).expect("valid city database")),
+        Some(maxminddb::Reader::from_source(asn).expect("valid asn database")),
+        crate::enrich::netclass::NetClassifier::new(&cfg.network_classes),
+        cfg.geoip.cache_entries,
+    )
+}
+
 impl Default for World {
     fn default() -> Self {
         World::new()
