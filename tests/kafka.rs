@@ -96,23 +96,59 @@ fn ids(lines: impl Iterator<Item = String>) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
-    let _guard = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+/// A small labeled Envoy dataset and the synthetic GeoIP databases in a
+/// temporary directory; returns the directory and the records.
+fn dataset(seed: u64, users: u32) -> (tempfile::TempDir, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let sc = Scenario {
-        seed: 77,
-        users: 250,
+        seed,
+        users,
         hours: 3,
-        services: 2,
+        services: 1,
         formats: vec!["envoy".into()],
         attacks: FindingKind::ALL.iter().map(|k| (*k, 2)).collect(),
         ..Scenario::default()
     };
-    let ds = synth::generate(&sc, "kafka", b"tokenwatch-default-hash-key").unwrap();
-    synth::write_geo(&d.join("geo")).unwrap();
-    let clean = &ds.files["envoy"];
+    let mut ds = synth::generate(&sc, "kafka", b"tokenwatch-default-hash-key").unwrap();
+    synth::write_geo(&dir.path().join("geo")).unwrap();
+    let data = ds.files.remove("envoy").unwrap();
+    (dir, data)
+}
+
+/// Findings of the file replay of `file` (in `dir`), by id.
+fn replay_ids(dir: &std::path::Path, file: &str) -> BTreeSet<String> {
+    let st = Command::new(bin())
+        .current_dir(dir)
+        .args([
+            "replay",
+            file,
+            "--geoip-city",
+            "geo/city.mmdb",
+            "--geoip-asn",
+            "geo/asn.mmdb",
+        ])
+        .args(["--findings", "expected.jsonl", "--no-progress"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ids = ids(std::fs::read_to_string(dir.join("expected.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string));
+    assert!(
+        ids.len() >= 10,
+        "the dataset has attacks to find: {}",
+        ids.len()
+    );
+    ids
+}
+
+#[test]
+fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
+    let _guard = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+    let (dir, data) = dataset(77, 250);
+    let d = dir.path();
+    let clean = &data;
     std::fs::write(d.join("clean.jsonl"), clean).unwrap();
 
     // Poison interleaved with the good records.
@@ -150,30 +186,7 @@ fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
         .count();
     std::fs::write(d.join("poisoned.jsonl"), &poisoned).unwrap();
 
-    // What the file replay finds.
-    let st = Command::new(bin())
-        .current_dir(d)
-        .args([
-            "replay",
-            "clean.jsonl",
-            "--geoip-city",
-            "geo/city.mmdb",
-            "--geoip-asn",
-            "geo/asn.mmdb",
-        ])
-        .args(["--findings", "expected.jsonl", "--no-progress"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let expected = ids(std::fs::read_to_string(d.join("expected.jsonl"))
-        .unwrap()
-        .lines()
-        .map(str::to_string));
-    assert!(
-        expected.len() >= 10,
-        "the dataset has attacks: {}",
-        expected.len()
-    );
+    let expected = replay_ids(d, "clean.jsonl");
 
     // Load the poisoned file into Kafka, keyed.
     let (logs, findings, dlq) = (unique("tw-logs"), unique("tw-findings"), unique("tw-dlq"));
@@ -296,20 +309,9 @@ fn wait_for(rx: &std::sync::mpsc::Receiver<String>, want: &str, secs: u64) -> bo
 #[test]
 fn a_broker_restart_during_consumption_loses_nothing() {
     let _guard = BROKER.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, data) = dataset(78, 200);
     let d = dir.path();
-    let sc = Scenario {
-        seed: 78,
-        users: 200,
-        hours: 3,
-        services: 1,
-        formats: vec!["envoy".into()],
-        attacks: FindingKind::ALL.iter().map(|k| (*k, 2)).collect(),
-        ..Scenario::default()
-    };
-    let ds = synth::generate(&sc, "restart", b"tokenwatch-default-hash-key").unwrap();
-    synth::write_geo(&d.join("geo")).unwrap();
-    let data = &ds.files["envoy"];
+    let data = &data;
     std::fs::write(d.join("all.jsonl"), data).unwrap();
     let lines = lines_of(data);
     let half = lines.len() / 2;
@@ -321,25 +323,7 @@ fn a_broker_restart_during_consumption_loses_nothing() {
     std::fs::write(d.join("first.jsonl"), join(&lines[..half])).unwrap();
     std::fs::write(d.join("second.jsonl"), join(&lines[half..])).unwrap();
 
-    let st = Command::new(bin())
-        .current_dir(d)
-        .args([
-            "replay",
-            "all.jsonl",
-            "--geoip-city",
-            "geo/city.mmdb",
-            "--geoip-asn",
-            "geo/asn.mmdb",
-        ])
-        .args(["--findings", "expected.jsonl", "--no-progress"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let expected = ids(std::fs::read_to_string(d.join("expected.jsonl"))
-        .unwrap()
-        .lines()
-        .map(str::to_string));
-    assert!(expected.len() >= 10);
+    let expected = replay_ids(d, "all.jsonl");
 
     let (logs, findings) = (unique("tw-rs-logs"), unique("tw-rs-findings"));
     let load = |file: &str| {

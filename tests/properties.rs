@@ -13,20 +13,9 @@ use tokenwatch::pipeline::{Pipeline, ReplayOptions};
 use tokenwatch::source::LineSource;
 use tokenwatch::synth::{self, Scenario, world};
 
-const FORMATS: [&str; 8] = [
-    "auto",
-    "envoy",
-    "kong",
-    "apisix",
-    "nginx",
-    "traefik",
-    "aws_apigw",
-    "tyk",
-];
-
 fn decode_all(bytes: &[u8]) {
     let s = DecodeSettings::new(&Config::default(), b"k").unwrap();
-    for f in FORMATS {
+    for f in std::iter::once("auto").chain(tokenwatch::config::PRESETS) {
         let mut d = s.decoder(f).unwrap();
         let mut out = Vec::new();
         d.decode(bytes, &mut out);
