@@ -267,6 +267,15 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(f) = format {
                 cfg.input.format = f;
             }
+            if config.is_none() {
+                // The built-in rules point at the demo world's databases in the
+                // repository; elsewhere, run without geo rather than fail.
+                for db in [&mut cfg.geoip.city, &mut cfg.geoip.asn] {
+                    if db.as_ref().is_some_and(|p| !Path::new(p).exists()) {
+                        *db = None;
+                    }
+                }
+            }
             if let Some(p) = geoip_city {
                 cfg.geoip.city = Some(p.display().to_string());
             }
