@@ -7,6 +7,8 @@
 //! - [`enrich`]: geo, ASN, network class, client fingerprint.
 //! - [`detect`]: the event-time engine, per-token state and the detectors.
 //! - [`pipeline`]: wiring for replays (merging inputs by event time).
+//! - [`kafka`]: the streaming service (`tokenwatch run`) and `replay --to-kafka`.
+//! - [`telemetry`]: every metric, through the `metrics` facade.
 //! - [`config`]: `rules.toml`, documented and validated.
 //! - [`synth`]: labeled synthetic traffic and matching GeoIP databases.
 //! - [`eval`]: scores findings against ground-truth labels.

@@ -1,7 +1,7 @@
-//! Sources: where records come from. For now files (JSON lines, plain or
-//! gzip) and stdin, for replaying history; Kafka joins this closed set in
-//! the streaming issue. A source yields raw records with their coordinates
-//! (`file:line`) so a bad record can be reported precisely.
+//! Line sources for replaying history: files (JSON lines, plain or gzip),
+//! stdin and memory. Kafka records are consumed by [`crate::kafka`]. A
+//! source yields raw records with their coordinates (`file:line`) so a bad
+//! record can be reported precisely.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
