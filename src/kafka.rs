@@ -145,11 +145,6 @@ pub fn run(
     let topics: Vec<&str> = kc.topics.iter().map(|t| t.name.as_str()).collect();
     consumer.subscribe(&topics)?;
     let producer = producer(kc)?;
-    let formats: HashMap<&str, &str> = kc
-        .topics
-        .iter()
-        .map(|t| (t.name.as_str(), t.format.as_str()))
-        .collect();
 
     // The consumer is polled on its own thread, which hands batches of
     // messages to this one over a bounded channel: librdkafka's fetch path
@@ -165,7 +160,8 @@ pub fn run(
             .map_err(|e| ServiceError::Setup(format!("cannot start the poll thread: {e}")))?
     };
 
-    let mut parts: HashMap<(String, i32), Partition> = HashMap::new();
+    // Keyed by the configured topic name (borrowed: no allocation per message).
+    let mut parts: HashMap<(&str, i32), Partition> = HashMap::new();
     let mut stats = RunStats::default();
     let mut findings: Vec<Finding> = Vec::new();
     let mut decoded = Vec::new();
@@ -185,18 +181,21 @@ pub fn run(
         let events_before = stats.events;
         for m in &batch {
             stats.consumed += 1;
-            let part = match parts.get_mut(&(m.topic().to_string(), m.partition())) {
+            let Some(topic) = kc.topics.iter().find(|t| t.name == m.topic()) else {
+                continue;
+            };
+            let key = (topic.name.as_str(), m.partition());
+            let part = match parts.get_mut(&key) {
                 Some(p) => p,
                 None => {
-                    let format = formats.get(m.topic()).copied().unwrap_or("auto");
-                    let decoder = settings.decoder(format).map_err(ServiceError::Setup)?;
-                    parts
-                        .entry((m.topic().to_string(), m.partition()))
-                        .or_insert(Partition {
-                            decoder,
-                            engine: Engine::new(cfg),
-                            next: m.offset(),
-                        })
+                    let decoder = settings
+                        .decoder(&topic.format)
+                        .map_err(ServiceError::Setup)?;
+                    parts.entry(key).or_insert(Partition {
+                        decoder,
+                        engine: Engine::new(cfg),
+                        next: m.offset(),
+                    })
                 }
             };
             decoded.clear();
@@ -414,7 +413,7 @@ fn poll_loop(
 fn commit(
     consumer: &BaseConsumer,
     producer: &ThreadedProducer<DefaultProducerContext>,
-    parts: &HashMap<(String, i32), Partition>,
+    parts: &HashMap<(&str, i32), Partition>,
     stats: &mut RunStats,
 ) {
     if parts.is_empty() {

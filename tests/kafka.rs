@@ -143,6 +143,28 @@ fn replay_ids(dir: &std::path::Path, file: &str) -> BTreeSet<String> {
     ids
 }
 
+/// SIGTERM the service (it flushes its reorder buffers and commits), check it
+/// caught up and exited cleanly, and return the findings topic's ids.
+fn stop_and_collect(
+    mut child: std::process::Child,
+    caught_up: bool,
+    findings: &str,
+    expected: usize,
+) -> BTreeSet<String> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        caught_up,
+        "the service did not consume every record in time"
+    );
+    assert!(status.success(), "service exit: {status:?}");
+    ids(read_topic(findings, expected, Duration::from_secs(60))
+        .into_iter()
+        .map(|(p, _)| p))
+}
+
 #[test]
 fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
     let _guard = BROKER.lock().unwrap_or_else(|e| e.into_inner());
@@ -226,24 +248,9 @@ fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let (mut child, rx) = spawn_run(d);
+    let (child, rx) = spawn_run(d);
     let caught_up = wait_for(&rx, &format!("consumed {total} records"), 180);
-    // Graceful stop: the service flushes its reorder buffers and commits.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
-    assert!(
-        caught_up,
-        "the service did not consume all {total} records in time"
-    );
-    assert!(status.success(), "service exit: {status:?}");
-
-    let got = ids(
-        read_topic(&findings, expected.len(), Duration::from_secs(60))
-            .into_iter()
-            .map(|(p, _)| p),
-    );
+    let got = stop_and_collect(child, caught_up, &findings, expected.len());
     assert_eq!(
         got, expected,
         "streaming and file replay must give the same findings (by id)"
@@ -351,7 +358,7 @@ fn a_broker_restart_during_consumption_loses_nothing() {
         unique("tw-rs-group")
     );
     std::fs::write(d.join("run.toml"), config).unwrap();
-    let (mut child, rx) = spawn_run(d);
+    let (child, rx) = spawn_run(d);
     assert!(
         wait_for(&rx, &format!("consumed {half} records"), 120),
         "first half not consumed"
@@ -366,20 +373,7 @@ fn a_broker_restart_during_consumption_loses_nothing() {
     assert!(st.success(), "broker restart");
     load("second.jsonl");
     let caught_up = wait_for(&rx, &format!("consumed {} records", lines.len()), 180);
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
-    assert!(
-        caught_up,
-        "the service did not catch up after the broker restart"
-    );
-    assert!(status.success(), "service exit: {status:?}");
-    let got = ids(
-        read_topic(&findings, expected.len(), Duration::from_secs(60))
-            .into_iter()
-            .map(|(p, _)| p),
-    );
+    let got = stop_and_collect(child, caught_up, &findings, expected.len());
     assert_eq!(
         got, expected,
         "no finding lost or changed across the broker restart"
