@@ -90,6 +90,7 @@ fn main() {
                 Enriched {
                     order_key: i as u64 * 2 + k as u64,
                     source_offset: -1,
+                    source_index: 0,
                     net: nets[i % 2].clone(),
                     ua,
                     fp,

@@ -17,7 +17,7 @@ pub type EventTime = i64;
 
 /// A stable, non-secret identifier of one access token: the JWT `jti`, a
 /// credential id (`c:` prefix) or a keyed hash of an opaque token (`h:` prefix).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct TokenId(pub Arc<str>);
 
@@ -101,7 +101,7 @@ impl NetClass {
 }
 
 /// Where an address is, as far as the GeoIP databases know.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Place {
     pub city: Option<Arc<str>>,
     pub country: Option<Arc<str>>,
@@ -112,7 +112,7 @@ pub struct Place {
 }
 
 /// Geo and network facts for one IP address (cached per address).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct NetInfo {
     pub place: Option<Place>,
     pub asn: u32,
@@ -148,7 +148,7 @@ pub enum DeviceClass {
 
 /// A small fixed-size summary of a client: enough to tell devices apart,
 /// stable across the benign churn (JA3 randomisation, UA minor versions).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
 pub struct Fingerprint {
     /// Hash of browser family + OS + device class (no version).
     pub agent: u32,
@@ -204,6 +204,10 @@ pub struct Enriched {
     /// the engine reports the oldest one it still holds, which bounds the
     /// offset that may be committed.
     pub source_offset: i64,
+    /// Position of the event among the objects of its source record (a
+    /// record may hold a batch): with `source_offset`, the event's identity
+    /// in a checkpoint.
+    pub source_index: u32,
 }
 
 /// Why a record was not turned into an event. Counted, never fatal.

@@ -98,7 +98,7 @@ pub struct Finding {
 }
 
 /// Counters the engine keeps (exported in the replay summary).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct EngineStats {
     pub events: u64,
     pub late: u64,
@@ -148,6 +148,38 @@ struct DetectorEntry {
     mode: Mode,
     severity: Severity,
     cooldown_ms: i64,
+}
+
+/// Version of the [`Engine::snapshot`] format.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// A snapshot that cannot be decoded (corrupt, or from another version).
+#[derive(Debug, thiserror::Error)]
+#[error("detector state snapshot: {0}")]
+pub struct SnapshotError(String);
+
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    version: u32,
+    max_ts: EventTime,
+    next_gc: EventTime,
+    stats: &'a EngineStats,
+    tokens: &'a FxHashMap<u64, Box<TokenState>>,
+    subjects: &'a FxHashMap<u64, Box<Profile>>,
+    clients: &'a FxHashMap<u64, Box<Profile>>,
+    pending: Vec<(i64, u32)>,
+}
+
+#[derive(serde::Deserialize)]
+struct SnapshotOwned {
+    version: u32,
+    max_ts: EventTime,
+    next_gc: EventTime,
+    stats: EngineStats,
+    tokens: FxHashMap<u64, Box<TokenState>>,
+    subjects: FxHashMap<u64, Box<Profile>>,
+    clients: FxHashMap<u64, Box<Profile>>,
+    pending: Vec<(i64, u32)>,
 }
 
 /// Processing order: event time, then content, never arrival order.
@@ -325,6 +357,75 @@ impl Engine {
         while let Some(e) = self.pending.pop_front() {
             self.process(&e, out);
         }
+    }
+
+    /// The input went quiet (a live source with nothing to read): process
+    /// what is waiting, as at the end of a file, and move the watermark past
+    /// it, so an event that is older than what was just processed counts as
+    /// late instead of being processed out of order.
+    pub fn flush_idle(&mut self, out: &mut Vec<Finding>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.flush(out);
+        self.max_ts = self.max_ts.saturating_add(self.lateness_ms);
+    }
+
+    /// Events held in the reorder buffer.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Serialise the engine's state: per-token state, profiles, counters,
+    /// the watermark, and the identity `(source offset, index)` of each event
+    /// still in the reorder buffer (the events themselves are read again from
+    /// the source on restore). Pure: no I/O.
+    pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        let snap = SnapshotRef {
+            version: SNAPSHOT_VERSION,
+            max_ts: self.max_ts,
+            next_gc: self.next_gc,
+            stats: &self.stats,
+            tokens: &self.tokens,
+            subjects: &self.subjects,
+            clients: &self.clients,
+            pending: self
+                .pending
+                .iter()
+                .map(|e| (e.source_offset, e.source_index))
+                .collect(),
+        };
+        postcard::to_allocvec(&snap).map_err(|e| SnapshotError(e.to_string()))
+    }
+
+    /// Replace this engine's state with a [`snapshot`](Engine::snapshot).
+    /// Returns the identities of the events that were waiting in the reorder
+    /// buffer: the caller feeds exactly those again (and skips the other
+    /// events it had already processed below the snapshot's next offset).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<Vec<(i64, u32)>, SnapshotError> {
+        let snap: SnapshotOwned =
+            postcard::from_bytes(bytes).map_err(|e| SnapshotError(e.to_string()))?;
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(SnapshotError(format!(
+                "snapshot format {} (this build reads {SNAPSHOT_VERSION})",
+                snap.version
+            )));
+        }
+        let mut tokens = snap.tokens;
+        // The window length may have changed in the configuration since.
+        for t in tokens.values_mut() {
+            if t.buckets.len() != self.buckets {
+                t.buckets = vec![state::Bucket::default(); self.buckets].into_boxed_slice();
+            }
+        }
+        self.tokens = tokens;
+        self.subjects = snap.subjects;
+        self.clients = snap.clients;
+        self.max_ts = snap.max_ts;
+        self.next_gc = snap.next_gc;
+        self.stats = snap.stats;
+        self.pending.clear();
+        Ok(snap.pending)
     }
 
     fn route_class(&self, e: &Enriched) -> usize {
@@ -645,6 +746,7 @@ mod tests {
             }),
             order_key: ts as u64,
             source_offset: -1,
+            source_index: 0,
             event,
         }
     }

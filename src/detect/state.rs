@@ -6,11 +6,13 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::{EventTime, Fingerprint, NetClass, NetInfo, TokenId};
 
 /// One client fingerprint seen on a token. Times are event-time seconds
 /// (u32 lasts until 2106) to keep the slot at 28 bytes.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct FpSlot {
     pub fp: Fingerprint,
     first_s: u32,
@@ -45,7 +47,7 @@ fn secs(ts: EventTime) -> u32 {
 }
 
 /// A place a token was used from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PlaceSlot {
     pub lat: f32,
     pub lon: f32,
@@ -60,7 +62,7 @@ pub struct PlaceSlot {
 /// 20 bytes: `minute` keeps the low 16 bits of the absolute minute (a token
 /// idle for 45 days is long evicted), `objects` is stored as two halves so the
 /// struct needs only 4-byte alignment.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Bucket {
     pub minute: u16,
     pub requests: u16,
@@ -138,7 +140,7 @@ pub fn sketch_estimate(bits: u64) -> f64 {
 }
 
 /// Exponentially weighted per-active-minute means: the token's own normal.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
     pub requests: f32,
     pub kib: f32,
@@ -175,7 +177,7 @@ impl Baseline {
 }
 
 /// Everything we remember about one token.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TokenState {
     pub id: TokenId,
     pub first: EventTime,
@@ -251,7 +253,7 @@ pub fn class_index(c: NetClass) -> usize {
 
 /// Compact history of a subject (a user) or a client_id (an application),
 /// carried across the successive tokens it is issued.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Profile {
     pub last: EventTime,
     /// Known devices: (device key, last seen in event-time seconds).

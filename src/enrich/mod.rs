@@ -166,6 +166,7 @@ impl Enricher {
             fp,
             order_key,
             source_offset: -1,
+                    source_index: 0,
         }
     }
 }
