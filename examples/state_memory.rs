@@ -91,6 +91,7 @@ fn main() {
                     order_key: i as u64 * 2 + k as u64,
                     source_offset: -1,
                     source_index: 0,
+                    source_ts: -1,
                     net: nets[i % 2].clone(),
                     ua,
                     fp,

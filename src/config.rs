@@ -40,6 +40,26 @@ pub struct Config {
     pub formats: BTreeMap<String, FormatConfig>,
     /// The streaming service (`tokenwatch run`): where to consume and produce.
     pub kafka: Option<KafkaConfig>,
+    /// The embedded store: detector-state checkpoints and the findings log.
+    pub store: StoreConfig,
+}
+
+/// `[store]`: the embedded SQLite database of `tokenwatch run`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Path of the database file (created if missing). Instances on one
+    /// machine may share it: partitions then move between them with their
+    /// state. Holds token ids, never raw tokens.
+    pub path: std::path::PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: "tokenwatch.db".into(),
+        }
+    }
 }
 
 /// `[kafka]`: consume gateway logs in a consumer group, produce findings.
@@ -59,9 +79,24 @@ pub struct KafkaConfig {
     /// Undecodable records go here with the reason and source coordinates in headers.
     #[serde(default)]
     pub dlq_topic: Option<String>,
-    /// How often offsets are committed (after the findings they caused are durable).
+    /// How often detector state is checkpointed and offsets committed (after
+    /// the findings they caused are durable). Stretched automatically so that
+    /// checkpointing never takes more than a tenth of the time.
     #[serde(default = "default_commit_ms")]
     pub commit_interval_ms: u64,
+    /// A partition with nothing to read for this long has its reorder buffer
+    /// processed (as at the end of a file), so quiet hours do not hold
+    /// findings back. 0 = never.
+    #[serde(default = "default_idle_flush_ms")]
+    pub idle_flush_ms: u64,
+    /// Internal topic used by the repartition mode (topics with
+    /// `keyed = false`). Default: `<group_id>.repartition`.
+    #[serde(default)]
+    pub repartition_topic: Option<String>,
+    /// Partitions of the repartition topic when tokenwatch creates it
+    /// (0 = as many as the input topic has).
+    #[serde(default)]
+    pub repartition_partitions: u32,
     /// librdkafka properties passed through (SASL, SSL, timeouts). A value
     /// `env:NAME` is read from the environment, `file:/path` from a file, so
     /// secrets never appear in the config or on the command line.
@@ -77,6 +112,19 @@ fn default_commit_ms() -> u64 {
     2000
 }
 
+fn default_idle_flush_ms() -> u64 {
+    3000
+}
+
+impl KafkaConfig {
+    /// The internal topic of the repartition mode.
+    pub fn repartition_topic(&self) -> String {
+        self.repartition_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.repartition", self.group_id))
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaTopic {
@@ -84,6 +132,13 @@ pub struct KafkaTopic {
     /// A preset, a `[formats.NAME]`, or `auto`.
     #[serde(default = "default_auto")]
     pub format: String,
+    /// `true` when the producer keys records by token (or subject / client):
+    /// events go straight to their partition's state. `false` (the default,
+    /// what most gateways do) turns on the repartition mode: records are
+    /// re-keyed by subject, else client_id, else token id through the
+    /// internal repartition topic, so one token's events always meet.
+    #[serde(default)]
+    pub keyed: bool,
 }
 
 fn default_auto() -> String {

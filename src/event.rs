@@ -208,6 +208,9 @@ pub struct Enriched {
     /// record may hold a batch): with `source_offset`, the event's identity
     /// in a checkpoint.
     pub source_index: u32,
+    /// The broker's timestamp of the source record (ms; -1 for files): the
+    /// start of the processing-latency measurement.
+    pub source_ts: i64,
 }
 
 /// Why a record was not turned into an event. Counted, never fatal.

@@ -2,36 +2,54 @@
 //! group, detect, produce findings and dead letters) and `replay --to-kafka`
 //! (load a dataset into a topic).
 //!
-//! State is kept per input partition (one engine each), so a token's events
-//! must share a partition: `replay --to-kafka --key-by-token` keys records
-//! by subject, else client_id, else token id, which also keeps a subject's
-//! successive tokens (and their carried-over baselines) together.
+//! **Partition-scoped state.** Detector state is kept per partition (one
+//! engine each), so a token's events must share a partition. A topic with
+//! `keyed = true` is keyed that way by its producer (`replay --to-kafka
+//! --key-by-token` keys by subject, else client_id, else token id, which also
+//! keeps a subject's successive tokens together). A topic with `keyed =
+//! false` (most gateways) is in **repartition mode**: its partitions are
+//! stateless forwarders that re-key every record the same way into the
+//! internal topic `<group_id>.repartition` (created with as many partitions
+//! as the input), whose partitions hold the state. Instances in one group
+//! share both.
 //!
-//! Delivery: findings and dead letters are produced with an idempotent
-//! producer and flushed before offsets are committed; a partition's
-//! committed offset never passes the oldest event its engine still holds in
-//! the reorder buffer. Findings carry deterministic ids, so a re-read after a
-//! crash yields duplicates with the same id, never different findings.
-//! Not yet here (see the issue note): detector-state checkpoints, state
-//! handover on rebalance, the repartition topic, metrics.
+//! **At-least-once in, idempotent out.** A dedicated thread polls the
+//! consumer and hands batches and rebalance events, in order, to the
+//! processing thread over a bounded channel. Findings are recorded in the
+//! store (which recognises a finding derived again after a restart) and
+//! produced with an idempotent producer. Every `commit_interval_ms`, on
+//! revocation and on shutdown, the processing thread flushes the producer,
+//! checkpoints each partition's detector state (reorder buffer included, as
+//! source coordinates) in the store, and only then commits the partition's
+//! offset at the checkpoint's resume position, naming the checkpoint in the
+//! commit metadata. On assignment a partition whose committed offset names a
+//! checkpoint in this store gets its state back and re-reads from there,
+//! feeding again only the events that were still waiting; instances sharing
+//! a store (one machine) hand state over on rebalance. Without it, state
+//! starts empty from the committed offset (said in the log).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
+use rustc_hash::FxHashSet;
 
 use crate::config::{Config, KafkaConfig};
 use crate::decode::{DecodeSettings, Decoder};
 use crate::detect::{Engine, Finding};
 use crate::enrich::Enricher;
 use crate::event::Drop;
+use crate::store::{Checkpoint, Store, StoreError, StoredFinding};
 
 /// Errors that stop the service (everything else is retried and logged).
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +60,8 @@ pub enum ServiceError {
     Property { key: String, message: String },
     #[error("{0}")]
     Setup(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Counters of a running service.
@@ -51,7 +71,25 @@ pub struct RunStats {
     pub events: u64,
     pub dropped: u64,
     pub findings: u64,
+    /// Findings derived again after a restart and recognised in the store.
+    pub findings_deduplicated: u64,
     pub commits: u64,
+    pub checkpoints: u64,
+    /// Tokens whose state came back from checkpoints.
+    pub restored_tokens: u64,
+    /// Partitions currently assigned.
+    pub assigned: usize,
+    /// Broker timestamp of the triggering record → finding produced (µs).
+    pub latency_us: Option<LatencySummary>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
 }
 
 /// Resolve `env:NAME` and `file:/path` property values.
@@ -80,19 +118,45 @@ pub fn client_config(kc: &KafkaConfig) -> Result<ClientConfig, ServiceError> {
     Ok(c)
 }
 
-fn producer(kc: &KafkaConfig) -> Result<ThreadedProducer<DefaultProducerContext>, ServiceError> {
+/// Delivery reports: a record produced with a non-zero ticket reports it
+/// here once the broker has it (findings: marked produced in the store
+/// right away, so a crash re-produces as little as possible).
+#[derive(Default)]
+struct Deliveries {
+    delivered: Mutex<Vec<usize>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: usize) {
+        if ticket != 0
+            && result.is_ok()
+            && let Ok(mut d) = self.delivered.lock()
+        {
+            d.push(ticket);
+        }
+    }
+}
+
+type TwProducer = ThreadedProducer<Deliveries>;
+
+fn producer(kc: &KafkaConfig) -> Result<TwProducer, ServiceError> {
     let mut c = client_config(kc)?;
     c.set("enable.idempotence", "true")
-        .set("linger.ms", "20")
+        .set("linger.ms", "5")
         .set("compression.type", "lz4");
-    Ok(c.create()?)
+    Ok(c.create_with_context(Deliveries::default())?)
+}
+
+/// A record without a delivery ticket.
+fn record(topic: &str) -> BaseRecord<'_, [u8], [u8], usize> {
+    BaseRecord::with_opaque_to(topic, 0)
 }
 
 /// Send, waiting while the local queue is full (backpressure, not loss).
-fn send(
-    p: &ThreadedProducer<DefaultProducerContext>,
-    mut rec: BaseRecord<'_, [u8], [u8]>,
-) -> Result<(), KafkaError> {
+fn send(p: &TwProducer, mut rec: BaseRecord<'_, [u8], [u8], usize>) -> Result<(), KafkaError> {
     loop {
         match p.send(rec) {
             Ok(()) => return Ok(()),
@@ -105,26 +169,265 @@ fn send(
     }
 }
 
-struct Partition {
-    decoder: Decoder,
+/// Readiness of the running service, shared with whoever reports it.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// Joined the group and the brokers answer.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The last broker or client error, while it lasts.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn set_ok(&self) {
+        if !self.ready.swap(true, Ordering::Relaxed) {
+            tracing::info!("kafka: ready");
+        }
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = None;
+        }
+    }
+
+    fn set_error(&self, message: String) {
+        if self.ready.swap(false, Ordering::Relaxed) {
+            tracing::warn!("kafka: not ready: {message}");
+        }
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(message);
+        }
+    }
+}
+
+/// What the poll thread hands to the processing thread, in order.
+enum Control {
+    Batch(Vec<OwnedMessage>),
+    /// Partitions assigned to this instance: restore their checkpoints.
+    Assigned(Vec<(String, i32)>),
+    /// Partitions about to be taken away: checkpoint and commit them, then
+    /// acknowledge (the rebalance waits for it).
+    Revoked(Vec<(String, i32)>, SyncSender<()>),
+    /// The poll thread stopped (shutdown).
+    End,
+}
+
+/// librdkafka callbacks: rebalances, statistics (consumer lag), errors.
+struct Ctx {
+    tx: SyncSender<Control>,
+    closing: AtomicBool,
+    health: Arc<Health>,
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, s: Statistics) {
+        for (topic, t) in &s.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    crate::telemetry::consumer_lag(topic, *p, part.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let hint = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                " (no broker reachable: retrying with backoff; check kafka.brokers and the network)"
+            }
+            Some(
+                RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed,
+            ) => " (check the SASL/SSL settings in [kafka.properties] and the ACLs)",
+            _ => "",
+        };
+        tracing::error!("kafka: {error}: {reason}{hint}");
+        self.health.set_error(format!("{error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            if self.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            let (ack, done) = std::sync::mpsc::sync_channel(1);
+            if self
+                .tx
+                .send(Control::Revoked(partitions_of(tpl), ack))
+                .is_ok()
+            {
+                // The processing thread checkpoints and commits first.
+                let _ = done.recv_timeout(Duration::from_secs(120));
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let _ = self.tx.send(Control::Assigned(partitions_of(tpl)));
+            }
+            Rebalance::Error(e) => tracing::warn!("kafka: rebalance failed: {e}"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+type TwConsumer = BaseConsumer<Ctx>;
+
+/// How a subscribed topic's partitions are handled.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Role {
+    /// Keyed by token: detect here.
+    Keyed,
+    /// Unkeyed input: re-key each record into the repartition topic.
+    Forward,
+    /// The repartition topic: detect here.
+    Internal,
+}
+
+struct TopicRole {
+    name: String,
+    format: String,
+    role: Role,
+}
+
+/// A partition with detector state.
+struct Shard {
     engine: Engine,
-    /// Next offset to read (last consumed + 1).
-    next: i64,
+    /// By format name (the repartition topic carries several).
+    decoders: Vec<(String, Decoder)>,
+    /// Next offset to process (last processed + 1).
+    next: Option<i64>,
+    /// After a restore, offsets below this were processed before…
+    ckpt_next: i64,
+    /// …except these events, which were waiting in the reorder buffer.
+    readmit: FxHashSet<(i64, u32)>,
+    last_record: Instant,
+    last_checkpoint: Instant,
+    /// Latest checkpoint sequence number in the store.
+    seq: i64,
+    dirty: bool,
+}
+
+impl Shard {
+    fn decoder(&mut self, settings: &DecodeSettings, format: &str) -> Result<&mut Decoder, String> {
+        let i = match self.decoders.iter().position(|(f, _)| f == format) {
+            Some(i) => i,
+            None => {
+                self.decoders
+                    .push((format.to_string(), settings.decoder(format)?));
+                self.decoders.len() - 1
+            }
+        };
+        Ok(&mut self.decoders[i].1)
+    }
+}
+
+/// An unkeyed input partition in repartition mode: no state.
+struct Forward {
+    decoder: Decoder,
+    next: Option<i64>,
+}
+
+enum Part {
+    Shard(Box<Shard>),
+    Forward(Box<Forward>),
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// The streaming service: `tokenwatch run`.
+struct Service<'a> {
+    cfg: &'a Config,
+    kc: &'a KafkaConfig,
+    settings: DecodeSettings,
+    enricher: Arc<Enricher>,
+    roles: Vec<TopicRole>,
+    repartition_topic: Option<String>,
+    consumer: Arc<TwConsumer>,
+    producer: TwProducer,
+    store: Store,
+    health: Arc<Health>,
+    parts: HashMap<(usize, i32), Part>,
+    findings: Vec<Finding>,
+    /// Findings produced and not yet confirmed by the broker, by ticket.
+    in_flight: HashMap<usize, String>,
+    next_ticket: usize,
+    decoded: Vec<Result<crate::event::AccessEvent, Drop>>,
+    stats: RunStats,
+    /// Broker timestamp of the triggering record → finding produced, in µs.
+    latency: hdrhistogram::Histogram<u64>,
+    interval: Duration,
+    last_checkpoint: Instant,
 }
 
 /// The streaming service. Returns when `stop` is set (SIGINT / SIGTERM),
-/// after flushing engines, producing their findings and committing.
+/// after checkpointing, committing and leaving the group.
 pub fn run(
     cfg: &Config,
     settings: DecodeSettings,
     enricher: Arc<Enricher>,
     stop: Arc<AtomicBool>,
+    health: Arc<Health>,
     mut progress: impl FnMut(&RunStats),
 ) -> Result<RunStats, ServiceError> {
     let kc = cfg
         .kafka
         .as_ref()
         .ok_or_else(|| ServiceError::Setup("no [kafka] section in the configuration".into()))?;
+    let store = Store::open(&cfg.store.path)?;
+    let mut roles: Vec<TopicRole> = kc
+        .topics
+        .iter()
+        .map(|t| TopicRole {
+            name: t.name.clone(),
+            format: t.format.clone(),
+            role: if t.keyed { Role::Keyed } else { Role::Forward },
+        })
+        .collect();
+    let repartition_topic = roles
+        .iter()
+        .any(|r| r.role == Role::Forward)
+        .then(|| kc.repartition_topic());
+    if let Some(t) = &repartition_topic {
+        ensure_repartition_topic(kc, t)?;
+        roles.push(TopicRole {
+            name: t.clone(),
+            format: "auto".into(),
+            role: Role::Internal,
+        });
+    }
+
     let mut cc = client_config(kc)?;
     cc.set("group.id", &kc.group_id)
         .set("enable.auto.commit", "false")
@@ -136,156 +439,700 @@ pub fn run(
         ("max.partition.fetch.bytes", "8388608"),
         ("fetch.min.bytes", "1048576"),
         ("queued.max.messages.kbytes", "262144"),
+        ("statistics.interval.ms", "5000"),
     ] {
         if !kc.properties.contains_key(k) {
             cc.set(k, v);
         }
     }
-    let consumer: Arc<BaseConsumer> = Arc::new(cc.create()?);
-    let topics: Vec<&str> = kc.topics.iter().map(|t| t.name.as_str()).collect();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Control>(32);
+    let ctx = Ctx {
+        tx: tx.clone(),
+        closing: AtomicBool::new(false),
+        health: health.clone(),
+    };
+    let consumer: Arc<TwConsumer> = Arc::new(cc.create_with_context(ctx)?);
+    let topics: Vec<&str> = roles.iter().map(|t| t.name.as_str()).collect();
     consumer.subscribe(&topics)?;
-    let producer = producer(kc)?;
+
+    let mut svc = Service {
+        cfg,
+        kc,
+        settings,
+        enricher,
+        roles,
+        repartition_topic,
+        consumer: consumer.clone(),
+        producer: producer(kc)?,
+        store,
+        health,
+        parts: HashMap::new(),
+        findings: Vec::new(),
+        in_flight: HashMap::new(),
+        next_ticket: 1,
+        decoded: Vec::new(),
+        stats: RunStats::default(),
+        latency: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .map_err(|e| ServiceError::Setup(e.to_string()))?,
+        interval: Duration::from_millis(kc.commit_interval_ms.max(100)),
+        last_checkpoint: Instant::now(),
+    };
+    svc.redeliver_unproduced()?;
 
     // The consumer is polled on its own thread, which hands batches of
-    // messages to this one over a bounded channel: librdkafka's fetch path
-    // and our decode/detect overlap. When the channel is full the poller
-    // pauses its partitions instead of blocking past max.poll.interval.ms.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OwnedMessage>>(32);
+    // messages (and rebalance events, in order) to this one over a bounded
+    // channel: librdkafka's fetch path and our decode/detect overlap. When
+    // the channel is full the poller pauses its partitions instead of
+    // blocking past max.poll.interval.ms.
     let poller = {
         let consumer = consumer.clone();
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("kafka-poll".into())
-            .spawn(move || poll_loop(&consumer, &tx, &stop))
+            .spawn(move || {
+                poll_loop(&consumer, &tx, &stop);
+                let _ = tx.send(Control::End);
+            })
             .map_err(|e| ServiceError::Setup(format!("cannot start the poll thread: {e}")))?
     };
 
-    // Keyed by the configured topic name (borrowed: no allocation per message).
-    let mut parts: HashMap<(&str, i32), Partition> = HashMap::new();
-    let mut stats = RunStats::default();
-    let mut findings: Vec<Finding> = Vec::new();
-    let mut decoded = Vec::new();
-    let mut last_commit = Instant::now();
+    let idle = Duration::from_millis(kc.idle_flush_ms);
     let mut last_progress = Instant::now();
-    let mut reported = 0u64;
-    let commit_every = Duration::from_millis(kc.commit_interval_ms.max(100));
-
+    let mut last_idle_check = Instant::now();
+    let mut reported = (u64::MAX, u64::MAX);
     loop {
-        let batch = match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(b) => b,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Vec::new(),
-            // The poller stopped (shutdown) and everything it sent is processed.
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        crate::telemetry::records("kafka", batch.len() as u64);
-        let events_before = stats.events;
-        for m in &batch {
-            stats.consumed += 1;
-            let Some(topic) = kc.topics.iter().find(|t| t.name == m.topic()) else {
-                continue;
-            };
-            let key = (topic.name.as_str(), m.partition());
-            let part = match parts.get_mut(&key) {
-                Some(p) => p,
-                None => {
-                    let decoder = settings
-                        .decoder(&topic.format)
-                        .map_err(ServiceError::Setup)?;
-                    parts.entry(key).or_insert(Partition {
-                        decoder,
-                        engine: Engine::new(cfg),
-                        next: m.offset(),
-                    })
-                }
-            };
-            decoded.clear();
-            part.decoder
-                .decode(m.payload().unwrap_or_default(), &mut decoded);
-            let mut first_drop: Option<(Drop, usize)> = None;
-            for r in decoded.drain(..) {
-                match r {
-                    Ok(ev) => {
-                        let mut en = enricher.enrich(ev);
-                        en.source_offset = m.offset();
-                        stats.events += 1;
-                        if !part.engine.push(en, &mut findings) {
-                            stats.dropped += 1;
-                            crate::telemetry::dropped(crate::event::DropReason::Late, 1);
-                        }
-                    }
-                    Err(d) => {
-                        stats.dropped += 1;
-                        crate::telemetry::dropped(d.reason, 1);
-                        match &mut first_drop {
-                            Some((_, n)) => *n += 1,
-                            None => first_drop = Some((d, 1)),
-                        }
-                    }
-                }
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Control::Batch(batch)) => svc.batch(&batch)?,
+            Ok(Control::Assigned(list)) => svc.assign(&list),
+            Ok(Control::Revoked(list, ack)) => {
+                svc.revoke(&list);
+                let _ = ack.send(());
             }
-            // One dead letter per record, however many of its objects were bad.
-            if let Some((d, n)) = first_drop {
-                dead_letter(kc, &producer, m, &d, n)?;
-            }
-            part.next = m.offset() + 1;
-            emit(kc, &producer, &mut findings, &mut stats)?;
+            Ok(Control::End) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {}
         }
-        crate::telemetry::events(stats.events - events_before);
-        if last_commit.elapsed() >= commit_every {
-            commit(&consumer, &producer, &parts, &mut stats);
-            for ((topic, partition), p) in &parts {
-                crate::telemetry::tracked_tokens(topic, *partition, p.engine.tracked_tokens());
-            }
-            last_commit = Instant::now();
+        if !idle.is_zero() && last_idle_check.elapsed() >= Duration::from_millis(100) {
+            svc.flush_idle(idle)?;
+            last_idle_check = Instant::now();
         }
-        if last_progress.elapsed() >= Duration::from_millis(500) && stats.consumed != reported {
-            progress(&stats);
-            reported = stats.consumed;
+        if svc.last_checkpoint.elapsed() >= svc.interval {
+            svc.checkpoint(None);
+        }
+        if last_progress.elapsed() >= Duration::from_millis(500)
+            && (svc.stats.consumed, svc.stats.findings) != reported
+        {
+            svc.report_gauges();
+            progress(&svc.stats);
+            reported = (svc.stats.consumed, svc.stats.findings);
             last_progress = Instant::now();
         }
     }
     if poller.join().is_err() {
         return Err(ServiceError::Setup("the poll thread panicked".into()));
     }
-    // Graceful shutdown: finish what the reorder buffers hold, make it
-    // durable, commit, leave the group (dropping the consumer).
-    for part in parts.values_mut() {
-        part.engine.flush(&mut findings);
+    // Graceful shutdown: what the events caused is produced and durable, the
+    // state is checkpointed (reorder buffers included: a restart continues
+    // exactly here), offsets are committed, then the group is left.
+    svc.checkpoint(None);
+    svc.fill_latency();
+    progress(&svc.stats);
+    let stats = svc.stats.clone();
+    if let Some(ctx) = Some(consumer.context()) {
+        ctx.closing.store(true, Ordering::SeqCst);
     }
-    emit(kc, &producer, &mut findings, &mut stats)?;
-    commit(&consumer, &producer, &parts, &mut stats);
-    progress(&stats);
+    drop(svc);
+    drop(consumer);
     Ok(stats)
 }
 
-fn emit(
-    kc: &KafkaConfig,
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    findings: &mut Vec<Finding>,
-    stats: &mut RunStats,
-) -> Result<(), ServiceError> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    for f in findings.drain(..) {
-        stats.findings += 1;
-        crate::telemetry::finding(f.kind);
-        crate::telemetry::finding_latency((now_ms - f.event_ts) as f64 / 1000.0);
-        if let Some(topic) = &kc.findings_topic {
-            let payload = serde_json::to_vec(&f).expect("findings serialize");
-            let rec = BaseRecord::to(topic)
-                .key(f.token_id.as_str().as_bytes())
-                .payload(payload.as_slice());
-            send(producer, rec)?;
+/// Create the repartition topic if it does not exist: as many partitions as
+/// the largest unkeyed input topic (or `repartition_partitions`).
+fn ensure_repartition_topic(kc: &KafkaConfig, topic: &str) -> Result<(), ServiceError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = client_config(kc)?.create()?;
+    let mut partitions = kc.repartition_partitions as i32;
+    if partitions == 0 {
+        for t in kc.topics.iter().filter(|t| !t.keyed) {
+            let md = admin
+                .inner()
+                .fetch_metadata(Some(&t.name), Duration::from_secs(30))?;
+            let n = md
+                .topics()
+                .iter()
+                .map(|t| t.partitions().len())
+                .max()
+                .unwrap_or(0);
+            partitions = partitions.max(n as i32);
+        }
+    }
+    let partitions = partitions.max(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServiceError::Setup(format!("runtime: {e}")))?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+    let res = rt.block_on(admin.create_topics([&new], &AdminOptions::new()))?;
+    for r in res {
+        match r {
+            Ok(_) => tracing::info!(
+                "kafka: created the repartition topic {topic} ({partitions} partitions)"
+            ),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(ServiceError::Setup(format!(
+                    "cannot create the repartition topic {t}: {code} (create it with {partitions} partitions, or allow tokenwatch to)"
+                )));
+            }
         }
     }
     Ok(())
 }
 
+impl Service<'_> {
+    fn ticket(&mut self, id: String) -> usize {
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        self.in_flight.insert(t, id);
+        t
+    }
+
+    /// Record in the store which findings the broker confirmed.
+    fn mark_delivered(&mut self) -> Result<(), StoreError> {
+        let tickets = match self.producer.context().delivered.lock() {
+            Ok(mut d) if !d.is_empty() => std::mem::take(&mut *d),
+            _ => return Ok(()),
+        };
+        let ids: Vec<String> = tickets
+            .iter()
+            .filter_map(|t| self.in_flight.remove(t))
+            .collect();
+        self.store.mark_produced(&ids)
+    }
+
+    fn role_of(&self, topic: &str) -> Option<usize> {
+        self.roles.iter().position(|r| r.name == topic)
+    }
+
+    /// Findings recorded by an earlier run but not confirmed produced.
+    fn redeliver_unproduced(&mut self) -> Result<(), ServiceError> {
+        let Some(topic) = &self.kc.findings_topic else {
+            return Ok(());
+        };
+        let rows = self.store.unproduced()?;
+        if !rows.is_empty() {
+            tracing::info!(
+                "kafka: producing {} findings recorded before a crash",
+                rows.len()
+            );
+        }
+        for (id, token_id, json) in rows {
+            let rec = BaseRecord::with_opaque_to(topic, self.ticket(id))
+                .key(token_id.as_bytes())
+                .payload(json.as_bytes());
+            send(&self.producer, rec)?;
+        }
+        Ok(())
+    }
+
+    fn batch(&mut self, batch: &[OwnedMessage]) -> Result<(), ServiceError> {
+        crate::telemetry::records("kafka", batch.len() as u64);
+        let events_before = self.stats.events;
+        for m in batch {
+            self.message(m)?;
+        }
+        crate::telemetry::events(self.stats.events - events_before);
+        self.emit()?;
+        self.mark_delivered()?;
+        if !batch.is_empty() {
+            self.health.set_ok();
+        }
+        Ok(())
+    }
+
+    fn message(&mut self, m: &OwnedMessage) -> Result<(), ServiceError> {
+        let Some(ti) = self.role_of(m.topic()) else {
+            return Ok(());
+        };
+        let key = (ti, m.partition());
+        // Not (or no longer) ours: a message fetched before a rebalance.
+        let Some(part) = self.parts.get_mut(&key) else {
+            return Ok(());
+        };
+        self.stats.consumed += 1;
+        let off = m.offset();
+        let payload = m.payload().unwrap_or_default();
+        let role = self.roles[ti].role;
+        match part {
+            Part::Forward(f) => {
+                if f.next.is_some_and(|n| off < n) {
+                    return Ok(());
+                }
+                f.next = Some(off + 1);
+                self.decoded.clear();
+                f.decoder.decode(payload, &mut self.decoded);
+                let mut first_drop: Option<(Drop, usize)> = None;
+                let mut key: Option<String> = None;
+                for r in self.decoded.drain(..) {
+                    match r {
+                        Ok(e) if key.is_none() => key = Some(partition_key(&e).to_string()),
+                        Ok(_) => {}
+                        Err(d) => count_drop(&mut first_drop, d),
+                    }
+                }
+                if let Some((d, n)) = first_drop {
+                    self.stats.dropped += n as u64;
+                    dead_letter(self.kc, &self.producer, m, &d, n)?;
+                }
+                if let (Some(k), Some(topic)) = (key, &self.repartition_topic) {
+                    let format = self.roles[ti].format.as_str();
+                    let headers = OwnedHeaders::new().insert(Header {
+                        key: "tokenwatch-format",
+                        value: Some(format),
+                    });
+                    let mut rec = record(topic)
+                        .key(k.as_bytes())
+                        .payload(payload)
+                        .headers(headers);
+                    if let Some(ts) = m.timestamp().to_millis() {
+                        rec = rec.timestamp(ts);
+                    }
+                    send(&self.producer, rec)?;
+                }
+            }
+            Part::Shard(s) => {
+                let replaying = off < s.ckpt_next;
+                if replaying && s.readmit.is_empty() {
+                    return Ok(());
+                }
+                if !replaying && s.next.is_some_and(|n| off < n) {
+                    return Ok(());
+                }
+                s.last_record = Instant::now();
+                s.dirty = true;
+                let format = match role {
+                    Role::Internal => m
+                        .headers()
+                        .and_then(|h| {
+                            h.iter()
+                                .find(|h| h.key == "tokenwatch-format")
+                                .and_then(|h| h.value)
+                        })
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .unwrap_or("auto")
+                        .to_string(),
+                    _ => self.roles[ti].format.clone(),
+                };
+                let decoder = s
+                    .decoder(&self.settings, &format)
+                    .map_err(ServiceError::Setup)?;
+                self.decoded.clear();
+                decoder.decode(payload, &mut self.decoded);
+                let source_ts = m.timestamp().to_millis().unwrap_or(-1);
+                let mut first_drop: Option<(Drop, usize)> = None;
+                for (i, r) in self.decoded.drain(..).enumerate() {
+                    match r {
+                        Ok(ev) => {
+                            if replaying && !s.readmit.remove(&(off, i as u32)) {
+                                continue;
+                            }
+                            let mut en = self.enricher.enrich(ev);
+                            en.source_offset = off;
+                            en.source_index = i as u32;
+                            en.source_ts = source_ts;
+                            self.stats.events += 1;
+                            if !s.engine.push(en, &mut self.findings) {
+                                self.stats.dropped += 1;
+                                crate::telemetry::dropped(crate::event::DropReason::Late, 1);
+                            }
+                        }
+                        Err(d) if !replaying => count_drop(&mut first_drop, d),
+                        Err(_) => {}
+                    }
+                }
+                if !replaying {
+                    s.next = Some(off + 1);
+                }
+                // One dead letter per record, however many of its objects were
+                // bad; records of the repartition topic were dead-lettered
+                // when they were forwarded.
+                if let Some((d, n)) = first_drop {
+                    self.stats.dropped += n as u64;
+                    if role == Role::Keyed {
+                        dead_letter(self.kc, &self.producer, m, &d, n)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// New findings: recorded in the store (a finding derived again after a
+    /// restart is recognised there and not produced twice), then produced.
+    fn emit(&mut self) -> Result<(), ServiceError> {
+        if self.findings.is_empty() {
+            return Ok(());
+        }
+        let jsons: Vec<Vec<u8>> = self
+            .findings
+            .iter()
+            .map(|f| serde_json::to_vec(f).unwrap_or_default())
+            .collect();
+        let rows: Vec<StoredFinding<'_>> = self
+            .findings
+            .iter()
+            .zip(&jsons)
+            .map(|(f, j)| StoredFinding {
+                id: &f.id,
+                token_id: f.token_id.as_str(),
+                kind: f.kind.as_str(),
+                event_ts: f.event_ts,
+                json: j,
+            })
+            .collect();
+        let fresh = self.store.insert_findings(&rows, now_ms())?;
+        drop(rows);
+        let now_ms = now_ms();
+        let now_us = now_us();
+        let findings = std::mem::take(&mut self.findings);
+        for ((f, json), fresh) in findings.into_iter().zip(&jsons).zip(fresh) {
+            if !fresh {
+                self.stats.findings_deduplicated += 1;
+                crate::telemetry::finding_deduplicated();
+                continue;
+            }
+            self.stats.findings += 1;
+            crate::telemetry::finding(f.kind);
+            crate::telemetry::finding_latency((now_ms - f.event_ts) as f64 / 1000.0);
+            if f.source_ts >= 0 {
+                let us = (now_us - f.source_ts * 1000).max(1) as u64;
+                let _ = self.latency.record(us.min(self.latency.high()));
+                crate::telemetry::processing_latency(us as f64 / 1e6);
+            }
+            if let Some(topic) = &self.kc.findings_topic {
+                let ticket = self.ticket(f.id);
+                let rec = BaseRecord::with_opaque_to(topic, ticket)
+                    .key(f.token_id.as_str().as_bytes())
+                    .payload(json.as_slice());
+                send(&self.producer, rec)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Partitions assigned: a partition whose committed offset names a
+    /// checkpoint in this store gets its state back; the consumer starts at
+    /// that committed offset (the checkpoint's resume position).
+    fn assign(&mut self, list: &[(String, i32)]) {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in list {
+            tpl.add_partition(t, *p);
+        }
+        let committed = match self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(30))
+        {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("kafka: cannot read committed offsets ({e}); state starts empty");
+                None
+            }
+        };
+        for (topic, p) in list {
+            let Some(ti) = self.role_of(topic) else {
+                continue;
+            };
+            let part = match self.roles[ti].role {
+                Role::Forward => match self.settings.decoder(&self.roles[ti].format) {
+                    Ok(decoder) => Part::Forward(Box::new(Forward {
+                        decoder,
+                        next: None,
+                    })),
+                    Err(e) => {
+                        tracing::error!("kafka: {topic}: {e}");
+                        continue;
+                    }
+                },
+                Role::Keyed | Role::Internal => {
+                    let mut s = Box::new(Shard {
+                        engine: Engine::new(self.cfg),
+                        decoders: Vec::new(),
+                        next: None,
+                        ckpt_next: i64::MIN,
+                        readmit: FxHashSet::default(),
+                        last_record: Instant::now(),
+                        last_checkpoint: Instant::now(),
+                        seq: self.store.latest_seq(topic, *p).unwrap_or(0),
+                        dirty: false,
+                    });
+                    self.restore(&mut s, topic, *p, committed.as_ref());
+                    Part::Shard(s)
+                }
+            };
+            self.parts.insert((ti, *p), part);
+        }
+        self.stats.assigned = self.parts.len();
+        tracing::info!(
+            "kafka: assigned {} partitions: {}",
+            list.len(),
+            list.iter()
+                .map(|(t, p)| format!("{t}/{p}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    fn restore(
+        &mut self,
+        s: &mut Shard,
+        topic: &str,
+        partition: i32,
+        committed: Option<&TopicPartitionList>,
+    ) {
+        let Some(elem) = committed.and_then(|c| c.find_partition(topic, partition)) else {
+            return;
+        };
+        let Some(seq) = self.store.seq_from_metadata(elem.metadata()) else {
+            if elem.offset() != Offset::Invalid {
+                tracing::warn!(
+                    "kafka: {topic}/{partition}: its committed offset names no checkpoint in {} \
+                     (another machine's store?); detector state starts empty",
+                    self.cfg.store.path.display()
+                );
+            }
+            return;
+        };
+        let cp = match self.store.checkpoint(topic, partition, seq) {
+            Ok(Some(cp)) if elem.offset() == Offset::Offset(cp.resume_offset) => cp,
+            Ok(_) => {
+                tracing::warn!(
+                    "kafka: {topic}/{partition}: checkpoint {seq} is missing or does not match \
+                     the committed offset; detector state starts empty"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::error!("kafka: {e}; detector state of {topic}/{partition} starts empty");
+                return;
+            }
+        };
+        match s.engine.restore(&cp.state) {
+            Ok(pending) => {
+                s.readmit = pending.into_iter().collect();
+                s.ckpt_next = cp.next_offset;
+                s.next = Some(cp.next_offset);
+                let tokens = s.engine.tracked_tokens();
+                self.stats.restored_tokens += tokens as u64;
+                crate::telemetry::restored(tokens);
+                tracing::info!(
+                    "kafka: restored {topic}/{partition} from checkpoint {seq}: {tokens} tokens, \
+                     {} waiting events, resuming at offset {} ({} s old)",
+                    s.readmit.len(),
+                    cp.resume_offset,
+                    (now_ms() - cp.created_ms) / 1000
+                );
+            }
+            Err(e) => {
+                tracing::warn!("kafka: {topic}/{partition}: {e}; detector state starts empty");
+            }
+        }
+    }
+
+    fn revoke(&mut self, list: &[(String, i32)]) {
+        let keys: Vec<(usize, i32)> = list
+            .iter()
+            .filter_map(|(t, p)| self.role_of(t).map(|i| (i, *p)))
+            .collect();
+        self.checkpoint(Some(&keys));
+        for k in &keys {
+            self.parts.remove(k);
+        }
+        self.stats.assigned = self.parts.len();
+        tracing::info!(
+            "kafka: {} partitions revoked (state checkpointed)",
+            keys.len()
+        );
+    }
+
+    /// Quiet partitions release their reorder buffers, unless the broker
+    /// still has records for them (then they are only behind, not quiet).
+    fn flush_idle(&mut self, idle: Duration) -> Result<(), ServiceError> {
+        let mut due = Vec::new();
+        for (k, part) in &self.parts {
+            if let Part::Shard(s) = part
+                && s.engine.pending_len() > 0
+                && s.readmit.is_empty()
+                && s.last_record.elapsed() >= idle
+            {
+                due.push(*k);
+            }
+        }
+        for k in due {
+            let topic = self.roles[k.0].name.clone();
+            let high = self
+                .consumer
+                .fetch_watermarks(&topic, k.1, Duration::from_secs(5))
+                .map(|(_, h)| h)
+                .ok();
+            let Some(Part::Shard(s)) = self.parts.get_mut(&k) else {
+                continue;
+            };
+            s.last_record = Instant::now();
+            if high.is_some_and(|h| s.next.is_none_or(|n| n >= h)) {
+                s.engine.flush_idle(&mut self.findings);
+                s.dirty = true;
+            }
+        }
+        self.emit()
+    }
+
+    /// Make everything produced so far durable, checkpoint the detector
+    /// state of `only` (or all) partitions in the store, then commit their
+    /// offsets naming the checkpoints. Returns whether it committed.
+    fn checkpoint(&mut self, only: Option<&[(usize, i32)]>) -> bool {
+        self.last_checkpoint = Instant::now();
+        if self.parts.is_empty() {
+            return true;
+        }
+        if let Err(e) = self.producer.flush(Duration::from_secs(30)) {
+            tracing::warn!("kafka: producer flush failed ({e}); offsets not committed, will retry");
+            self.health.set_error(format!("producer flush: {e}"));
+            return false;
+        }
+        if let Err(e) = self.mark_delivered() {
+            tracing::error!("kafka: {e}; offsets not committed, will retry");
+            return false;
+        }
+        let started = Instant::now();
+        let created_ms = now_ms();
+        let mut cps = Vec::new();
+        let mut tpl = TopicPartitionList::new();
+        for (k, part) in &self.parts {
+            if only.is_some_and(|o| !o.contains(k)) {
+                continue;
+            }
+            let topic = self.roles[k.0].name.as_str();
+            match part {
+                Part::Forward(f) => {
+                    if let Some(n) = f.next {
+                        let _ = tpl.add_partition_offset(topic, k.1, Offset::Offset(n));
+                    }
+                }
+                Part::Shard(s) => {
+                    // Still reading back what a restore needs: the previous
+                    // checkpoint (and its committed offset) stands.
+                    let (Some(next), true, true) = (s.next, s.readmit.is_empty(), s.dirty) else {
+                        continue;
+                    };
+                    let resume = s
+                        .engine
+                        .oldest_pending_offset()
+                        .map_or(next, |o| o.min(next));
+                    match s.engine.snapshot() {
+                        Ok(state) => cps.push(Checkpoint {
+                            topic: topic.to_string(),
+                            partition: k.1,
+                            seq: s.seq + 1,
+                            resume_offset: resume,
+                            next_offset: next,
+                            created_ms,
+                            state,
+                        }),
+                        Err(e) => tracing::error!("kafka: {topic}/{}: {e}", k.1),
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.store.save_checkpoints(&cps) {
+            tracing::error!("kafka: {e}; offsets not committed, will retry");
+            return false;
+        }
+        let bytes: usize = cps.iter().map(|c| c.state.len()).sum();
+        for c in &cps {
+            let _ =
+                tpl.add_partition_offset(&c.topic, c.partition, Offset::Offset(c.resume_offset));
+            if let Some(mut e) = tpl.find_partition(&c.topic, c.partition) {
+                e.set_metadata(self.store.commit_metadata(c.seq));
+            }
+            if let Some(ti) = self.role_of(&c.topic)
+                && let Some(Part::Shard(s)) = self.parts.get_mut(&(ti, c.partition))
+            {
+                s.seq = c.seq;
+                s.dirty = false;
+                s.last_checkpoint = Instant::now();
+            }
+        }
+        let took = started.elapsed();
+        crate::telemetry::checkpoint(took.as_secs_f64(), bytes);
+        self.stats.checkpoints += cps.len() as u64;
+        // Checkpointing may use at most a tenth of the time.
+        self.interval = Duration::from_millis(self.kc.commit_interval_ms.max(100)).max(took * 10);
+        if tpl.count() == 0 {
+            return true;
+        }
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                self.stats.commits += 1;
+                crate::telemetry::commit(true);
+                true
+            }
+            Err(e) => {
+                crate::telemetry::commit(false);
+                tracing::warn!("kafka: offset commit failed ({e}); will retry");
+                self.health.set_error(format!("offset commit: {e}"));
+                false
+            }
+        }
+    }
+
+    fn report_gauges(&self) {
+        for ((ti, p), part) in &self.parts {
+            if let Part::Shard(s) = part {
+                let topic = &self.roles[*ti].name;
+                crate::telemetry::tracked_tokens(topic, *p, s.engine.tracked_tokens());
+                crate::telemetry::checkpoint_age(
+                    topic,
+                    *p,
+                    s.last_checkpoint.elapsed().as_secs_f64(),
+                );
+            }
+        }
+    }
+
+    fn fill_latency(&mut self) {
+        let h = &self.latency;
+        if h.len() > 0 {
+            self.stats.latency_us = Some(LatencySummary {
+                count: h.len(),
+                p50: h.value_at_quantile(0.5),
+                p99: h.value_at_quantile(0.99),
+                p999: h.value_at_quantile(0.999),
+                max: h.max(),
+            });
+        }
+    }
+}
+
+fn count_drop(first: &mut Option<(Drop, usize)>, d: Drop) {
+    crate::telemetry::dropped(d.reason, 1);
+    match first {
+        Some((_, n)) => *n += 1,
+        None => *first = Some((d, 1)),
+    }
+}
+
+/// The partitioning key of an event: subject, else client_id, else token id,
+/// so a subject's successive tokens (and their carried baselines) meet.
+fn partition_key(e: &crate::event::AccessEvent) -> &str {
+    e.subject
+        .as_deref()
+        .or(e.client_id.as_deref())
+        .unwrap_or(e.token.as_str())
+}
+
 fn dead_letter(
     kc: &KafkaConfig,
-    producer: &ThreadedProducer<DefaultProducerContext>,
+    producer: &TwProducer,
     m: &OwnedMessage,
     d: &Drop,
     bad_objects: usize,
@@ -297,6 +1144,7 @@ fn dead_letter(
         reason = d.reason.as_str(),
         "dead letter"
     );
+    crate::telemetry::dead_letter();
     let Some(topic) = &kc.dlq_topic else {
         return Ok(());
     };
@@ -328,7 +1176,7 @@ fn dead_letter(
             key: "tokenwatch-source-offset",
             value: Some(offset.as_str()),
         });
-    let rec = BaseRecord::to(topic)
+    let rec = record(topic)
         .payload(m.payload().unwrap_or_default())
         .headers(headers);
     let rec = match m.key() {
@@ -339,13 +1187,8 @@ fn dead_letter(
 }
 
 /// The poll thread: batches of up to 1,024 messages; pauses the assignment
-/// while the pipeline is behind; ends (closing the channel) on `stop`.
-fn poll_loop(
-    consumer: &BaseConsumer,
-    tx: &std::sync::mpsc::SyncSender<Vec<OwnedMessage>>,
-    stop: &AtomicBool,
-) {
-    use std::sync::mpsc::TrySendError;
+/// while the pipeline is behind; ends on `stop`.
+fn poll_loop(consumer: &TwConsumer, tx: &SyncSender<Control>, stop: &AtomicBool) {
     // Messages returned while paused (already in the local queue) go first
     // into the next batch: nothing polled is ever dropped.
     let mut carry: Vec<OwnedMessage> = Vec::new();
@@ -357,7 +1200,11 @@ fn poll_loop(
             match consumer.poll(timeout) {
                 Some(Ok(m)) => batch.push(m.detach()),
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "kafka consumer error; retrying");
+                    tracing::warn!("kafka: consumer error: {e}; retrying");
+                    consumer
+                        .context()
+                        .health
+                        .set_error(format!("consumer: {e}"));
                     break;
                 }
                 None => break,
@@ -367,7 +1214,7 @@ fn poll_loop(
         if batch.is_empty() {
             continue;
         }
-        match tx.try_send(batch) {
+        match tx.try_send(Control::Batch(batch)) {
             Ok(()) => {}
             Err(TrySendError::Full(batch)) => {
                 // Backpressure. Short waits just wait (pausing would drop the
@@ -408,46 +1255,6 @@ fn poll_loop(
     }
 }
 
-/// Flush the producer (findings and dead letters durable), then commit each
-/// partition up to its oldest event still waiting in the reorder buffer.
-fn commit(
-    consumer: &BaseConsumer,
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    parts: &HashMap<(&str, i32), Partition>,
-    stats: &mut RunStats,
-) {
-    if parts.is_empty() {
-        return;
-    }
-    if let Err(e) = producer.flush(Duration::from_secs(30)) {
-        tracing::warn!(error = %e, "producer flush failed; not committing offsets");
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), p) in parts {
-        let safe = p
-            .engine
-            .oldest_pending_offset()
-            .map_or(p.next, |o| o.min(p.next));
-        if tpl
-            .add_partition_offset(topic, *partition, Offset::Offset(safe))
-            .is_err()
-        {
-            continue;
-        }
-    }
-    match consumer.commit(&tpl, CommitMode::Sync) {
-        Ok(()) => {
-            stats.commits += 1;
-            crate::telemetry::commit(true);
-        }
-        Err(e) => {
-            crate::telemetry::commit(false);
-            tracing::warn!(error = %e, "offset commit failed; will retry");
-        }
-    }
-}
-
 /// Load records into a topic (`replay --to-kafka`). With `key_by_token`,
 /// each record is decoded to key it by subject, else client_id, else token id.
 pub fn load(
@@ -477,7 +1284,7 @@ pub fn load(
                     .to_string()
             })
         });
-        let rec = BaseRecord::to(topic).payload(buf.as_slice());
+        let rec = record(topic).payload(buf.as_slice());
         let rec = match &key {
             Some(k) => rec.key(k.as_bytes()),
             None => rec,

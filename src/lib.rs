@@ -25,5 +25,6 @@ pub mod event;
 pub mod kafka;
 pub mod pipeline;
 pub mod source;
+pub mod store;
 pub mod synth;
 pub mod telemetry;

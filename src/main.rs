@@ -365,14 +365,35 @@ fn run(cli: Cli) -> Result<()> {
             let flag = stop.clone();
             ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
                 .context("installing the SIGINT/SIGTERM handler")?;
-            let stats = tokenwatch::kafka::run(&cfg, settings, enricher, stop, |s| {
+            let health = Arc::new(tokenwatch::kafka::Health::default());
+            let stats = tokenwatch::kafka::run(&cfg, settings, enricher, stop, health, |s| {
                 eprintln!(
-                    "tokenwatch run: consumed {} records, {} events, {} dropped, {} findings, {} commits",
-                    s.consumed, s.events, s.dropped, s.findings, s.commits
+                    "tokenwatch run: consumed {} records, {} events, {} dropped, {} findings \
+                     ({} re-derived after a restart, not produced again), {} partitions, \
+                     {} checkpoints, {} commits",
+                    s.consumed,
+                    s.events,
+                    s.dropped,
+                    s.findings,
+                    s.findings_deduplicated,
+                    s.assigned,
+                    s.checkpoints,
+                    s.commits
                 );
             })?;
+            if let Some(l) = &stats.latency_us {
+                eprintln!(
+                    "tokenwatch run: broker timestamp → finding produced: p50 {:.1} ms, p99 {:.1} ms, \
+                     p99.9 {:.1} ms, max {:.1} ms over {} findings",
+                    l.p50 as f64 / 1000.0,
+                    l.p99 as f64 / 1000.0,
+                    l.p999 as f64 / 1000.0,
+                    l.max as f64 / 1000.0,
+                    l.count
+                );
+            }
             eprintln!(
-                "tokenwatch run: stopped cleanly ({} records consumed)",
+                "tokenwatch run: stopped cleanly ({} records consumed, state checkpointed)",
                 stats.consumed
             );
             Ok(())
@@ -460,6 +481,9 @@ fn load_kafka(
         findings_topic: None,
         dlq_topic: None,
         commit_interval_ms: 0,
+        idle_flush_ms: 0,
+        repartition_topic: None,
+        repartition_partitions: 0,
         properties: Default::default(),
     });
     kc.brokers = brokers.to_string();

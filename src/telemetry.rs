@@ -45,3 +45,32 @@ pub fn tracked_tokens(topic: &str, partition: i32, n: usize) {
     gauge!("tokenwatch_tracked_tokens", "topic" => topic.to_string(), "partition" => partition.to_string())
         .set(n as f64);
 }
+
+pub fn finding_deduplicated() {
+    counter!("tokenwatch_findings_deduplicated_total").increment(1);
+}
+
+/// Seconds from the broker timestamp of the triggering record to the
+/// finding being produced.
+pub fn processing_latency(seconds: f64) {
+    histogram!("tokenwatch_processing_latency_seconds").record(seconds.max(0.0));
+}
+
+pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
+    gauge!("tokenwatch_consumer_lag", "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(lag as f64);
+}
+
+pub fn checkpoint_age(topic: &str, partition: i32, seconds: f64) {
+    gauge!("tokenwatch_checkpoint_age_seconds", "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(seconds);
+}
+
+pub fn checkpoint(seconds: f64, bytes: usize) {
+    histogram!("tokenwatch_checkpoint_duration_seconds").record(seconds);
+    counter!("tokenwatch_checkpoint_bytes_total").increment(bytes as u64);
+}
+
+pub fn restored(tokens: usize) {
+    counter!("tokenwatch_restored_tokens_total").increment(tokens as u64);
+}

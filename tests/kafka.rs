@@ -3,7 +3,7 @@
 //! `TW_KAFKA_BOOTSTRAP`). Without a broker these tests fail: they never skip.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -143,14 +143,18 @@ fn replay_ids(dir: &std::path::Path, file: &str) -> BTreeSet<String> {
     ids
 }
 
-/// SIGTERM the service (it flushes its reorder buffers and commits), check it
-/// caught up and exited cleanly, and return the findings topic's ids.
-fn stop_and_collect(
+/// Read the findings topic until it holds every expected id (the service
+/// releases the last events' findings once the input has been quiet for
+/// `idle_flush_ms`), then SIGTERM the service (it checkpoints, commits and
+/// leaves the group), check it caught up and exited cleanly, and return every
+/// finding record (payloads, duplicates included).
+fn stop_when_found(
     mut child: std::process::Child,
     caught_up: bool,
     findings: &str,
-    expected: usize,
-) -> BTreeSet<String> {
+    expected: &BTreeSet<String>,
+) -> Vec<String> {
+    let got = wait_for_ids(findings, expected, Duration::from_secs(120));
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -160,9 +164,109 @@ fn stop_and_collect(
         "the service did not consume every record in time"
     );
     assert!(status.success(), "service exit: {status:?}");
-    ids(read_topic(findings, expected, Duration::from_secs(60))
-        .into_iter()
-        .map(|(p, _)| p))
+    got
+}
+
+/// Every record of `topic`, read until the ids in it include `expected`
+/// (and then 3 s of quiet), or the timeout.
+fn wait_for_ids(topic: &str, expected: &BTreeSet<String>, timeout: Duration) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let got: Vec<String> = read_topic(topic, 0, Duration::from_secs(8))
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        if ids(got.iter().cloned()).is_superset(expected) || start.elapsed() > timeout {
+            return read_topic(topic, got.len(), Duration::from_secs(30))
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect();
+        }
+    }
+}
+
+/// The `run.toml` of a test: synthetic GeoIP, the given topics (TOML inline
+/// tables), findings topic, optional DLQ, fast commits, fast failure detection.
+fn write_run_config(
+    d: &std::path::Path,
+    group: &str,
+    topics: &str,
+    findings: &str,
+    dlq: Option<&str>,
+) {
+    let dlq = dlq
+        .map(|t| format!("dlq_topic = \"{t}\"\n"))
+        .unwrap_or_default();
+    let config = format!(
+        "[geoip]\ncity = \"geo/city.mmdb\"\nasn = \"geo/asn.mmdb\"\n\n[kafka]\nbrokers = \"{}\"\ngroup_id = \"{group}\"\n\
+         topics = [{topics}]\nfindings_topic = \"{findings}\"\n{dlq}commit_interval_ms = 300\nidle_flush_ms = 1500\n\n\
+         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n",
+        bootstrap(),
+    );
+    std::fs::write(d.join("run.toml"), config).unwrap();
+    let out = Command::new(bin())
+        .args(["check-config", "run.toml"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Load `file` into `topic` (`replay --to-kafka`), keyed or not, at an optional rate.
+fn load_cmd(
+    d: &std::path::Path,
+    file: &str,
+    topic: &str,
+    keyed: bool,
+    rate: Option<u32>,
+) -> Command {
+    let mut c = Command::new(bin());
+    c.current_dir(d).args([
+        "replay",
+        file,
+        "--to-kafka",
+        &bootstrap(),
+        topic,
+        "--format",
+        "envoy",
+    ]);
+    if keyed {
+        c.arg("--key-by-token");
+    }
+    if let Some(r) = rate {
+        c.args(["--rate", &r.to_string()]);
+    }
+    c
+}
+
+fn load(d: &std::path::Path, file: &str, topic: &str, keyed: bool) {
+    let st = load_cmd(d, file, topic, keyed, None).status().unwrap();
+    assert!(st.success(), "loading {file}");
+}
+
+fn assert_same_findings(got: &[String], expected: &BTreeSet<String>, what: &str) {
+    let got_ids = ids(got.iter().cloned());
+    let missing: Vec<_> = expected.difference(&got_ids).collect();
+    let extra: Vec<_> = got_ids.difference(expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: {} missing {missing:?}, {} extra {extra:?}",
+        missing.len(),
+        extra.len()
+    );
+    // Idempotent out: a finding present twice is the same finding.
+    let mut by_id = std::collections::BTreeMap::new();
+    for p in got {
+        let v: serde_json::Value = serde_json::from_str(p).unwrap();
+        let id = v["id"].as_str().unwrap().to_string();
+        if let Some(prev) = by_id.insert(id.clone(), v.clone()) {
+            assert_eq!(prev, v, "{what}: two different findings with id {id}");
+        }
+    }
 }
 
 #[test]
@@ -212,49 +316,19 @@ fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
 
     // Load the poisoned file into Kafka, keyed.
     let (logs, findings, dlq) = (unique("tw-logs"), unique("tw-findings"), unique("tw-dlq"));
-    let st = Command::new(bin())
-        .current_dir(d)
-        .args([
-            "replay",
-            "poisoned.jsonl",
-            "--to-kafka",
-            &bootstrap(),
-            &logs,
-            "--key-by-token",
-            "--format",
-            "envoy",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
-
-    let config = format!(
-        "[geoip]\ncity = \"geo/city.mmdb\"\nasn = \"geo/asn.mmdb\"\n\n[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n\
-         topics = [{{ name = \"{logs}\", format = \"envoy\" }}]\nfindings_topic = \"{findings}\"\ndlq_topic = \"{dlq}\"\n\
-         commit_interval_ms = 500\n",
-        bootstrap(),
-        unique("tw-group")
+    load(d, "poisoned.jsonl", &logs, true);
+    write_run_config(
+        d,
+        &unique("tw-group"),
+        &format!("{{ name = \"{logs}\", format = \"envoy\", keyed = true }}"),
+        &findings,
+        Some(&dlq),
     );
-    let mut f = std::fs::File::create(d.join("run.toml")).unwrap();
-    f.write_all(config.as_bytes()).unwrap();
-    let out = Command::new(bin())
-        .args(["check-config", "run.toml"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
     let (child, rx) = spawn_run(d);
     let caught_up = wait_for(&rx, &format!("consumed {total} records"), 180);
-    let got = stop_and_collect(child, caught_up, &findings, expected.len());
-    assert_eq!(
-        got, expected,
-        "streaming and file replay must give the same findings (by id)"
-    );
+    let got = stop_when_found(child, caught_up, &findings, &expected);
+    assert_same_findings(&got, &expected, "streaming vs file replay");
+    assert_eq!(got.len(), expected.len(), "no finding produced twice");
 
     let dead = read_topic(&dlq, poison_count, Duration::from_secs(30));
     assert_eq!(
@@ -333,31 +407,14 @@ fn a_broker_restart_during_consumption_loses_nothing() {
     let expected = replay_ids(d, "all.jsonl");
 
     let (logs, findings) = (unique("tw-rs-logs"), unique("tw-rs-findings"));
-    let load = |file: &str| {
-        let st = Command::new(bin())
-            .current_dir(d)
-            .args([
-                "replay",
-                file,
-                "--to-kafka",
-                &bootstrap(),
-                &logs,
-                "--key-by-token",
-                "--format",
-                "envoy",
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "loading {file}");
-    };
-    load("first.jsonl");
-    let config = format!(
-        "[geoip]\ncity = \"geo/city.mmdb\"\nasn = \"geo/asn.mmdb\"\n\n[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n\
-         topics = [{{ name = \"{logs}\", format = \"envoy\" }}]\nfindings_topic = \"{findings}\"\ncommit_interval_ms = 500\n",
-        bootstrap(),
-        unique("tw-rs-group")
+    load(d, "first.jsonl", &logs, true);
+    write_run_config(
+        d,
+        &unique("tw-rs-group"),
+        &format!("{{ name = \"{logs}\", format = \"envoy\", keyed = true }}"),
+        &findings,
+        None,
     );
-    std::fs::write(d.join("run.toml"), config).unwrap();
     let (child, rx) = spawn_run(d);
     assert!(
         wait_for(&rx, &format!("consumed {half} records"), 120),
@@ -371,11 +428,8 @@ fn a_broker_restart_during_consumption_loses_nothing() {
         .status()
         .unwrap();
     assert!(st.success(), "broker restart");
-    load("second.jsonl");
+    load(d, "second.jsonl", &logs, true);
     let caught_up = wait_for(&rx, &format!("consumed {} records", lines.len()), 180);
-    let got = stop_and_collect(child, caught_up, &findings, expected.len());
-    assert_eq!(
-        got, expected,
-        "no finding lost or changed across the broker restart"
-    );
+    let got = stop_when_found(child, caught_up, &findings, &expected);
+    assert_same_findings(&got, &expected, "across the broker restart");
 }

@@ -95,6 +95,9 @@ pub struct Finding {
     pub route: String,
     pub user_agent: String,
     pub evidence: serde_json::Value,
+    /// Broker timestamp of the triggering record (ms; -1 for files). Not output.
+    #[serde(skip)]
+    pub source_ts: i64,
 }
 
 /// Counters the engine keeps (exported in the replay summary).
@@ -702,6 +705,7 @@ fn make_finding(
         route: ev.route.to_string(),
         user_agent: ev.user_agent.as_deref().unwrap_or("").to_string(),
         evidence: sig.evidence,
+        source_ts: e.source_ts,
     }
 }
 
@@ -747,6 +751,7 @@ mod tests {
             order_key: ts as u64,
             source_offset: -1,
             source_index: 0,
+            source_ts: -1,
             event,
         }
     }

@@ -166,7 +166,8 @@ impl Enricher {
             fp,
             order_key,
             source_offset: -1,
-                    source_index: 0,
+            source_index: 0,
+            source_ts: -1,
         }
     }
 }
