@@ -75,6 +75,8 @@ pub struct RunStats {
     pub findings_deduplicated: u64,
     pub commits: u64,
     pub checkpoints: u64,
+    /// Records of the repartition topic forwarded twice (after a crash), dropped.
+    pub duplicates_dropped: u64,
     /// Tokens whose state came back from checkpoints.
     pub restored_tokens: u64,
     /// Partitions currently assigned.
@@ -92,11 +94,73 @@ pub struct LatencySummary {
     pub max: u64,
 }
 
+/// Which client a librdkafka property is for (the other one would warn).
+#[derive(Clone, Copy, PartialEq)]
+enum ClientKind {
+    Consumer,
+    Producer,
+    Admin,
+}
+
+fn consumer_only(k: &str) -> bool {
+    k.starts_with("group.")
+        || k.starts_with("fetch.")
+        || k.starts_with("queued.")
+        || k.starts_with("auto.")
+        || k.starts_with("enable.auto.")
+        || matches!(
+            k,
+            "session.timeout.ms"
+                | "heartbeat.interval.ms"
+                | "max.poll.interval.ms"
+                | "max.partition.fetch.bytes"
+                | "partition.assignment.strategy"
+                | "isolation.level"
+                | "check.crcs"
+                | "enable.partition.eof"
+        )
+}
+
+fn producer_only(k: &str) -> bool {
+    matches!(
+        k,
+        "acks"
+            | "request.required.acks"
+            | "linger.ms"
+            | "queue.buffering.max.ms"
+            | "queue.buffering.max.messages"
+            | "queue.buffering.max.kbytes"
+            | "batch.size"
+            | "batch.num.messages"
+            | "compression.type"
+            | "compression.codec"
+            | "enable.idempotence"
+            | "message.timeout.ms"
+            | "delivery.timeout.ms"
+            | "retries"
+            | "message.send.max.retries"
+            | "partitioner"
+            | "transactional.id"
+    )
+}
+
 /// Resolve `env:NAME` and `file:/path` property values.
 pub fn client_config(kc: &KafkaConfig) -> Result<ClientConfig, ServiceError> {
+    client_config_for(kc, ClientKind::Consumer)
+}
+
+fn client_config_for(kc: &KafkaConfig, kind: ClientKind) -> Result<ClientConfig, ServiceError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &kc.brokers);
     for (k, v) in &kc.properties {
+        let skip = match kind {
+            ClientKind::Consumer => producer_only(k),
+            ClientKind::Producer => consumer_only(k),
+            ClientKind::Admin => producer_only(k) || consumer_only(k),
+        };
+        if skip {
+            continue;
+        }
         let value = if let Some(var) = v.strip_prefix("env:") {
             std::env::var(var).map_err(|_| ServiceError::Property {
                 key: k.clone(),
@@ -143,10 +207,16 @@ impl ProducerContext for Deliveries {
 type TwProducer = ThreadedProducer<Deliveries>;
 
 fn producer(kc: &KafkaConfig) -> Result<TwProducer, ServiceError> {
-    let mut c = client_config(kc)?;
-    c.set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4");
+    let mut c = client_config_for(kc, ClientKind::Producer)?;
+    for (k, v) in [
+        ("enable.idempotence", "true"),
+        ("linger.ms", "5"),
+        ("compression.type", "lz4"),
+    ] {
+        if !kc.properties.contains_key(k) {
+            c.set(k, v);
+        }
+    }
     Ok(c.create_with_context(Deliveries::default())?)
 }
 
@@ -325,6 +395,58 @@ struct Shard {
     /// Latest checkpoint sequence number in the store.
     seq: i64,
     dirty: bool,
+    /// Repartition topic: per source partition, the highest source offset
+    /// processed. Forwarding is at-least-once (a forwarder that crashes
+    /// forwards again from its committed offset); this drops the copies.
+    sources: HashMap<(String, i32), i64>,
+}
+
+/// A shard's checkpoint: `[u32 LE length][source marks (postcard)][engine snapshot]`.
+fn encode_shard_state(s: &Shard) -> Result<Vec<u8>, String> {
+    let marks: Vec<(&str, i32, i64)> = s
+        .sources
+        .iter()
+        .map(|((t, p), o)| (t.as_str(), *p, *o))
+        .collect();
+    let marks = postcard::to_allocvec(&marks).map_err(|e| e.to_string())?;
+    let engine = s.engine.snapshot().map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(4 + marks.len() + engine.len());
+    out.extend_from_slice(&(marks.len() as u32).to_le_bytes());
+    out.extend_from_slice(&marks);
+    out.extend_from_slice(&engine);
+    Ok(out)
+}
+
+/// Restore a shard; returns the events to feed again.
+fn decode_shard_state(s: &mut Shard, bytes: &[u8]) -> Result<Vec<(i64, u32)>, String> {
+    let len = bytes
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("checkpoint too short")?;
+    let marks = bytes.get(4..4 + len).ok_or("checkpoint truncated")?;
+    let marks: Vec<(String, i32, i64)> = postcard::from_bytes(marks).map_err(|e| e.to_string())?;
+    let pending = s
+        .engine
+        .restore(&bytes[4 + len..])
+        .map_err(|e| e.to_string())?;
+    s.sources = marks.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+    Ok(pending)
+}
+
+/// Source coordinates a forwarder puts on a repartitioned record.
+fn source_of(m: &OwnedMessage) -> Option<(&str, i32, i64)> {
+    let h = m.headers()?;
+    let get = |k: &str| {
+        h.iter()
+            .find(|x| x.key == k)
+            .and_then(|x| x.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    Some((
+        get("tokenwatch-source-topic")?,
+        get("tokenwatch-source-partition")?.parse().ok()?,
+        get("tokenwatch-source-offset")?.parse().ok()?,
+    ))
 }
 
 impl Shard {
@@ -550,7 +672,8 @@ pub fn run(
 fn ensure_repartition_topic(kc: &KafkaConfig, topic: &str) -> Result<(), ServiceError> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = client_config(kc)?.create()?;
+    let admin: AdminClient<DefaultClientContext> =
+        client_config_for(kc, ClientKind::Admin)?.create()?;
     let mut partitions = kc.repartition_partitions as i32;
     if partitions == 0 {
         for t in kc.topics.iter().filter(|t| !t.keyed) {
@@ -686,10 +809,24 @@ impl Service<'_> {
                 }
                 if let (Some(k), Some(topic)) = (key, &self.repartition_topic) {
                     let format = self.roles[ti].format.as_str();
-                    let headers = OwnedHeaders::new().insert(Header {
-                        key: "tokenwatch-format",
-                        value: Some(format),
-                    });
+                    let (sp, so) = (m.partition().to_string(), off.to_string());
+                    let headers = OwnedHeaders::new()
+                        .insert(Header {
+                            key: "tokenwatch-format",
+                            value: Some(format),
+                        })
+                        .insert(Header {
+                            key: "tokenwatch-source-topic",
+                            value: Some(m.topic()),
+                        })
+                        .insert(Header {
+                            key: "tokenwatch-source-partition",
+                            value: Some(sp.as_str()),
+                        })
+                        .insert(Header {
+                            key: "tokenwatch-source-offset",
+                            value: Some(so.as_str()),
+                        });
                     let mut rec = record(topic)
                         .key(k.as_bytes())
                         .payload(payload)
@@ -707,6 +844,24 @@ impl Service<'_> {
                 }
                 if !replaying && s.next.is_some_and(|n| off < n) {
                     return Ok(());
+                }
+                if !replaying
+                    && role == Role::Internal
+                    && let Some((st, sp, so)) = source_of(m)
+                {
+                    match s.sources.get_mut(&(st.to_string(), sp)) {
+                        Some(mark) if so <= *mark => {
+                            // A copy forwarded again after a forwarder crash.
+                            s.next = Some(off + 1);
+                            self.stats.duplicates_dropped += 1;
+                            crate::telemetry::repartition_duplicate();
+                            return Ok(());
+                        }
+                        Some(mark) => *mark = so,
+                        None => {
+                            s.sources.insert((st.to_string(), sp), so);
+                        }
+                    }
                 }
                 s.last_record = Instant::now();
                 s.dirty = true;
@@ -864,6 +1019,7 @@ impl Service<'_> {
                         last_checkpoint: Instant::now(),
                         seq: self.store.latest_seq(topic, *p).unwrap_or(0),
                         dirty: false,
+                        sources: HashMap::new(),
                     });
                     self.restore(&mut s, topic, *p, committed.as_ref());
                     Part::Shard(s)
@@ -916,7 +1072,7 @@ impl Service<'_> {
                 return;
             }
         };
-        match s.engine.restore(&cp.state) {
+        match decode_shard_state(s, &cp.state) {
             Ok(pending) => {
                 s.readmit = pending.into_iter().collect();
                 s.ckpt_next = cp.next_offset;
@@ -1028,7 +1184,7 @@ impl Service<'_> {
                         .engine
                         .oldest_pending_offset()
                         .map_or(next, |o| o.min(next));
-                    match s.engine.snapshot() {
+                    match encode_shard_state(s) {
                         Ok(state) => cps.push(Checkpoint {
                             topic: topic.to_string(),
                             partition: k.1,

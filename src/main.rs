@@ -163,10 +163,13 @@ const DEMO_SCENARIO: &str = include_str!("../replay/scenarios/demo.toml");
 const DEFAULT_HASH_KEY: &[u8] = b"tokenwatch-default-hash-key";
 
 fn main() {
+    // The service says what it does (assignments, restores, readiness); the
+    // batch commands only warn.
+    let service = std::env::args().nth(1).is_some_and(|a| a == "run");
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TOKENWATCH_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| if service { "info" } else { "warn" }.into()),
         )
         .with_writer(std::io::stderr)
         .init();

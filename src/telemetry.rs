@@ -74,3 +74,7 @@ pub fn checkpoint(seconds: f64, bytes: usize) {
 pub fn restored(tokens: usize) {
     counter!("tokenwatch_restored_tokens_total").increment(tokens as u64);
 }
+
+pub fn repartition_duplicate() {
+    counter!("tokenwatch_repartition_duplicates_total").increment(1);
+}
