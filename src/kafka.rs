@@ -562,6 +562,9 @@ pub fn run(
         ("fetch.min.bytes", "1048576"),
         ("queued.max.messages.kbytes", "262144"),
         ("statistics.interval.ms", "5000"),
+        // Incremental rebalances: a partition that stays put keeps its state
+        // in memory; only moved partitions go through a checkpoint.
+        ("partition.assignment.strategy", "cooperative-sticky"),
     ] {
         if !kc.properties.contains_key(k) {
             cc.set(k, v);
@@ -1029,8 +1032,9 @@ impl Service<'_> {
         }
         self.stats.assigned = self.parts.len();
         tracing::info!(
-            "kafka: assigned {} partitions: {}",
+            "kafka: assigned {} partitions (now {}): {}",
             list.len(),
+            self.parts.len(),
             list.iter()
                 .map(|(t, p)| format!("{t}/{p}"))
                 .collect::<Vec<_>>()
