@@ -97,6 +97,10 @@ pub struct KafkaConfig {
     /// (0 = as many as the input topic has).
     #[serde(default)]
     pub repartition_partitions: u32,
+    /// Address of the operational endpoints (`/healthz`, `/readyz`,
+    /// `/metrics`), e.g. `127.0.0.1:9464`. Unset: not served.
+    #[serde(default)]
+    pub ops_listen: Option<std::net::SocketAddr>,
     /// librdkafka properties passed through (SASL, SSL, timeouts). A value
     /// `env:NAME` is read from the environment, `file:/path` from a file, so
     /// secrets never appear in the config or on the command line.

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
@@ -188,9 +189,40 @@ fn client_config_for(kc: &KafkaConfig, kind: ClientKind) -> Result<ClientConfig,
 #[derive(Default)]
 struct Deliveries {
     delivered: Mutex<Vec<usize>>,
+    last_logged: Mutex<Option<(String, Instant)>>,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!("librdkafka producer {fac}: {log_message}")
+            }
+            _ => tracing::debug!("librdkafka producer {fac}: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if first_in_a_while(&self.last_logged, format!("{error}")) {
+            tracing::warn!("kafka producer: {error}: {reason}");
+        }
+    }
+}
+
+/// Whether an error is new, or last logged more than 30 s ago (a broker
+/// outage repeats the same error many times a second).
+fn first_in_a_while(last: &Mutex<Option<(String, Instant)>>, key: String) -> bool {
+    let Ok(mut last) = last.lock() else {
+        return true;
+    };
+    let repeat = last
+        .as_ref()
+        .is_some_and(|(k, at)| *k == key && at.elapsed() < Duration::from_secs(30));
+    if !repeat {
+        *last = Some((key, Instant::now()));
+    }
+    !repeat
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = usize;
@@ -257,7 +289,7 @@ impl Health {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
-    fn set_ok(&self) {
+    pub fn set_ok(&self) {
         if !self.ready.swap(true, Ordering::Relaxed) {
             tracing::info!("kafka: ready");
         }
@@ -266,7 +298,7 @@ impl Health {
         }
     }
 
-    fn set_error(&self, message: String) {
+    pub fn set_error(&self, message: String) {
         if self.ready.swap(false, Ordering::Relaxed) {
             tracing::warn!("kafka: not ready: {message}");
         }
@@ -293,6 +325,8 @@ struct Ctx {
     tx: SyncSender<Control>,
     closing: AtomicBool,
     health: Arc<Health>,
+    /// The last error logged and when: the same error is logged once per 30 s.
+    last_logged: Mutex<Option<(String, Instant)>>,
 }
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
@@ -326,8 +360,25 @@ impl ClientContext for Ctx {
             ) => " (check the SASL/SSL settings in [kafka.properties] and the ACLs)",
             _ => "",
         };
-        tracing::error!("kafka: {error}: {reason}{hint}");
+        if first_in_a_while(&self.last_logged, format!("{error}")) {
+            tracing::error!("kafka: {error}: {reason}{hint}");
+        } else {
+            tracing::debug!("kafka: {error}: {reason}");
+        }
         self.health.set_error(format!("{error}: {reason}"));
+    }
+
+    // librdkafka's own log lines: what matters reaches `error` above.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!("librdkafka {fac}: {log_message}")
+            }
+            RDKafkaLogLevel::Warning if fac != "CONFWARN" => {
+                tracing::warn!("librdkafka {fac}: {log_message}")
+            }
+            _ => tracing::debug!("librdkafka {fac}: {log_message}"),
+        }
     }
 }
 
@@ -575,6 +626,7 @@ pub fn run(
         tx: tx.clone(),
         closing: AtomicBool::new(false),
         health: health.clone(),
+        last_logged: Mutex::new(None),
     };
     let consumer: Arc<TwConsumer> = Arc::new(cc.create_with_context(ctx)?);
     let topics: Vec<&str> = roles.iter().map(|t| t.name.as_str()).collect();
@@ -1261,7 +1313,7 @@ impl Service<'_> {
 
     fn fill_latency(&mut self) {
         let h = &self.latency;
-        if h.len() > 0 {
+        if !h.is_empty() {
             self.stats.latency_us = Some(LatencySummary {
                 count: h.len(),
                 p50: h.value_at_quantile(0.5),
@@ -1360,7 +1412,8 @@ fn poll_loop(consumer: &TwConsumer, tx: &SyncSender<Control>, stop: &AtomicBool)
             match consumer.poll(timeout) {
                 Some(Ok(m)) => batch.push(m.detach()),
                 Some(Err(e)) => {
-                    tracing::warn!("kafka: consumer error: {e}; retrying");
+                    // Broker-level errors are logged (once) by `Ctx::error`.
+                    tracing::debug!("kafka: consumer error: {e}; retrying");
                     consumer
                         .context()
                         .health
@@ -1436,13 +1489,9 @@ pub fn load(
         let key: Option<String> = decoder.as_mut().and_then(|d| {
             out.clear();
             d.decode(&buf, &mut out);
-            out.iter().find_map(|r| r.as_ref().ok()).map(|e| {
-                e.subject
-                    .as_deref()
-                    .or(e.client_id.as_deref())
-                    .unwrap_or(e.token.as_str())
-                    .to_string()
-            })
+            out.iter()
+                .find_map(|r| r.as_ref().ok())
+                .map(|e| partition_key(e).to_string())
         });
         let rec = record(topic).payload(buf.as_slice());
         let rec = match &key {

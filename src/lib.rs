@@ -23,6 +23,7 @@ pub mod enrich;
 pub mod eval;
 pub mod event;
 pub mod kafka;
+pub mod ops;
 pub mod pipeline;
 pub mod source;
 pub mod store;

@@ -369,6 +369,11 @@ fn run(cli: Cli) -> Result<()> {
             ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
                 .context("installing the SIGINT/SIGTERM handler")?;
             let health = Arc::new(tokenwatch::kafka::Health::default());
+            if let Some(addr) = cfg.kafka.as_ref().and_then(|k| k.ops_listen) {
+                let prometheus = tokenwatch::ops::install_recorder().map_err(anyhow::Error::msg)?;
+                tokenwatch::ops::spawn(addr, health.clone(), prometheus)
+                    .map_err(anyhow::Error::msg)?;
+            }
             let stats = tokenwatch::kafka::run(&cfg, settings, enricher, stop, health, |s| {
                 eprintln!(
                     "tokenwatch run: consumed {} records, {} events, {} dropped, {} findings \
@@ -487,6 +492,7 @@ fn load_kafka(
         idle_flush_ms: 0,
         repartition_topic: None,
         repartition_partitions: 0,
+        ops_listen: None,
         properties: Default::default(),
     });
     kc.brokers = brokers.to_string();

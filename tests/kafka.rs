@@ -337,7 +337,7 @@ fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
         Some(&dlq),
     );
     let (child, rx) = spawn_run(d);
-    let caught_up = wait_for(&rx, &format!("consumed {total} records"), 180);
+    let caught_up = wait_consumed(&rx, total, 180);
     let got = stop_when_found(child, caught_up, &findings, &expected);
     assert_same_findings(&got, &expected, "streaming vs file replay");
     assert_eq!(got.len(), expected.len(), "no finding produced twice");
@@ -387,6 +387,25 @@ fn spawn_run(dir: &std::path::Path) -> (std::process::Child, std::sync::mpsc::Re
     (child, rx)
 }
 
+/// Wait for a progress line reporting at least `n` records read (records
+/// read again after a restore count again).
+fn wait_consumed(rx: &std::sync::mpsc::Receiver<String>, n: usize, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_secs(1))
+            && let Some(rest) = l.split("tokenwatch run: consumed ").nth(1)
+            && rest
+                .split(' ')
+                .next()
+                .and_then(|x| x.parse::<usize>().ok())
+                .is_some_and(|c| c >= n)
+        {
+            return true;
+        }
+    }
+    false
+}
+
 fn wait_for(rx: &std::sync::mpsc::Receiver<String>, want: &str, secs: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
@@ -420,20 +439,33 @@ fn a_broker_restart_during_consumption_loses_nothing() {
 
     let (logs, findings) = (unique("tw-rs-logs"), unique("tw-rs-findings"));
     load(d, "first.jsonl", &logs, true);
-    write_run_config(
+    let ops = free_port();
+    write_run_config_with(
         d,
         &unique("tw-rs-group"),
         &format!("{{ name = \"{logs}\", format = \"envoy\", keyed = true }}"),
         &findings,
         None,
+        &format!("ops_listen = \"127.0.0.1:{ops}\"\n"),
     );
     let (child, rx) = spawn_run(d);
-    assert!(
-        wait_for(&rx, &format!("consumed {half} records"), 120),
-        "first half not consumed"
-    );
+    assert!(wait_consumed(&rx, half, 120), "first half not consumed");
+    assert_eq!(http_status(ops, "/readyz"), 200, "ready while consuming");
 
-    // The broker goes away and comes back while the service runs.
+    // The broker goes away and comes back while the service runs; readiness
+    // follows it.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        std::thread::spawn(move || {
+            let mut seen = BTreeSet::new();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.insert(http_status(ops, "/readyz"));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            seen
+        })
+    };
     let st = Command::new("scripts/kafka")
         .arg("restart")
         .stdout(Stdio::null())
@@ -441,9 +473,57 @@ fn a_broker_restart_during_consumption_loses_nothing() {
         .unwrap();
     assert!(st.success(), "broker restart");
     load(d, "second.jsonl", &logs, true);
-    let caught_up = wait_for(&rx, &format!("consumed {} records", lines.len()), 180);
+    let caught_up = wait_consumed(&rx, lines.len(), 180);
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    assert!(
+        seen.contains(&503),
+        "/readyz said 503 while the broker was down: {seen:?}"
+    );
+    assert_eq!(http_status(ops, "/readyz"), 200, "ready again");
+    let metrics = http_body(ops, "/metrics");
+    assert!(metrics.contains("tokenwatch_events_total"), "{metrics}");
+    assert!(
+        metrics.contains("tokenwatch_checkpoint_age_seconds"),
+        "{metrics}"
+    );
     let got = stop_when_found(child, caught_up, &findings, &expected);
     assert_same_findings(&got, &expected, "across the broker restart");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET over plain HTTP/1.0: (status, body); status 0 if nothing answers.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn http_status(port: u16, path: &str) -> u16 {
+    http_get(port, path).0
+}
+
+fn http_body(port: u16, path: &str) -> String {
+    http_get(port, path).1
 }
 
 /// `kill -9` at random points and the `restored … N tokens` lines of the restarts.
