@@ -115,4 +115,22 @@ fn main() {
         "size_of TokenState = {} bytes",
         std::mem::size_of::<tokenwatch::detect::state::TokenState>()
     );
+    // A checkpoint of this state: how long, how big, and the resident peak
+    // while the snapshot and the state coexist (what `tokenwatch run` needs).
+    let t = std::time::Instant::now();
+    let snap = engine.snapshot().expect("snapshot");
+    let took = t.elapsed();
+    let peak = rss_bytes();
+    let t = std::time::Instant::now();
+    let mut restored = tokenwatch::detect::Engine::new(&tokenwatch::config::Config::default());
+    restored.restore(&snap).expect("restore");
+    println!(
+        "snapshot {:.1} MiB in {:.2} s ({:.0} bytes per token), restore {:.2} s, resident with state + snapshot {:.1} MiB",
+        snap.len() as f64 / 1_048_576.0,
+        took.as_secs_f64(),
+        snap.len() as f64 / tokens as f64,
+        t.elapsed().as_secs_f64(),
+        peak as f64 / 1_048_576.0,
+    );
+    assert_eq!(restored.tracked_tokens(), tokens);
 }

@@ -816,8 +816,9 @@ impl Service<'_> {
     fn batch(&mut self, batch: &[OwnedMessage]) -> Result<(), ServiceError> {
         crate::telemetry::records("kafka", batch.len() as u64);
         let events_before = self.stats.events;
+        let now = Instant::now();
         for m in batch {
-            self.message(m)?;
+            self.message(m, now)?;
         }
         crate::telemetry::events(self.stats.events - events_before);
         self.emit()?;
@@ -828,7 +829,7 @@ impl Service<'_> {
         Ok(())
     }
 
-    fn message(&mut self, m: &OwnedMessage) -> Result<(), ServiceError> {
+    fn message(&mut self, m: &OwnedMessage, now: Instant) -> Result<(), ServiceError> {
         let Some(ti) = self.role_of(m.topic()) else {
             return Ok(());
         };
@@ -918,7 +919,7 @@ impl Service<'_> {
                         }
                     }
                 }
-                s.last_record = Instant::now();
+                s.last_record = now;
                 s.dirty = true;
                 let format = match role {
                     Role::Internal => m
@@ -1482,6 +1483,7 @@ pub fn load(
     let mut out = Vec::new();
     let mut n = 0u64;
     let started = Instant::now();
+    let started_ms = now_ms();
     while lines(&mut buf).map_err(|e| ServiceError::Setup(format!("reading input: {e}")))? {
         if buf.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -1493,7 +1495,13 @@ pub fn load(
                 .find_map(|r| r.as_ref().ok())
                 .map(|e| partition_key(e).to_string())
         });
-        let rec = record(topic).payload(buf.as_slice());
+        let mut rec = record(topic).payload(buf.as_slice());
+        if let Some(r) = rate {
+            // The record's timestamp is when it was due, not when it was
+            // sent: a stalled producer then shows up as latency downstream
+            // instead of hiding it (no coordinated omission).
+            rec = rec.timestamp(started_ms + (n as f64 * 1000.0 / r) as i64);
+        }
         let rec = match &key {
             Some(k) => rec.key(k.as_bytes()),
             None => rec,
