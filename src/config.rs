@@ -93,6 +93,11 @@ pub struct KafkaConfig {
     /// `keyed = false`). Default: `<group_id>.repartition`.
     #[serde(default)]
     pub repartition_topic: Option<String>,
+    /// A compacted topic that also receives every checkpoint (in chunks), so
+    /// a partition moving to an instance on another machine (another store)
+    /// gets its state from there. Unset: checkpoints stay in the store.
+    #[serde(default)]
+    pub changelog_topic: Option<String>,
     /// Partitions of the repartition topic when tokenwatch creates it
     /// (0 = as many as the input topic has).
     #[serde(default)]

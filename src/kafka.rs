@@ -547,6 +547,7 @@ struct Service<'a> {
     enricher: Arc<Enricher>,
     roles: Vec<TopicRole>,
     repartition_topic: Option<String>,
+    changelog: Option<String>,
     consumer: Arc<TwConsumer>,
     producer: TwProducer,
     store: Store,
@@ -601,6 +602,10 @@ pub fn run(
         });
     }
 
+    if let Some(t) = &kc.changelog_topic {
+        ensure_topic(kc, t, 1, &[("cleanup.policy", "compact")], "changelog")?;
+    }
+
     let mut cc = client_config(kc)?;
     cc.set("group.id", &kc.group_id)
         .set("enable.auto.commit", "false")
@@ -639,6 +644,7 @@ pub fn run(
         enricher,
         roles,
         repartition_topic,
+        changelog: kc.changelog_topic.clone(),
         consumer: consumer.clone(),
         producer: producer(kc)?,
         store,
@@ -725,12 +731,10 @@ pub fn run(
 /// Create the repartition topic if it does not exist: as many partitions as
 /// the largest unkeyed input topic (or `repartition_partitions`).
 fn ensure_repartition_topic(kc: &KafkaConfig, topic: &str) -> Result<(), ServiceError> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> =
-        client_config_for(kc, ClientKind::Admin)?.create()?;
     let mut partitions = kc.repartition_partitions as i32;
     if partitions == 0 {
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            client_config_for(kc, ClientKind::Admin)?.create()?;
         for t in kc.topics.iter().filter(|t| !t.keyed) {
             let md = admin
                 .inner()
@@ -744,27 +748,206 @@ fn ensure_repartition_topic(kc: &KafkaConfig, topic: &str) -> Result<(), Service
             partitions = partitions.max(n as i32);
         }
     }
-    let partitions = partitions.max(1);
+    ensure_topic(kc, topic, partitions.max(1), &[], "repartition")
+}
+
+/// Create a topic if it does not exist.
+fn ensure_topic(
+    kc: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+    what: &str,
+) -> Result<(), ServiceError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        client_config_for(kc, ClientKind::Admin)?.create()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| ServiceError::Setup(format!("runtime: {e}")))?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
     let res = rt.block_on(admin.create_topics([&new], &AdminOptions::new()))?;
     for r in res {
         match r {
-            Ok(_) => tracing::info!(
-                "kafka: created the repartition topic {topic} ({partitions} partitions)"
-            ),
+            Ok(_) => {
+                tracing::info!("kafka: created the {what} topic {topic} ({partitions} partitions)")
+            }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, code)) => {
                 return Err(ServiceError::Setup(format!(
-                    "cannot create the repartition topic {t}: {code} (create it with {partitions} partitions, or allow tokenwatch to)"
+                    "cannot create the {what} topic {t}: {code} (create it with {partitions} partitions, or allow tokenwatch to)"
                 )));
             }
         }
     }
     Ok(())
+}
+
+/// Checkpoints in the changelog topic are cut into records of this size.
+const CHANGELOG_CHUNK: usize = 512 * 1024;
+
+/// Write checkpoints to the changelog topic: chunks keyed
+/// `<topic>/<partition>/<i>`, then a manifest keyed `<topic>/<partition>`
+/// (`<store id>:<seq>:<chunks>:<resume>:<next>:<created ms>`). Compaction
+/// keeps the latest record per key.
+fn changelog_write(
+    producer: &TwProducer,
+    changelog: &str,
+    store_id: &str,
+    cps: &[Checkpoint],
+) -> Result<(), KafkaError> {
+    for c in cps {
+        let seq = c.seq.to_string();
+        let chunks: Vec<&[u8]> = c.state.chunks(CHANGELOG_CHUNK).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let key = format!("{}/{}/{i}", c.topic, c.partition);
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "tokenwatch-store",
+                    value: Some(store_id),
+                })
+                .insert(Header {
+                    key: "tokenwatch-seq",
+                    value: Some(seq.as_str()),
+                });
+            send(
+                producer,
+                record(changelog)
+                    .key(key.as_bytes())
+                    .payload(chunk)
+                    .headers(headers),
+            )?;
+        }
+        let manifest = format!(
+            "{store_id}:{}:{}:{}:{}:{}",
+            c.seq,
+            chunks.len(),
+            c.resume_offset,
+            c.next_offset,
+            c.created_ms
+        );
+        let key = format!("{}/{}", c.topic, c.partition);
+        send(
+            producer,
+            record(changelog)
+                .key(key.as_bytes())
+                .payload(manifest.as_bytes()),
+        )?;
+    }
+    Ok(())
+}
+
+/// Read the changelog topic to its end and rebuild the checkpoints `wanted`
+/// (`(topic, partition) → (store id, seq)`, as named by committed offsets).
+fn changelog_read(
+    kc: &KafkaConfig,
+    changelog: &str,
+    wanted: &HashMap<(String, i32), (String, i64)>,
+) -> Result<HashMap<(String, i32), Checkpoint>, ServiceError> {
+    let consumer: BaseConsumer = client_config_for(kc, ClientKind::Consumer)?
+        .set("group.id", format!("{}.changelog-reader", kc.group_id))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(changelog), Duration::from_secs(30))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let prefixes: Vec<String> = wanted.keys().map(|(t, p)| format!("{t}/{p}")).collect();
+    // key → (store, seq, payload); the latest record of a key wins.
+    let mut latest: HashMap<String, (String, i64, Vec<u8>)> = HashMap::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(changelog, p, Duration::from_secs(30))?;
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(changelog, p, Offset::Offset(low))?;
+        consumer.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut at = low;
+        while at < high && Instant::now() < deadline {
+            let Some(m) = consumer.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let m = m?;
+            at = m.offset() + 1;
+            let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                continue;
+            };
+            if !prefixes.iter().any(|pre| {
+                key == pre
+                    || key
+                        .strip_prefix(pre.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+            }) {
+                continue;
+            }
+            let header = |name: &str| {
+                m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == name)
+                        .and_then(|x| x.value)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .map(str::to_string)
+                })
+            };
+            let store = header("tokenwatch-store").unwrap_or_default();
+            let seq = header("tokenwatch-seq")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(-1);
+            latest.insert(
+                key.to_string(),
+                (store, seq, m.payload().unwrap_or_default().to_vec()),
+            );
+        }
+    }
+    let mut out = HashMap::new();
+    for ((topic, partition), (store, seq)) in wanted {
+        let Some((_, _, manifest)) = latest.get(&format!("{topic}/{partition}")) else {
+            continue;
+        };
+        let manifest = String::from_utf8_lossy(manifest);
+        let f: Vec<&str> = manifest.split(':').collect();
+        let num = |i: usize| f.get(i).and_then(|x| x.parse::<i64>().ok());
+        let (Some(mseq), Some(chunks), Some(resume), Some(next), Some(created)) =
+            (num(1), num(2), num(3), num(4), num(5))
+        else {
+            continue;
+        };
+        if f.first() != Some(&store.as_str()) || mseq != *seq {
+            continue;
+        }
+        let mut state = Vec::new();
+        let complete = (0..chunks).all(|i| match latest.get(&format!("{topic}/{partition}/{i}")) {
+            Some((s, q, bytes)) if s == store && q == seq => {
+                state.extend_from_slice(bytes);
+                true
+            }
+            _ => false,
+        });
+        if complete {
+            out.insert(
+                (topic.clone(), *partition),
+                Checkpoint {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    seq: *seq,
+                    resume_offset: resume,
+                    next_offset: next,
+                    created_ms: created,
+                    state,
+                },
+            );
+        }
+    }
+    Ok(out)
 }
 
 impl Service<'_> {
@@ -1049,6 +1232,30 @@ impl Service<'_> {
                 None
             }
         };
+        // Partitions last checkpointed by another store (another machine):
+        // their checkpoints come from the changelog topic.
+        let mut foreign: HashMap<(String, i32), Checkpoint> = HashMap::new();
+        if let (Some(changelog), Some(c)) = (&self.changelog, &committed) {
+            let wanted: HashMap<(String, i32), (String, i64)> = c
+                .elements()
+                .iter()
+                .filter_map(|e| {
+                    let (store, seq) = crate::store::parse_metadata(e.metadata())?;
+                    (store != self.store.id()).then(|| {
+                        (
+                            (e.topic().to_string(), e.partition()),
+                            (store.to_string(), seq),
+                        )
+                    })
+                })
+                .collect();
+            if !wanted.is_empty() {
+                match changelog_read(self.kc, changelog, &wanted) {
+                    Ok(found) => foreign = found,
+                    Err(e) => tracing::warn!("kafka: reading the changelog {changelog}: {e}"),
+                }
+            }
+        }
         for (topic, p) in list {
             let Some(ti) = self.role_of(topic) else {
                 continue;
@@ -1077,7 +1284,8 @@ impl Service<'_> {
                         dirty: false,
                         sources: HashMap::new(),
                     });
-                    self.restore(&mut s, topic, *p, committed.as_ref());
+                    let from_changelog = foreign.remove(&(topic.clone(), *p));
+                    self.restore(&mut s, topic, *p, committed.as_ref(), from_changelog);
                     Part::Shard(s)
                 }
             };
@@ -1101,34 +1309,19 @@ impl Service<'_> {
         topic: &str,
         partition: i32,
         committed: Option<&TopicPartitionList>,
+        from_changelog: Option<Checkpoint>,
     ) {
         let Some(elem) = committed.and_then(|c| c.find_partition(topic, partition)) else {
             return;
         };
-        let Some(seq) = self.store.seq_from_metadata(elem.metadata()) else {
-            if elem.offset() != Offset::Invalid {
-                tracing::warn!(
-                    "kafka: {topic}/{partition}: its committed offset names no checkpoint in {} \
-                     (another machine's store?); detector state starts empty",
-                    self.cfg.store.path.display()
-                );
-            }
-            return;
+        let (cp, source) = match from_changelog {
+            Some(cp) if elem.offset() == Offset::Offset(cp.resume_offset) => (cp, "the changelog"),
+            _ => match self.local_checkpoint(topic, partition, &elem) {
+                Some(cp) => (cp, "the store"),
+                None => return,
+            },
         };
-        let cp = match self.store.checkpoint(topic, partition, seq) {
-            Ok(Some(cp)) if elem.offset() == Offset::Offset(cp.resume_offset) => cp,
-            Ok(_) => {
-                tracing::warn!(
-                    "kafka: {topic}/{partition}: checkpoint {seq} is missing or does not match \
-                     the committed offset; detector state starts empty"
-                );
-                return;
-            }
-            Err(e) => {
-                tracing::error!("kafka: {e}; detector state of {topic}/{partition} starts empty");
-                return;
-            }
-        };
+        let seq = cp.seq;
         match decode_shard_state(s, &cp.state) {
             Ok(pending) => {
                 s.readmit = pending.into_iter().collect();
@@ -1139,7 +1332,7 @@ impl Service<'_> {
                 crate::telemetry::restored(tokens);
                 tracing::info!(
                     "kafka: restored {topic}/{partition} from checkpoint {seq}: {tokens} tokens, \
-                     {} waiting events, resuming at offset {} ({} s old)",
+                     {} waiting events, resuming at offset {} ({} s old, from {source})",
                     s.readmit.len(),
                     cp.resume_offset,
                     (now_ms() - cp.created_ms) / 1000
@@ -1147,6 +1340,40 @@ impl Service<'_> {
             }
             Err(e) => {
                 tracing::warn!("kafka: {topic}/{partition}: {e}; detector state starts empty");
+            }
+        }
+    }
+
+    /// The checkpoint of this store that a committed offset names.
+    fn local_checkpoint(
+        &self,
+        topic: &str,
+        partition: i32,
+        elem: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>,
+    ) -> Option<Checkpoint> {
+        let Some(seq) = self.store.seq_from_metadata(elem.metadata()) else {
+            if elem.offset() != Offset::Invalid {
+                tracing::warn!(
+                    "kafka: {topic}/{partition}: its committed offset names no checkpoint in {} \
+                     (another machine's store? set kafka.changelog_topic to hand state over \
+                     between machines); detector state starts empty",
+                    self.cfg.store.path.display()
+                );
+            }
+            return None;
+        };
+        match self.store.checkpoint(topic, partition, seq) {
+            Ok(Some(cp)) if elem.offset() == Offset::Offset(cp.resume_offset) => Some(cp),
+            Ok(_) => {
+                tracing::warn!(
+                    "kafka: {topic}/{partition}: checkpoint {seq} is missing or does not match \
+                     the committed offset; detector state starts empty"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::error!("kafka: {e}; detector state of {topic}/{partition} starts empty");
+                None
             }
         }
     }
@@ -1259,6 +1486,18 @@ impl Service<'_> {
         if let Err(e) = self.store.save_checkpoints(&cps) {
             tracing::error!("kafka: {e}; offsets not committed, will retry");
             return false;
+        }
+        if let Some(changelog) = &self.changelog
+            && !cps.is_empty()
+        {
+            let written = changelog_write(&self.producer, changelog, self.store.id(), &cps)
+                .and_then(|()| self.producer.flush(Duration::from_secs(60)));
+            if let Err(e) = written {
+                tracing::warn!(
+                    "kafka: changelog {changelog}: {e}; offsets not committed, will retry"
+                );
+                return false;
+            }
         }
         let bytes: usize = cps.iter().map(|c| c.state.len()).sum();
         for c in &cps {

@@ -492,6 +492,7 @@ fn load_kafka(
         idle_flush_ms: 0,
         repartition_topic: None,
         repartition_partitions: 0,
+        changelog_topic: None,
         ops_listen: None,
         properties: Default::default(),
     });

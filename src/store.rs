@@ -47,6 +47,13 @@ pub struct StoredFinding<'a> {
     pub json: &'a [u8],
 }
 
+/// `(store id, checkpoint seq)` of commit metadata written by any store.
+pub fn parse_metadata(metadata: &str) -> Option<(&str, i64)> {
+    let rest = metadata.strip_prefix("tw1:")?;
+    let (id, seq) = rest.split_once(':')?;
+    Some((id, seq.parse().ok()?))
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -121,9 +128,8 @@ impl Store {
 
     /// The checkpoint sequence number in commit metadata written by this store.
     pub fn seq_from_metadata(&self, metadata: &str) -> Option<i64> {
-        let rest = metadata.strip_prefix("tw1:")?;
-        let (id, seq) = rest.split_once(':')?;
-        (id == self.id).then(|| seq.parse().ok()).flatten()
+        let (id, seq) = parse_metadata(metadata)?;
+        (id == self.id).then_some(seq)
     }
 
     pub fn latest_seq(&self, topic: &str, partition: i32) -> Result<i64, StoreError> {

@@ -695,3 +695,58 @@ fn scale_out_survivor_takes_over_partitions_with_their_state() {
     let got = stop_when_found(b, caught_up, &findings, &expected);
     assert_same_findings(&got, &expected, "after losing one of two instances");
 }
+
+/// Two instances on "different machines" (separate stores), handing state
+/// over through the compacted changelog topic: one is killed, the survivor
+/// restores its partitions from the changelog and every finding is there.
+#[test]
+fn state_moves_between_machines_through_the_changelog_topic() {
+    let _guard = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+    let (dir, data) = dataset(81, 250);
+    let d = dir.path();
+    std::fs::write(d.join("all.jsonl"), &data).unwrap();
+    let total = lines_of(&data).len();
+    let expected = replay_ids(d, "all.jsonl");
+
+    let (logs, findings) = (unique("tw-cl-logs"), unique("tw-cl-findings"));
+    let changelog = unique("tw-cl-changelog");
+    create_topic(&logs, 2);
+    let group = unique("tw-cl-group");
+    let topics = format!("{{ name = \"{logs}\", format = \"envoy\", keyed = true }}");
+    let extra = format!("changelog_topic = \"{changelog}\"\n");
+    // Machine B: its own directory, store and copy of the GeoIP databases.
+    let other = d.join("machine-b");
+    std::fs::create_dir_all(other.join("geo")).unwrap();
+    for f in ["city.mmdb", "asn.mmdb"] {
+        std::fs::copy(d.join("geo").join(f), other.join("geo").join(f)).unwrap();
+    }
+    write_run_config_with(d, &group, &topics, &findings, None, &extra);
+    write_run_config_with(&other, &group, &topics, &findings, None, &extra);
+
+    let (a, rx_a) = spawn_run(d);
+    let (b, rx_b) = spawn_run(&other);
+    assert!(wait_for(&rx_a, "(now 1)", 60), "A got one partition");
+    assert!(wait_for(&rx_b, "(now 1)", 60), "B got one partition");
+    let rate = (total / 10).max(1000) as u32;
+    let mut loader = load_cmd(d, "all.jsonl", &logs, true, Some(rate))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    kill9(a);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut from_changelog = false;
+    while !from_changelog && Instant::now() < deadline {
+        if let Ok(l) = rx_b.recv_timeout(Duration::from_millis(500)) {
+            from_changelog = l.contains("kafka: restored") && l.contains("from the changelog");
+        }
+    }
+    assert!(
+        from_changelog,
+        "the survivor restored the dead instance's state from the changelog"
+    );
+    drop(rx_a);
+    assert!(loader.wait().unwrap().success(), "loader");
+    let caught_up = wait_for(&rx_b, "tokenwatch run: consumed", 60);
+    let got = stop_when_found(b, caught_up, &findings, &expected);
+    assert_same_findings(&got, &expected, "after a move between machines");
+}
