@@ -692,6 +692,8 @@ pub fn run(
                 let _ = ack.send(());
             }
             Ok(Control::End) | Err(RecvTimeoutError::Disconnected) => break,
+            // The poll thread died without saying so (a panic): stop too.
+            Err(RecvTimeoutError::Timeout) if poller.is_finished() => break,
             Err(RecvTimeoutError::Timeout) => {}
         }
         if !idle.is_zero() && last_idle_check.elapsed() >= Duration::from_millis(100) {
