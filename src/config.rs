@@ -42,6 +42,149 @@ pub struct Config {
     pub kafka: Option<KafkaConfig>,
     /// The embedded store: detector-state checkpoints and the findings log.
     pub store: StoreConfig,
+    /// Response policy: which findings open incidents and trigger actions,
+    /// in which mode, within which safety budgets.
+    pub policy: PolicyConfig,
+}
+
+/// `[policy]`: findings → incidents → actions, with safety fuses.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Global dry run: every action is recorded as "would have", none is done.
+    pub dry_run: bool,
+    /// A token expiring within this many seconds is not revoked itself; its
+    /// grant (session, refresh token) is, where the strategy supports it.
+    pub exp_margin_secs: u64,
+    /// Revocations allowed across all rules (event time). Past either, every
+    /// rule trips to observe until a person resets the fuse.
+    pub max_revocations_per_minute: u32,
+    pub max_revocations_per_hour: u32,
+    /// More alerts than this in one minute are folded into a digest.
+    pub digest_after_alerts_per_minute: u32,
+    /// Never revoked automatically: their incidents wait for approval.
+    pub protected: ProtectedConfig,
+    /// Never acted on (checked before any action); findings are still shown.
+    pub never_act: NeverActConfig,
+    /// The rules, first match per action kind wins.
+    pub rules: Vec<PolicyRule>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtectedConfig {
+    pub subjects: Vec<String>,
+    pub client_ids: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NeverActConfig {
+    pub cidrs: Vec<IpNet>,
+    pub asns: Vec<u32>,
+    pub subjects: Vec<String>,
+    pub client_ids: Vec<String>,
+}
+
+/// What an incident may trigger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Cut the token off (the circuit breaker).
+    Revoke,
+    /// Tell people.
+    Alert,
+}
+
+/// `[[policy.rules]]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRule {
+    pub name: String,
+    /// Finding kinds (`token_replay`, …); empty = every kind.
+    #[serde(default)]
+    pub kinds: Vec<crate::detect::FindingKind>,
+    /// The lowest severity the rule applies to.
+    #[serde(default = "default_min_severity")]
+    pub min_severity: Severity,
+    /// Scope: route prefixes or route names; empty = every route.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Scope (tenant): client_ids; empty = every client.
+    #[serde(default)]
+    pub client_ids: Vec<String>,
+    pub actions: Vec<ActionKind>,
+    /// `observe` records what would have been done; `enforce` does it.
+    #[serde(default = "default_observe")]
+    pub mode: Mode,
+    /// This rule's revocation budget (event time); past it, the rule trips to observe.
+    #[serde(default = "default_rule_per_minute")]
+    pub max_revocations_per_minute: u32,
+    #[serde(default = "default_rule_per_hour")]
+    pub max_revocations_per_hour: u32,
+}
+
+fn default_min_severity() -> Severity {
+    Severity::High
+}
+fn default_observe() -> Mode {
+    Mode::Observe
+}
+fn default_rule_per_minute() -> u32 {
+    5
+}
+fn default_rule_per_hour() -> u32 {
+    30
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        use crate::detect::FindingKind as K;
+        let rule =
+            |name: &str, kinds: Vec<K>, min_severity, actions: Vec<ActionKind>, mode| PolicyRule {
+                name: name.into(),
+                kinds,
+                min_severity,
+                routes: Vec::new(),
+                client_ids: Vec::new(),
+                actions,
+                mode,
+                max_revocations_per_minute: default_rule_per_minute(),
+                max_revocations_per_hour: default_rule_per_hour(),
+            };
+        PolicyConfig {
+            dry_run: false,
+            exp_margin_secs: 120,
+            max_revocations_per_minute: 20,
+            max_revocations_per_hour: 100,
+            digest_after_alerts_per_minute: 10,
+            protected: ProtectedConfig::default(),
+            never_act: NeverActConfig::default(),
+            rules: vec![
+                rule(
+                    "stolen-token",
+                    vec![K::TokenReplay, K::ImpossibleTravel],
+                    Severity::High,
+                    vec![ActionKind::Revoke, ActionKind::Alert],
+                    Mode::Observe,
+                ),
+                rule(
+                    "data-theft",
+                    vec![K::BulkSiphon, K::Enumeration],
+                    Severity::High,
+                    vec![ActionKind::Revoke, ActionKind::Alert],
+                    Mode::Observe,
+                ),
+                rule(
+                    "notify",
+                    Vec::new(),
+                    Severity::Medium,
+                    vec![ActionKind::Alert],
+                    Mode::Enforce,
+                ),
+            ],
+        }
+    }
 }
 
 /// `[store]`: the embedded SQLite database of `tokenwatch run`.
@@ -832,6 +975,36 @@ impl Config {
                     "must be > 0".into(),
                 );
             }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, r) in self.policy.rules.iter().enumerate() {
+            if r.name.trim().is_empty() || !names.insert(r.name.as_str()) {
+                err(
+                    &format!("policy.rules[{i}].name"),
+                    format!(
+                        "`{}`: rule names must be non-empty and unique (audit entries name them)",
+                        r.name
+                    ),
+                );
+            }
+            if r.actions.is_empty() {
+                err(
+                    &format!("policy.rules[{i}].actions"),
+                    "list at least one action: \"revoke\" or \"alert\"".into(),
+                );
+            }
+            if r.max_revocations_per_minute > r.max_revocations_per_hour {
+                err(
+                    &format!("policy.rules[{i}].max_revocations_per_minute"),
+                    "cannot exceed max_revocations_per_hour".into(),
+                );
+            }
+        }
+        if self.policy.max_revocations_per_minute > self.policy.max_revocations_per_hour {
+            err(
+                "policy.max_revocations_per_minute",
+                "cannot exceed policy.max_revocations_per_hour".into(),
+            );
         }
         errs
     }

@@ -17,6 +17,7 @@
 //! clock, no panics on input. See ARCHITECTURE.md.
 
 pub mod config;
+pub mod decide;
 pub mod decode;
 pub mod detect;
 pub mod enrich;

@@ -47,6 +47,44 @@ pub struct Summary {
     pub elapsed_secs: f64,
     pub events_per_sec: f64,
     pub formats: BTreeMap<String, String>,
+    /// What the response policy decided (`[policy]`).
+    pub response: ResponseSummary,
+}
+
+/// Counts of the policy's decisions over a replay: what tokenwatch would
+/// have done to these logs.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ResponseSummary {
+    pub incidents: u64,
+    pub revocations: u64,
+    pub revocations_observed: u64,
+    pub awaiting_approval: u64,
+    pub skipped: u64,
+    pub alerts: u64,
+    pub alerts_in_digest: u64,
+    pub fuses_tripped: Vec<String>,
+}
+
+impl ResponseSummary {
+    pub fn count(&mut self, d: &crate::decide::Decision) {
+        use crate::config::ActionKind;
+        use crate::decide::ActionState;
+        if d.opened {
+            self.incidents += 1;
+        }
+        for a in &d.actions {
+            match (a.kind, &a.state) {
+                (ActionKind::Revoke, ActionState::Execute) => self.revocations += 1,
+                (ActionKind::Revoke, ActionState::Observe(_)) => self.revocations_observed += 1,
+                (_, ActionState::AwaitingApproval(_)) => self.awaiting_approval += 1,
+                (_, ActionState::Skipped(_)) => self.skipped += 1,
+                (ActionKind::Alert, ActionState::Execute) => self.alerts += 1,
+                (ActionKind::Alert, ActionState::Digest) => self.alerts_in_digest += 1,
+                (ActionKind::Alert, _) => {}
+                (ActionKind::Revoke, ActionState::Digest) => {}
+            }
+        }
+    }
 }
 
 impl Summary {
@@ -80,6 +118,23 @@ impl Summary {
             self.suppressed_cooldown,
             self.suppressed_allowlist
         ));
+        let r = &self.response;
+        s.push_str(&format!(
+            "incidents      {:>12}\n  revoke              {:>9}\n  would revoke        {:>9} (observe mode, dry run or fuse)\n  awaiting approval   {:>9}\n  never acted on      {:>9}\n  alerts              {:>9} (+{} in digests)\n",
+            r.incidents,
+            r.revocations,
+            r.revocations_observed,
+            r.awaiting_approval,
+            r.skipped,
+            r.alerts,
+            r.alerts_in_digest
+        ));
+        if !r.fuses_tripped.is_empty() {
+            s.push_str(&format!(
+                "SAFETY FUSES TRIPPED: {} (automatic revocation stopped)\n",
+                r.fuses_tripped.join(", ")
+            ));
+        }
         s.push_str(&format!(
             "elapsed        {:>11.2}s\nthroughput     {:>12.0} events/s\n",
             self.elapsed_secs, self.events_per_sec
@@ -106,6 +161,7 @@ pub struct Pipeline {
     settings: DecodeSettings,
     enricher: Arc<Enricher>,
     pub engine: Engine,
+    pub decider: crate::decide::Decider,
 }
 
 impl Pipeline {
@@ -114,6 +170,7 @@ impl Pipeline {
             settings,
             enricher,
             engine: Engine::new(config),
+            decider: crate::decide::Decider::new(&config.policy),
         }
     }
 
@@ -219,6 +276,7 @@ impl Pipeline {
             self.engine.push(ev, &mut findings);
             for f in findings.drain(..) {
                 crate::telemetry::finding(f.kind);
+                summary.response.count(&self.decider.decide(&f));
                 on_finding(&f);
             }
             since_tick += 1;
@@ -238,8 +296,10 @@ impl Pipeline {
         self.engine.flush(&mut findings);
         for f in findings.drain(..) {
             crate::telemetry::finding(f.kind);
+            summary.response.count(&self.decider.decide(&f));
             on_finding(&f);
         }
+        summary.response.fuses_tripped = self.decider.tripped();
         if let Some(b) = bar {
             b.finish_and_clear();
         }

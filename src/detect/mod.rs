@@ -95,6 +95,9 @@ pub struct Finding {
     pub route: String,
     pub user_agent: String,
     pub evidence: serde_json::Value,
+    /// Expiry of the token (ms), when it said so (JWT `exp`).
+    #[serde(skip)]
+    pub token_exp: Option<EventTime>,
     /// Broker timestamp of the triggering record (ms; -1 for files). Not output.
     #[serde(skip)]
     pub source_ts: i64,
@@ -706,6 +709,7 @@ fn make_finding(
         user_agent: ev.user_agent.as_deref().unwrap_or("").to_string(),
         evidence: sig.evidence,
         source_ts: e.source_ts,
+        token_exp: ev.token_exp,
     }
 }
 
