@@ -287,8 +287,9 @@ impl Decider {
         inc.findings += 1;
         inc.last_ts = inc.last_ts.max(ts);
         inc.severity = inc.severity.max(f.severity);
-        let incident_id = inc.id.clone();
-        let already_decided = inc.revocation_decided;
+        let mut incident = inc.clone();
+        let incident_id = incident.id.clone();
+        let already_decided = incident.revocation_decided;
 
         let mut actions = Vec::new();
         let mut revoked_now = false;
@@ -390,11 +391,11 @@ impl Decider {
                 actions.push(fuse_alert);
             }
         }
-        let inc = self.incidents.get_mut(&key).expect("inserted above");
-        inc.revoked |= revoked_now;
-        inc.revocation_decided |= decided_now;
+        incident.revoked |= revoked_now;
+        incident.revocation_decided |= decided_now;
+        self.incidents.insert(key, incident.clone());
         Decision {
-            incident: inc.clone(),
+            incident,
             opened,
             actions,
         }
