@@ -76,6 +76,11 @@ enum Command {
         /// Write findings here (JSON lines) instead of stdout.
         #[arg(long)]
         findings: Option<PathBuf>,
+        /// Write what the response policy decided here (JSON lines, one per
+        /// action request: revoke or alert, its state and why): what
+        /// tokenwatch would have done to these logs.
+        #[arg(long)]
+        actions: Option<PathBuf>,
         /// Pace the replay at a multiple of real time, e.g. `10x` or `1`.
         #[arg(long, value_parser = parse_speed)]
         speed: Option<f64>,
@@ -247,6 +252,7 @@ fn run(cli: Cli) -> Result<()> {
             geoip_city,
             geoip_asn,
             findings,
+            actions,
             speed,
             summary_json,
             labels,
@@ -279,11 +285,14 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
             }
+            // Paths on the command line are relative to the working
+            // directory (paths in a config file, to the file).
+            let from_cwd = |p: PathBuf| std::path::absolute(&p).unwrap_or(p).display().to_string();
             if let Some(p) = geoip_city {
-                cfg.geoip.city = Some(p.display().to_string());
+                cfg.geoip.city = Some(from_cwd(p));
             }
             if let Some(p) = geoip_asn {
-                cfg.geoip.asn = Some(p.display().to_string());
+                cfg.geoip.asn = Some(from_cwd(p));
             }
             // Flags may have broken a cross-field rule: check again.
             if let Some((k, m)) = cfg.validate().into_iter().next() {
@@ -323,6 +332,9 @@ fn run(cli: Cli) -> Result<()> {
                 max_examples: 10,
             };
             let mut pipeline = Pipeline::new(&cfg, settings, enricher);
+            if actions.is_some() {
+                pipeline.actions = Some(Vec::new());
+            }
             let summary = pipeline
                 .run(sources, &opts, &mut |f: &Finding| {
                     scored.push(ScoredFinding::from(f));
@@ -336,6 +348,16 @@ fn run(cli: Cli) -> Result<()> {
                 })
                 .map_err(anyhow::Error::msg)?;
             out.flush()?;
+            if let (Some(path), Some(list)) = (&actions, &pipeline.actions) {
+                let mut w = std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                );
+                for a in list {
+                    writeln!(w, "{}", serde_json::to_string(a)?)?;
+                }
+                w.flush()?;
+            }
             if let Some(e) = write_err {
                 bail!("writing findings: {e}");
             }

@@ -162,6 +162,8 @@ pub struct Pipeline {
     enricher: Arc<Enricher>,
     pub engine: Engine,
     pub decider: crate::decide::Decider,
+    /// When `Some`, every action request the policy made is kept here.
+    pub actions: Option<Vec<crate::decide::ActionRequest>>,
 }
 
 impl Pipeline {
@@ -171,6 +173,15 @@ impl Pipeline {
             enricher,
             engine: Engine::new(config),
             decider: crate::decide::Decider::new(&config.policy),
+            actions: None,
+        }
+    }
+
+    fn decide(&mut self, f: &Finding, summary: &mut Summary) {
+        let d = self.decider.decide(f);
+        summary.response.count(&d);
+        if let Some(a) = self.actions.as_mut() {
+            a.extend(d.actions);
         }
     }
 
@@ -276,7 +287,7 @@ impl Pipeline {
             self.engine.push(ev, &mut findings);
             for f in findings.drain(..) {
                 crate::telemetry::finding(f.kind);
-                summary.response.count(&self.decider.decide(&f));
+                self.decide(&f, &mut summary);
                 on_finding(&f);
             }
             since_tick += 1;
@@ -296,7 +307,7 @@ impl Pipeline {
         self.engine.flush(&mut findings);
         for f in findings.drain(..) {
             crate::telemetry::finding(f.kind);
-            summary.response.count(&self.decider.decide(&f));
+            self.decide(&f, &mut summary);
             on_finding(&f);
         }
         summary.response.fuses_tripped = self.decider.tripped();
