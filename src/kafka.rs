@@ -551,6 +551,9 @@ struct Service<'a> {
     consumer: Arc<TwConsumer>,
     producer: TwProducer,
     store: Store,
+    /// The response policy (one per instance: budgets count this instance's
+    /// revocations); its decisions go to the store's outbox with the findings.
+    decider: crate::decide::Decider,
     health: Arc<Health>,
     parts: HashMap<(usize, i32), Part>,
     findings: Vec<Finding>,
@@ -580,6 +583,12 @@ pub fn run(
         .as_ref()
         .ok_or_else(|| ServiceError::Setup("no [kafka] section in the configuration".into()))?;
     let store = Store::open(&cfg.store.path)?;
+    let mut decider = crate::decide::Decider::new(&cfg.policy);
+    decider.restore(
+        store.open_incidents()?,
+        &store.tripped_fuses()?,
+        &store.executed_revocations()?,
+    );
     let mut roles: Vec<TopicRole> = kc
         .topics
         .iter()
@@ -648,6 +657,7 @@ pub fn run(
         consumer: consumer.clone(),
         producer: producer(kc)?,
         store,
+        decider,
         health,
         parts: HashMap::new(),
         findings: Vec::new(),
@@ -1186,7 +1196,10 @@ impl Service<'_> {
                 json: j,
             })
             .collect();
-        let fresh = self.store.insert_findings(&rows, now_ms())?;
+        let (findings, decider) = (&self.findings, &mut self.decider);
+        let fresh = self
+            .store
+            .insert_findings_and_decide(&rows, now_ms(), |i| Some(decider.decide(&findings[i])))?;
         drop(rows);
         let now_ms = now_ms();
         let now_us = now_us();

@@ -88,7 +88,24 @@ impl Store {
                  id TEXT PRIMARY KEY, token_id TEXT NOT NULL, kind TEXT NOT NULL,
                  event_ts INTEGER NOT NULL, created_ms INTEGER NOT NULL,
                  produced INTEGER NOT NULL DEFAULT 0, json TEXT NOT NULL);
-             CREATE INDEX IF NOT EXISTS findings_unproduced ON findings (produced) WHERE produced = 0;",
+             CREATE INDEX IF NOT EXISTS findings_unproduced ON findings (produced) WHERE produced = 0;
+             CREATE TABLE IF NOT EXISTS incidents (
+                 id TEXT PRIMARY KEY, key TEXT NOT NULL, opened_ts INTEGER NOT NULL,
+                 last_ts INTEGER NOT NULL, severity TEXT NOT NULL, findings INTEGER NOT NULL,
+                 revoked INTEGER NOT NULL, open INTEGER NOT NULL, json TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS actions (
+                 id TEXT PRIMARY KEY, incident_id TEXT NOT NULL, kind TEXT NOT NULL,
+                 rule TEXT NOT NULL, state TEXT NOT NULL, why TEXT NOT NULL,
+                 finding_id TEXT NOT NULL, token_id TEXT NOT NULL, event_ts INTEGER NOT NULL,
+                 created_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+                 next_attempt_ms INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+                 json TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS actions_due ON actions (state, next_attempt_ms);
+             CREATE TABLE IF NOT EXISTS fuses (rule TEXT PRIMARY KEY, tripped_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS audit (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL,
+                 actor TEXT NOT NULL, what TEXT NOT NULL, target TEXT NOT NULL,
+                 detail TEXT NOT NULL);",
         )
         .map_err(err)?;
         let fresh = format!("{:016x}", rand::random::<u64>());
@@ -212,6 +229,19 @@ impl Store {
         fs: &[StoredFinding<'_>],
         now_ms: i64,
     ) -> Result<Vec<bool>, StoreError> {
+        self.insert_findings_and_decide(fs, now_ms, |_| None)
+    }
+
+    /// [`insert_findings`](Store::insert_findings), and in the same
+    /// transaction what the policy decides for each new finding (`decide` is
+    /// called with the finding's index only when it is new), so a crash can
+    /// never keep a finding and lose the actions it caused.
+    pub fn insert_findings_and_decide(
+        &mut self,
+        fs: &[StoredFinding<'_>],
+        now_ms: i64,
+        mut decide: impl FnMut(usize) -> Option<crate::decide::Decision>,
+    ) -> Result<Vec<bool>, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError {
             path: path.clone(),
@@ -234,6 +264,13 @@ impl Store {
                 fresh.push(n == 1);
             }
         }
+        let decisions: Vec<_> = fresh
+            .iter()
+            .enumerate()
+            .filter(|(_, new)| **new)
+            .filter_map(|(i, _)| decide(i))
+            .collect();
+        write_decisions(&tx, &decisions, now_ms).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(fresh)
     }
@@ -273,12 +310,180 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// Record what the policy decided, in one transaction: incidents
+    /// (upserted), action requests (the outbox; a request already there is
+    /// left alone: ids are deterministic), tripped fuses, and an audit entry
+    /// per new request, naming the rule that asked for it.
+    pub fn record_decisions(
+        &mut self,
+        decisions: &[crate::decide::Decision],
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let n = write_decisions(&tx, decisions, now_ms).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(n)
+    }
+
+    /// Open incidents (to rebuild the policy's state after a restart).
+    pub fn open_incidents(&self) -> Result<Vec<crate::decide::Incident>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT json FROM incidents WHERE open = 1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Ok(i) = serde_json::from_str(&r.map_err(|e| self.err(e))?) {
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rules whose fuse tripped and was not reset.
+    pub fn tripped_fuses(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT rule FROM fuses ORDER BY rule")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Revocations decided for execution: `(rule, event time)`, for the budgets.
+    pub fn executed_revocations(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT rule, event_ts FROM actions WHERE kind = 'revoke' AND state IN ('pending', 'done') ORDER BY event_ts",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Action requests in a state (`pending`, `observed`, …): `(id, json)`.
+    pub fn actions_in_state(&self, state: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, json FROM actions WHERE state = ?1 ORDER BY event_ts, id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![state], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The audit log, oldest first: `(actor, what, target, detail)`.
+    pub fn audit_log(&self) -> Result<Vec<(String, String, String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT actor, what, target, detail FROM audit ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     /// Number of findings recorded.
     pub fn findings_count(&self) -> Result<i64, StoreError> {
         self.conn
             .query_row("SELECT COUNT(*) FROM findings", [], |r| r.get(0))
             .map_err(|e| self.err(e))
     }
+}
+
+fn write_decisions(
+    tx: &rusqlite::Transaction<'_>,
+    decisions: &[crate::decide::Decision],
+    now_ms: i64,
+) -> Result<usize, rusqlite::Error> {
+    use crate::decide::ActionState;
+    let mut new = 0;
+    for d in decisions {
+        let i = &d.incident;
+        tx.execute(
+            "INSERT OR REPLACE INTO incidents (id, key, opened_ts, last_ts, severity, findings, revoked, open, json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                i.id,
+                i.key,
+                i.opened_ts,
+                i.last_ts,
+                i.severity.as_str(),
+                i.findings,
+                i.revoked,
+                i.open,
+                serde_json::to_string(i).unwrap_or_default()
+            ],
+        )?;
+        for a in &d.actions {
+            let (state, why) = match &a.state {
+                ActionState::Execute => ("pending", String::new()),
+                ActionState::Observe(w) => ("observed", w.clone()),
+                ActionState::AwaitingApproval(w) => ("awaiting_approval", w.clone()),
+                ActionState::Skipped(w) => ("skipped", w.clone()),
+                ActionState::Digest => ("digest", String::new()),
+            };
+            let kind = match a.kind {
+                crate::config::ActionKind::Revoke => "revoke",
+                crate::config::ActionKind::Alert => "alert",
+            };
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO actions (id, incident_id, kind, rule, state, why, finding_id, token_id, event_ts, created_ms, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    a.id,
+                    a.incident_id,
+                    kind,
+                    a.rule,
+                    state,
+                    why,
+                    a.finding_id,
+                    a.token_id,
+                    a.event_ts,
+                    now_ms,
+                    serde_json::to_string(a).unwrap_or_default()
+                ],
+            )?;
+            if n == 1 {
+                new += 1;
+                tx.execute(
+                    "INSERT INTO audit (at_ms, actor, what, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        now_ms,
+                        format!("rule:{}", a.rule),
+                        format!("{kind} {state}"),
+                        a.token_id,
+                        a.summary
+                    ],
+                )?;
+            }
+            if why.starts_with("fuse tripped now") {
+                let fuse = if why.starts_with("fuse tripped now: policy budget") {
+                    "policy"
+                } else {
+                    a.rule.as_str()
+                };
+                tx.execute(
+                    "INSERT OR IGNORE INTO fuses (rule, tripped_ms) VALUES (?1, ?2)",
+                    params![fuse, now_ms],
+                )?;
+            }
+        }
+    }
+    Ok(new)
 }
 
 #[cfg(test)]
@@ -331,5 +536,102 @@ mod tests {
         drop(s);
         // Reopening keeps the identity.
         assert_eq!(Store::open(&path).unwrap().id(), id);
+    }
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{Mode, PolicyConfig, Severity};
+    use crate::decide::Decider;
+    use crate::detect::{Finding, FindingKind};
+    use crate::event::TokenId;
+
+    fn finding(i: i64) -> Finding {
+        Finding {
+            id: format!("f-{i}"),
+            kind: FindingKind::TokenReplay,
+            severity: Severity::High,
+            score: 90,
+            mode: Mode::Enforce,
+            token_id: TokenId(Arc::from(format!("t{i}").as_str())),
+            subject: Some(Arc::from(format!("u{i}").as_str())),
+            client_id: None,
+            event_time: String::new(),
+            event_ts: 1_767_225_600_000 + i * 1000,
+            evidence_first: String::new(),
+            evidence_last: String::new(),
+            summary: "replayed".into(),
+            client_ip: "20.0.0.1".into(),
+            asn: 1,
+            network: "residential",
+            country: None,
+            city: None,
+            route: "/v1".into(),
+            user_agent: String::new(),
+            evidence: serde_json::Value::Null,
+            source_ts: -1,
+            token_exp: None,
+        }
+    }
+
+    /// Decisions land in the outbox with their findings, once; a restarted
+    /// policy keeps its budgets and tripped fuses from the store.
+    #[test]
+    fn the_outbox_is_idempotent_and_the_policy_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db")).unwrap();
+        let mut policy = PolicyConfig::default();
+        policy.rules[0].mode = Mode::Enforce;
+        policy.rules[0].max_revocations_per_minute = 2;
+        let mut decider = Decider::new(&policy);
+        let fs: Vec<Finding> = (0..4).map(finding).collect();
+        let jsons: Vec<Vec<u8>> = fs.iter().map(|f| serde_json::to_vec(f).unwrap()).collect();
+        let rows: Vec<StoredFinding<'_>> = fs
+            .iter()
+            .zip(&jsons)
+            .map(|(f, j)| StoredFinding {
+                id: &f.id,
+                token_id: f.token_id.as_str(),
+                kind: f.kind.as_str(),
+                event_ts: f.event_ts,
+                json: j,
+            })
+            .collect();
+        let fresh = store
+            .insert_findings_and_decide(&rows, 0, |i| Some(decider.decide(&fs[i])))
+            .unwrap();
+        assert_eq!(fresh, vec![true; 4]);
+        let pending_revokes = |s: &Store| {
+            s.actions_in_state("pending")
+                .unwrap()
+                .iter()
+                .filter(|(_, j)| j.contains("\"kind\":\"revoke\""))
+                .count()
+        };
+        assert_eq!(pending_revokes(&store), 2, "the budget held");
+        assert_eq!(
+            store.tripped_fuses().unwrap(),
+            vec!["stolen-token".to_string()]
+        );
+        let audited = store.audit_log().unwrap().len();
+        // The same findings again (a restart re-derives them): nothing new.
+        let mut again = Decider::new(&policy);
+        let fresh = store
+            .insert_findings_and_decide(&rows, 1, |i| Some(again.decide(&fs[i])))
+            .unwrap();
+        assert_eq!(fresh, vec![false; 4]);
+        assert_eq!(store.audit_log().unwrap().len(), audited);
+        // A restarted policy remembers the tripped fuse and the incidents.
+        let mut restarted = Decider::new(&policy);
+        restarted.restore(
+            store.open_incidents().unwrap(),
+            &store.tripped_fuses().unwrap(),
+            &store.executed_revocations().unwrap(),
+        );
+        assert_eq!(restarted.tripped(), vec!["stolen-token".to_string()]);
+        assert_eq!(restarted.open_incidents(), 4);
     }
 }

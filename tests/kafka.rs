@@ -342,6 +342,21 @@ fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
     assert_same_findings(&got, &expected, "streaming vs file replay");
     assert_eq!(got.len(), expected.len(), "no finding produced twice");
 
+    // What the findings caused is in the store's outbox and audit log
+    // (default policy: revocations observed, alerts pending delivery).
+    let store = tokenwatch::store::Store::open(&d.join("tokenwatch.db")).unwrap();
+    let observed = store.actions_in_state("observed").unwrap();
+    let pending = store.actions_in_state("pending").unwrap();
+    assert!(!observed.is_empty(), "observed revocations recorded");
+    assert!(!pending.is_empty(), "alerts waiting for the dispatcher");
+    let audit = store.audit_log().unwrap();
+    assert_eq!(
+        audit.len(),
+        observed.len() + pending.len(),
+        "every action audited once"
+    );
+    assert!(audit.iter().all(|(actor, ..)| actor.starts_with("rule:")));
+
     let dead = read_topic(&dlq, poison_count, Duration::from_secs(30));
     assert_eq!(
         dead.len(),

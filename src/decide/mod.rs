@@ -70,7 +70,7 @@ pub struct ActionRequest {
 }
 
 /// An incident: one token's (or one subject's) findings, grouped.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Incident {
     pub id: String,
     /// `sub:<subject>` or `tok:<token_id>`.
@@ -149,6 +149,32 @@ impl Decider {
             policy: policy.clone(),
             incidents: FxHashMap::default(),
             alert_minute: (i64::MIN, 0),
+        }
+    }
+
+    /// Continue from what the store remembers after a restart: open
+    /// incidents, tripped fuses and the revocations charged to the budgets.
+    pub fn restore(
+        &mut self,
+        incidents: Vec<Incident>,
+        tripped: &[String],
+        revocations: &[(String, EventTime)],
+    ) {
+        for i in incidents {
+            self.incidents.insert(i.key.clone(), i);
+        }
+        for (rule, ts) in revocations {
+            self.global.recent.push_back(*ts);
+            if let Some(i) = self.policy.rules.iter().position(|r| r.name == *rule) {
+                self.rule_fuses[i].recent.push_back(*ts);
+            }
+        }
+        for t in tripped {
+            if t == "policy" {
+                self.global.tripped = true;
+            } else if let Some(i) = self.policy.rules.iter().position(|r| r.name == *t) {
+                self.rule_fuses[i].tripped = true;
+            }
         }
     }
 
