@@ -28,7 +28,7 @@
 //! a store (one machine) hand state over on rebalance. Without it, state
 //! starts empty from the committed offset (said in the log).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -548,6 +548,8 @@ struct Service<'a> {
     roles: Vec<TopicRole>,
     repartition_topic: Option<String>,
     changelog: Option<String>,
+    /// Per partition, the changelog generations written: (seq, chunks).
+    changelog_gens: HashMap<(String, i32), VecDeque<(i64, usize)>>,
     consumer: Arc<TwConsumer>,
     producer: TwProducer,
     store: Store,
@@ -654,6 +656,7 @@ pub fn run(
         roles,
         repartition_topic,
         changelog: kc.changelog_topic.clone(),
+        changelog_gens: HashMap::new(),
         consumer: consumer.clone(),
         producer: producer(kc)?,
         store,
@@ -803,10 +806,12 @@ fn ensure_topic(
 /// Checkpoints in the changelog topic are cut into records of this size.
 const CHANGELOG_CHUNK: usize = 512 * 1024;
 
-/// Write checkpoints to the changelog topic: chunks keyed
-/// `<topic>/<partition>/<i>`, then a manifest keyed `<topic>/<partition>`
-/// (`<store id>:<seq>:<chunks>:<resume>:<next>:<created ms>`). Compaction
-/// keeps the latest record per key.
+/// Write checkpoints to the changelog topic, one generation per key prefix:
+/// chunks keyed `<topic>/<partition>/<seq>/<i>`, then the manifest keyed
+/// `<topic>/<partition>/<seq>` (`<store id>:<seq>:<chunks>:<resume>:<next>:<created ms>`).
+/// A checkpoint cut short by a crash never overwrites the generation the
+/// committed offset names; generations two behind are deleted (tombstones)
+/// once a newer one is committed, so compaction keeps the topic small.
 fn changelog_write(
     producer: &TwProducer,
     changelog: &str,
@@ -817,7 +822,7 @@ fn changelog_write(
         let seq = c.seq.to_string();
         let chunks: Vec<&[u8]> = c.state.chunks(CHANGELOG_CHUNK).collect();
         for (i, chunk) in chunks.iter().enumerate() {
-            let key = format!("{}/{}/{i}", c.topic, c.partition);
+            let key = format!("{}/{}/{}/{i}", c.topic, c.partition, c.seq);
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "tokenwatch-store",
@@ -843,13 +848,32 @@ fn changelog_write(
             c.next_offset,
             c.created_ms
         );
-        let key = format!("{}/{}", c.topic, c.partition);
+        let key = format!("{}/{}/{}", c.topic, c.partition, c.seq);
         send(
             producer,
             record(changelog)
                 .key(key.as_bytes())
                 .payload(manifest.as_bytes()),
         )?;
+    }
+    Ok(())
+}
+
+/// Delete a generation from the changelog (tombstones; compaction removes it).
+fn changelog_delete(
+    producer: &TwProducer,
+    changelog: &str,
+    topic: &str,
+    partition: i32,
+    seq: i64,
+    chunks: usize,
+) -> Result<(), KafkaError> {
+    let mut keys: Vec<String> = (0..chunks)
+        .map(|i| format!("{topic}/{partition}/{seq}/{i}"))
+        .collect();
+    keys.push(format!("{topic}/{partition}/{seq}"));
+    for k in keys {
+        send(producer, record(changelog).key(k.as_bytes()))?;
     }
     Ok(())
 }
@@ -871,7 +895,10 @@ fn changelog_read(
         .iter()
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
-    let prefixes: Vec<String> = wanted.keys().map(|(t, p)| format!("{t}/{p}")).collect();
+    let prefixes: Vec<String> = wanted
+        .iter()
+        .map(|((t, p), (_, seq))| format!("{t}/{p}/{seq}"))
+        .collect();
     // key → (store, seq, payload); the latest record of a key wins.
     let mut latest: HashMap<String, (String, i64, Vec<u8>)> = HashMap::new();
     for p in partitions {
@@ -910,19 +937,26 @@ fn changelog_read(
                         .map(str::to_string)
                 })
             };
+            let Some(payload) = m.payload() else {
+                // A tombstone: that generation is gone.
+                latest.remove(key);
+                continue;
+            };
             let store = header("tokenwatch-store").unwrap_or_default();
             let seq = header("tokenwatch-seq")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(-1);
-            latest.insert(
-                key.to_string(),
-                (store, seq, m.payload().unwrap_or_default().to_vec()),
-            );
+            latest.insert(key.to_string(), (store, seq, payload.to_vec()));
         }
     }
+    tracing::debug!(
+        "changelog {changelog}: {} keys kept for {wanted:?}: {:?}",
+        latest.len(),
+        latest.keys().collect::<Vec<_>>()
+    );
     let mut out = HashMap::new();
     for ((topic, partition), (store, seq)) in wanted {
-        let Some((_, _, manifest)) = latest.get(&format!("{topic}/{partition}")) else {
+        let Some((_, _, manifest)) = latest.get(&format!("{topic}/{partition}/{seq}")) else {
             continue;
         };
         let manifest = String::from_utf8_lossy(manifest);
@@ -937,13 +971,16 @@ fn changelog_read(
             continue;
         }
         let mut state = Vec::new();
-        let complete = (0..chunks).all(|i| match latest.get(&format!("{topic}/{partition}/{i}")) {
-            Some((s, q, bytes)) if s == store && q == seq => {
-                state.extend_from_slice(bytes);
-                true
-            }
-            _ => false,
-        });
+        let complete =
+            (0..chunks).all(
+                |i| match latest.get(&format!("{topic}/{partition}/{seq}/{i}")) {
+                    Some((s, q, bytes)) if s == store && q == seq => {
+                        state.extend_from_slice(bytes);
+                        true
+                    }
+                    _ => false,
+                },
+            );
         if complete {
             out.insert(
                 (topic.clone(), *partition),
@@ -1266,7 +1303,14 @@ impl Service<'_> {
                 .collect();
             if !wanted.is_empty() {
                 match changelog_read(self.kc, changelog, &wanted) {
-                    Ok(found) => foreign = found,
+                    Ok(found) => {
+                        tracing::info!(
+                            "kafka: changelog {changelog}: {} of {} checkpoints found",
+                            found.len(),
+                            wanted.len()
+                        );
+                        foreign = found
+                    }
                     Err(e) => tracing::warn!("kafka: reading the changelog {changelog}: {e}"),
                 }
             }
@@ -1404,8 +1448,9 @@ impl Service<'_> {
         }
         self.stats.assigned = self.parts.len();
         tracing::info!(
-            "kafka: {} partitions revoked (state checkpointed)",
-            keys.len()
+            "kafka: {} partitions revoked, state checkpointed (now {})",
+            keys.len(),
+            self.parts.len()
         );
     }
 
@@ -1541,6 +1586,7 @@ impl Service<'_> {
             Ok(()) => {
                 self.stats.commits += 1;
                 crate::telemetry::commit(true);
+                self.changelog_prune(&cps);
                 true
             }
             Err(e) => {
@@ -1548,6 +1594,34 @@ impl Service<'_> {
                 tracing::warn!("kafka: offset commit failed ({e}); will retry");
                 self.health.set_error(format!("offset commit: {e}"));
                 false
+            }
+        }
+    }
+
+    /// After a commit: generations older than the previous one leave the changelog.
+    fn changelog_prune(&mut self, cps: &[Checkpoint]) {
+        let Some(changelog) = &self.changelog else {
+            return;
+        };
+        for c in cps {
+            let gens = self
+                .changelog_gens
+                .entry((c.topic.clone(), c.partition))
+                .or_default();
+            gens.push_back((c.seq, c.state.len().div_ceil(CHANGELOG_CHUNK)));
+            while gens.len() > 2 {
+                if let Some((seq, chunks)) = gens.pop_front()
+                    && let Err(e) = changelog_delete(
+                        &self.producer,
+                        changelog,
+                        &c.topic,
+                        c.partition,
+                        seq,
+                        chunks,
+                    )
+                {
+                    tracing::warn!("kafka: changelog {changelog}: {e}");
+                }
             }
         }
     }
