@@ -686,7 +686,8 @@ fn scale_out_survivor_takes_over_partitions_with_their_state() {
     let mut loader = load_cmd(d, "all.jsonl", &logs, true, Some(rate))
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(5));
+    // Halfway: A has read half of its share (it owns half the partitions).
+    assert!(wait_consumed(&rx_a, total / 4, 120), "A is consuming");
     kill9(a);
     // Incremental (cooperative) rebalance: the survivor keeps its own two
     // partitions in memory and gets the dead instance's two from the store.
@@ -746,7 +747,8 @@ fn state_moves_between_machines_through_the_changelog_topic() {
     let mut loader = load_cmd(d, "all.jsonl", &logs, true, Some(rate))
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(5));
+    // Halfway: A has read half of its share (it owns half the partitions).
+    assert!(wait_consumed(&rx_a, total / 4, 120), "A is consuming");
     kill9(a);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut from_changelog = false;
