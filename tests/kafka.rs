@@ -115,6 +115,16 @@ fn dataset(seed: u64, users: u32) -> (tempfile::TempDir, Vec<u8>) {
     (dir, data)
 }
 
+/// A labeled dataset written to `all.jsonl` in a fresh directory, its
+/// record count, and the findings its file replay gives (by id).
+fn replayed_dataset(seed: u64) -> (tempfile::TempDir, usize, BTreeSet<String>) {
+    let (dir, data) = dataset(seed, 250);
+    std::fs::write(dir.path().join("all.jsonl"), &data).unwrap();
+    let total = lines_of(&data).len();
+    let expected = replay_ids(dir.path(), "all.jsonl");
+    (dir, total, expected)
+}
+
 /// Findings of the file replay of `file` (in `dir`), by id.
 fn replay_ids(dir: &std::path::Path, file: &str) -> BTreeSet<String> {
     let st = Command::new(bin())
@@ -591,11 +601,8 @@ fn create_topic(name: &str, partitions: i32) {
 #[test]
 fn kill_9_mid_stream_loses_nothing_and_restores_state() {
     let _guard = BROKER.lock().unwrap_or_else(|e| e.into_inner());
-    let (dir, data) = dataset(79, 250);
+    let (dir, total, expected) = replayed_dataset(79);
     let d = dir.path();
-    std::fs::write(d.join("all.jsonl"), &data).unwrap();
-    let total = lines_of(&data).len();
-    let expected = replay_ids(d, "all.jsonl");
 
     // One unkeyed input partition re-keyed into two: cross-partition skew of
     // a 900x accelerated replay would exceed the lateness bound otherwise
@@ -663,11 +670,8 @@ fn kill_9_mid_stream_loses_nothing_and_restores_state() {
 #[test]
 fn scale_out_survivor_takes_over_partitions_with_their_state() {
     let _guard = BROKER.lock().unwrap_or_else(|e| e.into_inner());
-    let (dir, data) = dataset(80, 250);
+    let (dir, total, expected) = replayed_dataset(80);
     let d = dir.path();
-    std::fs::write(d.join("all.jsonl"), &data).unwrap();
-    let total = lines_of(&data).len();
-    let expected = replay_ids(d, "all.jsonl");
 
     let (logs, findings) = (unique("tw-scale-logs"), unique("tw-scale-findings"));
     create_topic(&logs, 4);
@@ -718,11 +722,8 @@ fn scale_out_survivor_takes_over_partitions_with_their_state() {
 #[test]
 fn state_moves_between_machines_through_the_changelog_topic() {
     let _guard = BROKER.lock().unwrap_or_else(|e| e.into_inner());
-    let (dir, data) = dataset(81, 250);
+    let (dir, total, expected) = replayed_dataset(81);
     let d = dir.path();
-    std::fs::write(d.join("all.jsonl"), &data).unwrap();
-    let total = lines_of(&data).len();
-    let expected = replay_ids(d, "all.jsonl");
 
     let (logs, findings) = (unique("tw-cl-logs"), unique("tw-cl-findings"));
     let changelog = unique("tw-cl-changelog");
