@@ -252,6 +252,16 @@ fn producer(kc: &KafkaConfig) -> Result<TwProducer, ServiceError> {
     Ok(c.create_with_context(Deliveries::default())?)
 }
 
+/// Record headers from `(key, value)` pairs.
+fn headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: Some(*value),
+        })
+    })
+}
+
 /// A record without a delivery ticket.
 fn record(topic: &str) -> BaseRecord<'_, [u8], [u8], usize> {
     BaseRecord::with_opaque_to(topic, 0)
@@ -449,7 +459,7 @@ struct Shard {
     /// Repartition topic: per source partition, the highest source offset
     /// processed. Forwarding is at-least-once (a forwarder that crashes
     /// forwards again from its committed offset); this drops the copies.
-    sources: HashMap<(String, i32), i64>,
+    sources: HashMap<String, HashMap<i32, i64>>,
 }
 
 /// A shard's checkpoint: `[u32 LE length][source marks (postcard)][engine snapshot]`.
@@ -457,7 +467,7 @@ fn encode_shard_state(s: &Shard) -> Result<Vec<u8>, String> {
     let marks: Vec<(&str, i32, i64)> = s
         .sources
         .iter()
-        .map(|((t, p), o)| (t.as_str(), *p, *o))
+        .flat_map(|(t, ps)| ps.iter().map(move |(p, o)| (t.as_str(), *p, *o)))
         .collect();
     let marks = postcard::to_allocvec(&marks).map_err(|e| e.to_string())?;
     let engine = s.engine.snapshot().map_err(|e| e.to_string())?;
@@ -480,7 +490,10 @@ fn decode_shard_state(s: &mut Shard, bytes: &[u8]) -> Result<Vec<(i64, u32)>, St
         .engine
         .restore(&bytes[4 + len..])
         .map_err(|e| e.to_string())?;
-    s.sources = marks.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+    s.sources.clear();
+    for (t, p, o) in marks {
+        s.sources.entry(t).or_default().insert(p, o);
+    }
     Ok(pending)
 }
 
@@ -823,15 +836,7 @@ fn changelog_write(
         let chunks: Vec<&[u8]> = c.state.chunks(CHANGELOG_CHUNK).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let key = format!("{}/{}/{}/{i}", c.topic, c.partition, c.seq);
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "tokenwatch-store",
-                    value: Some(store_id),
-                })
-                .insert(Header {
-                    key: "tokenwatch-seq",
-                    value: Some(seq.as_str()),
-                });
+            let headers = headers(&[("tokenwatch-store", store_id), ("tokenwatch-seq", &seq)]);
             send(
                 producer,
                 record(changelog)
@@ -1098,23 +1103,12 @@ impl Service<'_> {
                 if let (Some(k), Some(topic)) = (key, &self.repartition_topic) {
                     let format = self.roles[ti].format.as_str();
                     let (sp, so) = (m.partition().to_string(), off.to_string());
-                    let headers = OwnedHeaders::new()
-                        .insert(Header {
-                            key: "tokenwatch-format",
-                            value: Some(format),
-                        })
-                        .insert(Header {
-                            key: "tokenwatch-source-topic",
-                            value: Some(m.topic()),
-                        })
-                        .insert(Header {
-                            key: "tokenwatch-source-partition",
-                            value: Some(sp.as_str()),
-                        })
-                        .insert(Header {
-                            key: "tokenwatch-source-offset",
-                            value: Some(so.as_str()),
-                        });
+                    let headers = headers(&[
+                        ("tokenwatch-format", format),
+                        ("tokenwatch-source-topic", m.topic()),
+                        ("tokenwatch-source-partition", &sp),
+                        ("tokenwatch-source-offset", &so),
+                    ]);
                     let mut rec = record(topic)
                         .key(k.as_bytes())
                         .payload(payload)
@@ -1137,7 +1131,12 @@ impl Service<'_> {
                     && role == Role::Internal
                     && let Some((st, sp, so)) = source_of(m)
                 {
-                    match s.sources.get_mut(&(st.to_string(), sp)) {
+                    // Looked up by &str: no allocation per record.
+                    let marks = match s.sources.get_mut(st) {
+                        Some(m) => m,
+                        None => s.sources.entry(st.to_string()).or_default(),
+                    };
+                    match marks.get_mut(&sp) {
                         Some(mark) if so <= *mark => {
                             // A copy forwarded again after a forwarder crash.
                             s.next = Some(off + 1);
@@ -1147,7 +1146,7 @@ impl Service<'_> {
                         }
                         Some(mark) => *mark = so,
                         None => {
-                            s.sources.insert((st.to_string(), sp), so);
+                            marks.insert(sp, so);
                         }
                     }
                 }
@@ -1225,19 +1224,29 @@ impl Service<'_> {
             .findings
             .iter()
             .zip(&jsons)
-            .map(|(f, j)| StoredFinding {
-                id: &f.id,
-                token_id: f.token_id.as_str(),
-                kind: f.kind.as_str(),
-                event_ts: f.event_ts,
-                json: j,
-            })
+            .map(|(f, j)| StoredFinding::of(f, j))
             .collect();
         let (findings, decider) = (&self.findings, &mut self.decider);
         let fresh = self
             .store
             .insert_findings_and_decide(&rows, now_ms(), |i| Some(decider.decide(&findings[i])))?;
         drop(rows);
+        // A finding derived again that its first deriver recorded but never
+        // got confirmed as produced (it died in between: a partition taken
+        // over from a killed instance sharing this store) is produced now.
+        let again: Vec<&str> = self
+            .findings
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, new)| !**new)
+            .map(|(f, _)| f.id.as_str())
+            .filter(|id| !self.in_flight.values().any(|x| x == id))
+            .collect();
+        let unproduced = if again.is_empty() {
+            Vec::new()
+        } else {
+            self.store.unproduced_ids(&again)?
+        };
         let now_ms = now_ms();
         let now_us = now_us();
         let findings = std::mem::take(&mut self.findings);
@@ -1245,6 +1254,15 @@ impl Service<'_> {
             if !fresh {
                 self.stats.findings_deduplicated += 1;
                 crate::telemetry::finding_deduplicated();
+                if let Some(topic) = &self.kc.findings_topic
+                    && unproduced.contains(&f.id)
+                {
+                    let ticket = self.ticket(f.id.clone());
+                    let rec = BaseRecord::with_opaque_to(topic, ticket)
+                        .key(f.token_id.as_str().as_bytes())
+                        .payload(json.as_slice());
+                    send(&self.producer, rec)?;
+                }
                 continue;
             }
             self.stats.findings += 1;
@@ -1692,31 +1710,14 @@ fn dead_letter(
     let partition = m.partition().to_string();
     let offset = m.offset().to_string();
     let bad = bad_objects.to_string();
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "tokenwatch-bad-objects",
-            value: Some(bad.as_str()),
-        })
-        .insert(Header {
-            key: "tokenwatch-reason",
-            value: Some(d.reason.as_str()),
-        })
-        .insert(Header {
-            key: "tokenwatch-detail",
-            value: Some(d.detail.as_str()),
-        })
-        .insert(Header {
-            key: "tokenwatch-source-topic",
-            value: Some(m.topic()),
-        })
-        .insert(Header {
-            key: "tokenwatch-source-partition",
-            value: Some(partition.as_str()),
-        })
-        .insert(Header {
-            key: "tokenwatch-source-offset",
-            value: Some(offset.as_str()),
-        });
+    let headers = headers(&[
+        ("tokenwatch-bad-objects", &bad),
+        ("tokenwatch-reason", d.reason.as_str()),
+        ("tokenwatch-detail", &d.detail),
+        ("tokenwatch-source-topic", m.topic()),
+        ("tokenwatch-source-partition", &partition),
+        ("tokenwatch-source-offset", &offset),
+    ]);
     let rec = record(topic)
         .payload(m.payload().unwrap_or_default())
         .headers(headers);

@@ -47,11 +47,42 @@ pub struct StoredFinding<'a> {
     pub json: &'a [u8],
 }
 
+/// Run `f` again while SQLite says the database is busy or locked (up to 30 s).
+fn busy_retry<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// `(store id, checkpoint seq)` of commit metadata written by any store.
 pub fn parse_metadata(metadata: &str) -> Option<(&str, i64)> {
     let rest = metadata.strip_prefix("tw1:")?;
     let (id, seq) = rest.split_once(':')?;
     Some((id, seq.parse().ok()?))
+}
+
+impl<'a> StoredFinding<'a> {
+    /// A finding and its JSON (as produced to the findings topic).
+    pub fn of(f: &'a crate::detect::Finding, json: &'a [u8]) -> StoredFinding<'a> {
+        StoredFinding {
+            id: &f.id,
+            token_id: f.token_id.as_str(),
+            kind: f.kind.as_str(),
+            event_ts: f.event_ts,
+            json,
+        }
+    }
 }
 
 pub struct Store {
@@ -73,11 +104,13 @@ impl Store {
         // WAL: readers never block the writer; NORMAL: a process crash
         // (kill -9) loses nothing committed, a power loss may lose the last
         // transactions (then findings may be produced twice, by id).
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
+        // Switching to WAL and creating the schema take locks that the busy
+        // handler does not always wait for: instances starting together
+        // (sharing the file) retry for a while instead of failing.
+        busy_retry(|| conn.pragma_update(None, "journal_mode", "WAL")).map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
-        conn.execute_batch(
+        busy_retry(|| conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS checkpoints (
                  topic TEXT NOT NULL, partition INTEGER NOT NULL, seq INTEGER NOT NULL,
@@ -106,13 +139,15 @@ impl Store {
                  seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL,
                  actor TEXT NOT NULL, what TEXT NOT NULL, target TEXT NOT NULL,
                  detail TEXT NOT NULL);",
-        )
+        ))
         .map_err(err)?;
         let fresh = format!("{:016x}", rand::random::<u64>());
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)",
-            params![fresh],
-        )
+        busy_retry(|| {
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)",
+                params![fresh],
+            )
+        })
         .map_err(err)?;
         let id: String = conn
             .query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
@@ -295,6 +330,21 @@ impl Store {
             }
         }
         tx.commit().map_err(err)
+    }
+
+    /// Which of these findings are recorded but not confirmed produced.
+    pub fn unproduced_ids(&self, ids: &[&str]) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM findings WHERE id = ?1 AND produced = 0")
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for id in ids {
+            if stmt.exists(params![id]).map_err(|e| self.err(e))? {
+                out.push(id.to_string());
+            }
+        }
+        Ok(out)
     }
 
     /// Findings recorded but not confirmed produced (a crash came between):
@@ -592,13 +642,7 @@ mod outbox_tests {
         let rows: Vec<StoredFinding<'_>> = fs
             .iter()
             .zip(&jsons)
-            .map(|(f, j)| StoredFinding {
-                id: &f.id,
-                token_id: f.token_id.as_str(),
-                kind: f.kind.as_str(),
-                event_ts: f.event_ts,
-                json: j,
-            })
+            .map(|(f, j)| StoredFinding::of(f, j))
             .collect();
         let fresh = store
             .insert_findings_and_decide(&rows, 0, |i| Some(decider.decide(&fs[i])))
