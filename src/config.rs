@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 use crate::event::NetClass;
 
+mod response;
+pub use response::*;
+
 /// The configuration root.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,6 +48,9 @@ pub struct Config {
     /// Response policy: which findings open incidents and trigger actions,
     /// in which mode, within which safety budgets.
     pub policy: PolicyConfig,
+    /// How actions are carried out: revocation strategies, alert channels,
+    /// delivery (retries, breakers), raw-token custody.
+    pub response: ResponseConfig,
 }
 
 /// `[policy]`: findings → incidents → actions, with safety fuses.
@@ -1000,6 +1006,7 @@ impl Config {
                 );
             }
         }
+        self.response.validate(&mut |k: &str, m: String| err(k, m));
         if self.policy.max_revocations_per_minute > self.policy.max_revocations_per_hour {
             err(
                 "policy.max_revocations_per_minute",

@@ -588,6 +588,7 @@ struct Service<'a> {
 pub fn run(
     cfg: &Config,
     settings: DecodeSettings,
+    custody: Option<Arc<crate::custody::Custody>>,
     enricher: Arc<Enricher>,
     stop: Arc<AtomicBool>,
     health: Arc<Health>,
@@ -597,7 +598,12 @@ pub fn run(
         .kafka
         .as_ref()
         .ok_or_else(|| ServiceError::Setup("no [kafka] section in the configuration".into()))?;
-    let store = Store::open(&cfg.store.path)?;
+    let mut store = Store::open(&cfg.store.path)?;
+    if let Some(c) = custody {
+        store.set_custody(c);
+    }
+    // Commands queued while no instance ran are already in the restored state.
+    let _ = store.take_commands();
     let mut decider = crate::decide::Decider::new(&cfg.policy);
     decider.restore(
         store.open_incidents()?,
@@ -709,6 +715,7 @@ pub fn run(
     let mut last_progress = Instant::now();
     let mut last_idle_check = Instant::now();
     let mut reported = (u64::MAX, u64::MAX);
+    let mut last_commands = Instant::now();
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(Control::Batch(batch)) => svc.batch(&batch)?,
@@ -728,6 +735,10 @@ pub fn run(
         }
         if svc.last_checkpoint.elapsed() >= svc.interval {
             svc.checkpoint(None);
+        }
+        if last_commands.elapsed() >= Duration::from_secs(1) {
+            svc.apply_commands();
+            last_commands = Instant::now();
         }
         if last_progress.elapsed() >= Duration::from_millis(500)
             && (svc.stats.consumed, svc.stats.findings) != reported
@@ -1030,6 +1041,31 @@ impl Service<'_> {
     }
 
     /// Findings recorded by an earlier run but not confirmed produced.
+    /// Manual acts done through the store (reset a fuse, resolve an
+    /// incident) reach this instance's policy state.
+    fn apply_commands(&mut self) {
+        match self.store.take_commands() {
+            Ok(cmds) => {
+                for (cmd, target) in cmds {
+                    let applied = match cmd.as_str() {
+                        "reset_fuse" => self.decider.reset_fuse(&target),
+                        "resolve" => self.decider.resolve(&target),
+                        _ => false,
+                    };
+                    tracing::info!(
+                        "policy: {cmd} {target} ({})",
+                        if applied {
+                            "applied"
+                        } else {
+                            "nothing to change"
+                        }
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("reading commands: {e}"),
+        }
+    }
+
     fn redeliver_unproduced(&mut self) -> Result<(), ServiceError> {
         let Some(topic) = &self.kc.findings_topic else {
             return Ok(());

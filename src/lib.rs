@@ -8,6 +8,10 @@
 //! - [`detect`]: the event-time engine, per-token state and the detectors.
 //! - [`pipeline`]: wiring for replays (merging inputs by event time).
 //! - [`kafka`]: the streaming service (`tokenwatch run`) and `replay --to-kafka`.
+//! - [`decide`]: findings → incidents → action requests (pure).
+//! - [`act`]: the dispatcher: revocations and alerts from the outbox.
+//! - [`custody`]: raw tokens, sealed in memory, for RFC 7009 revocation.
+//! - [`store`]: SQLite: checkpoints, findings, incidents, outbox, audit.
 //! - [`telemetry`]: every metric, through the `metrics` facade.
 //! - [`config`]: `rules.toml`, documented and validated.
 //! - [`synth`]: labeled synthetic traffic and matching GeoIP databases.
@@ -16,7 +20,9 @@
 //! `decode`, `enrich` and `detect` are the pure core: no I/O, no wall
 //! clock, no panics on input. See ARCHITECTURE.md.
 
+pub mod act;
 pub mod config;
+pub mod custody;
 pub mod decide;
 pub mod decode;
 pub mod detect;

@@ -37,6 +37,31 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum Act {
+    /// Revocations waiting for approval, tripped fuses, open incidents,
+    /// deliveries not finished, endpoint breakers.
+    Status,
+    /// Approve a revocation waiting for approval (protected subject/client).
+    Approve { action_id: String },
+    /// Reject a revocation waiting for approval.
+    Reject { action_id: String },
+    /// Reset a tripped fuse (`policy` or a rule name): revocations resume.
+    ResetFuse { rule: String },
+    /// Resolve an incident (PagerDuty and Alertmanager are told).
+    Resolve { incident_id: String },
+    /// Revoke a token by id with every revoker in scope.
+    Revoke {
+        token_id: String,
+        #[arg(long, default_value = "manual revocation")]
+        reason: String,
+    },
+}
+
+fn whoami() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "operator".into())
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Replay the bundled realistic dataset (several gateway formats, thousands
     /// of tokens, attacks mixed in) and print findings as they happen.
@@ -114,6 +139,21 @@ enum Command {
         /// Override kafka.brokers.
         #[arg(long)]
         brokers: Option<String>,
+    },
+    /// A person acts on the response: approve or reject a revocation waiting
+    /// for approval, reset a tripped safety fuse, resolve an incident, revoke
+    /// a token by hand, or list what is waiting. Every act is audited with
+    /// `--by`; a running `tokenwatch run` on the same store picks it up
+    /// within a second.
+    Act {
+        /// The configuration of the service (for [store] path).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Who is acting (written to the audit log).
+        #[arg(long, default_value_t = whoami())]
+        by: String,
+        #[command(subcommand)]
+        act: Act,
     },
     /// Validate a configuration file and explain every error with key and line.
     CheckConfig { file: PathBuf },
@@ -194,6 +234,105 @@ fn load_config(path: Option<&Path>) -> Result<(Config, PathBuf)> {
         let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("invalid configuration:\n  {}", lines.join("\n  "))
     })
+}
+
+/// Raw-token custody, when a revoker needs raw tokens.
+fn custody(cfg: &Config) -> Result<Option<Arc<tokenwatch::custody::Custody>>> {
+    if !cfg.response.needs_custody() {
+        return Ok(None);
+    }
+    let c = &cfg.response.custody;
+    let key = match &c.key {
+        Some(k) => {
+            let text = config::resolve_secret(k)
+                .map_err(|e| anyhow::anyhow!("response.custody.key: {e}"))?;
+            tokenwatch::custody::parse_key(&text)?
+        }
+        None => {
+            tracing::warn!(
+                "response.custody.key is not set: raw tokens are sealed with a random key for this \
+                 process only, so revocations still pending at a restart cannot present their token \
+                 (set key = \"env:TOKENWATCH_CUSTODY_KEY\", e.g. from `openssl rand -hex 32`)"
+            );
+            zeroize::Zeroizing::new(rand::random::<[u8; 32]>())
+        }
+    };
+    Ok(Some(Arc::new(tokenwatch::custody::Custody::new(
+        &key,
+        c.max_tokens,
+        c.max_age_secs,
+    ))))
+}
+
+fn act_cmd(config_path: &Path, by: &str, act: Act) -> Result<()> {
+    let (cfg, _) = load_config(Some(config_path))?;
+    let mut store = tokenwatch::store::Store::open(&cfg.store.path)?;
+    let now = tokenwatch::act::now_ms();
+    let done = |ok: bool, what: &str| -> Result<()> {
+        if ok {
+            println!("{what}: done (audited as user:{by})");
+            Ok(())
+        } else {
+            bail!(
+                "{what}: nothing to do (unknown id, or not in a state that allows it; see `tokenwatch act status`)"
+            )
+        }
+    };
+    match act {
+        Act::Status => {
+            println!("Revocations waiting for approval:");
+            for (id, json) in store.actions_in_state("awaiting_approval")? {
+                let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+                println!("  {id}  {}", v["summary"].as_str().unwrap_or_default());
+            }
+            println!("Tripped fuses: {:?}", store.tripped_fuses()?);
+            println!("Open incidents: {}", store.open_incidents()?.len());
+            println!("Outbox backlog: {}", store.outbox_backlog()?);
+            for (name, state, failures, _, err) in store.endpoints()? {
+                println!(
+                    "Endpoint {name}: breaker {state}, {failures} failures{}",
+                    err.map(|e| format!(", last: {e}")).unwrap_or_default()
+                );
+            }
+            for d in store.deliveries(None)?.iter().take(20) {
+                println!(
+                    "  {} {} → {}: {} after {} attempts{}",
+                    d.kind,
+                    d.action_id,
+                    d.endpoint,
+                    d.state,
+                    d.attempts,
+                    d.last_error
+                        .as_deref()
+                        .or(d.detail.as_deref())
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Act::Approve { action_id } => done(
+            store.approve(&action_id, by, now)?,
+            &format!("approve {action_id}"),
+        ),
+        Act::Reject { action_id } => done(
+            store.reject(&action_id, by, now)?,
+            &format!("reject {action_id}"),
+        ),
+        Act::ResetFuse { rule } => done(
+            store.reset_fuse(&rule, by, now)?,
+            &format!("reset fuse {rule}"),
+        ),
+        Act::Resolve { incident_id } => done(
+            store.resolve(&incident_id, by, now)?,
+            &format!("resolve {incident_id}"),
+        ),
+        Act::Revoke { token_id, reason } => {
+            let id = store.manual_revoke(&token_id, by, &reason, now)?;
+            println!("revoke {token_id}: queued as {id} (audited as user:{by})");
+            Ok(())
+        }
+    }
 }
 
 fn hash_key(cfg: &Config) -> Vec<u8> {
@@ -391,26 +530,49 @@ fn run(cli: Cli) -> Result<()> {
             ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
                 .context("installing the SIGINT/SIGTERM handler")?;
             let health = Arc::new(tokenwatch::kafka::Health::default());
+            let custody = custody(&cfg)?;
+            let settings = match &custody {
+                Some(c) => settings.with_custody(c.clone()),
+                None => settings,
+            };
+            let deny = Arc::new(tokenwatch::act::DenyList::default());
             if let Some(addr) = cfg.kafka.as_ref().and_then(|k| k.ops_listen) {
                 let prometheus = tokenwatch::ops::install_recorder().map_err(anyhow::Error::msg)?;
-                tokenwatch::ops::spawn(addr, health.clone(), prometheus)
+                let check = cfg
+                    .response
+                    .revokers
+                    .iter()
+                    .any(|r| r.kind == config::RevokerKind::DenyList)
+                    .then(|| tokenwatch::ops::Check {
+                        deny: deny.clone(),
+                        settings: settings.clone(),
+                    });
+                tokenwatch::ops::spawn(addr, health.clone(), prometheus, check)
                     .map_err(anyhow::Error::msg)?;
             }
-            let stats = tokenwatch::kafka::run(&cfg, settings, enricher, stop, health, |s| {
-                eprintln!(
-                    "tokenwatch run: consumed {} records, {} events, {} dropped, {} findings \
+            // The dispatcher stops after the service: the last decisions are
+            // in the outbox, calls in flight finish, the rest waits for the
+            // next start.
+            let dispatch_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let dispatcher =
+                tokenwatch::act::start(&cfg, custody.clone(), deny, dispatch_stop.clone())
+                    .context("starting the dispatcher")?;
+            let stats =
+                tokenwatch::kafka::run(&cfg, settings, custody, enricher, stop, health, |s| {
+                    eprintln!(
+                        "tokenwatch run: consumed {} records, {} events, {} dropped, {} findings \
                      ({} re-derived after a restart, not produced again), {} partitions, \
                      {} checkpoints, {} commits",
-                    s.consumed,
-                    s.events,
-                    s.dropped,
-                    s.findings,
-                    s.findings_deduplicated,
-                    s.assigned,
-                    s.checkpoints,
-                    s.commits
-                );
-            })?;
+                        s.consumed,
+                        s.events,
+                        s.dropped,
+                        s.findings,
+                        s.findings_deduplicated,
+                        s.assigned,
+                        s.checkpoints,
+                        s.commits
+                    );
+                })?;
             if let Some(l) = &stats.latency_us {
                 eprintln!(
                     "tokenwatch run: broker timestamp → finding produced: p50 {:.1} ms, p99 {:.1} ms, \
@@ -422,12 +584,15 @@ fn run(cli: Cli) -> Result<()> {
                     l.count
                 );
             }
+            dispatch_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = dispatcher.join();
             eprintln!(
                 "tokenwatch run: stopped cleanly ({} records consumed, state checkpointed)",
                 stats.consumed
             );
             Ok(())
         }
+        Command::Act { config, by, act } => act_cmd(&config, &by, act),
         Command::Synth {
             scenario,
             out,

@@ -3,14 +3,18 @@
 //! login: `/healthz` (the process is up), `/readyz` (joined the consumer
 //! group and the brokers answer; 503 with the last error otherwise) and
 //! `/metrics` (Prometheus text format, every metric of `telemetry`).
+//! With a deny-list revoker, also the gateway check `/v1/check` (any
+//! method, any path below it, for Envoy `ext_authz` HTTP, NGINX
+//! `auth_request` and plugins): 403 for a denied token, 200 otherwise.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{any, get};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::kafka::Health;
@@ -22,18 +26,83 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
         .map_err(|e| format!("metrics recorder: {e}"))
 }
 
+/// What the gateway check needs: the deny-list and the decode settings
+/// (to turn a presented token into its ids the way decoding does).
+#[derive(Clone)]
+pub struct Check {
+    pub deny: Arc<crate::act::DenyList>,
+    pub settings: crate::decode::DecodeSettings,
+}
+
 #[derive(Clone)]
 struct Ops {
     health: Arc<Health>,
     prometheus: PrometheusHandle,
+    check: Option<Check>,
 }
 
-pub fn router(health: Arc<Health>, prometheus: PrometheusHandle) -> Router {
-    Router::new()
+pub fn router(health: Arc<Health>, prometheus: PrometheusHandle, check: Option<Check>) -> Router {
+    let mut r = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(Ops { health, prometheus })
+        .route("/metrics", get(metrics));
+    if check.is_some() {
+        r = r
+            .route("/v1/check", any(check_token))
+            .route("/v1/check/{*rest}", any(check_token));
+    }
+    r.with_state(Ops {
+        health,
+        prometheus,
+        check,
+    })
+}
+
+/// The gateway asks before forwarding: the token comes in `Authorization`
+/// (forwarded by ext_authz / auth_request) or, for gateways that already
+/// know it, as `X-Tokenwatch-Token-Id`. No token: allowed (authentication
+/// is the gateway's job, not ours).
+async fn check_token(
+    State(ops): State<Ops>,
+    headers: HeaderMap,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let Some(check) = &ops.check else {
+        return (
+            StatusCode::NOT_FOUND,
+            [("content-type", "text/plain")],
+            "no deny-list\n".into(),
+        );
+    };
+    let mut ids = Vec::new();
+    if let Some(a) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        ids.extend(check.settings.token_ids(a));
+    }
+    if let Some(id) = headers
+        .get("x-tokenwatch-token-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        ids.push(id.trim().to_string());
+    }
+    match check.deny.check(&ids, crate::act::now_ms()) {
+        Some((id, until)) => {
+            crate::telemetry::deny_check("deny");
+            (
+                StatusCode::FORBIDDEN,
+                [("content-type", "application/json")],
+                serde_json::json!({"denied": true, "token_id": id, "until": crate::event::fmt_time(until),
+                    "reason": "token revoked by tokenwatch"})
+                .to_string(),
+            )
+        }
+        None => {
+            crate::telemetry::deny_check("allow");
+            (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                "{\"denied\":false}".into(),
+            )
+        }
+    }
 }
 
 async fn readyz(State(ops): State<Ops>) -> (StatusCode, String) {
@@ -64,6 +133,7 @@ pub fn spawn(
     addr: SocketAddr,
     health: Arc<Health>,
     prometheus: PrometheusHandle,
+    check: Option<Check>,
 ) -> Result<(), String> {
     let listener =
         std::net::TcpListener::bind(addr).map_err(|e| format!("kafka.ops_listen {addr}: {e}"))?;
@@ -84,7 +154,7 @@ pub fn spawn(
                 }
             };
             rt.block_on(async move {
-                let app = router(health, prometheus);
+                let app = router(health, prometheus, check);
                 match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => {
                         if let Err(e) = axum::serve(l, app).await {
@@ -111,7 +181,7 @@ mod tests {
     async fn readyz_reports_the_health() {
         let health = Arc::new(Health::default());
         let prom = PrometheusBuilder::new().build_recorder().handle();
-        let app = router(health.clone(), prom);
+        let app = router(health.clone(), prom, None);
         let res = app
             .clone()
             .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
@@ -135,5 +205,52 @@ mod tests {
             .await
             .unwrap();
         assert!(String::from_utf8_lossy(&body).contains("all brokers down"));
+    }
+
+    #[tokio::test]
+    async fn the_gateway_check_refuses_denied_tokens_by_jti_hash_or_id() {
+        let cfg = crate::config::Config::default();
+        let settings = crate::decode::DecodeSettings::new(&cfg, b"k").unwrap();
+        let deny = Arc::new(crate::act::DenyList::default());
+        let opaque_id = settings.token_ids("Bearer opaque-1").pop().unwrap();
+        deny.insert(&opaque_id, i64::MAX);
+        deny.insert("jti-9", i64::MAX);
+        let prom = PrometheusBuilder::new().build_recorder().handle();
+        let app = router(
+            Arc::new(Health::default()),
+            prom,
+            Some(Check { deny, settings }),
+        );
+        let status = |req: Request<Body>| {
+            let app = app.clone();
+            async move { app.oneshot(req).await.unwrap().status() }
+        };
+        let get = |h: &str, v: &str| {
+            Request::get("/v1/check/orders/7")
+                .header(h, v)
+                .body(Body::empty())
+                .unwrap()
+        };
+        assert_eq!(
+            status(get("authorization", "Bearer opaque-1")).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status(get("authorization", "Bearer opaque-2")).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(get("x-tokenwatch-token-id", "jti-9")).await,
+            StatusCode::FORBIDDEN
+        );
+        let post = Request::post("/v1/check")
+            .header("authorization", "Bearer opaque-1")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(status(post).await, StatusCode::FORBIDDEN);
+        assert_eq!(
+            status(Request::get("/v1/check").body(Body::empty()).unwrap()).await,
+            StatusCode::OK
+        );
     }
 }

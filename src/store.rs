@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod outbox;
+pub use outbox::*;
+
 #[derive(Debug, thiserror::Error)]
 #[error("store {path}: {source}")]
 pub struct StoreError {
@@ -89,6 +92,8 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     id: String,
+    /// Seals raw tokens onto revocation actions as they are recorded.
+    custody: Option<std::sync::Arc<crate::custody::Custody>>,
 }
 
 impl Store {
@@ -141,6 +146,13 @@ impl Store {
                  detail TEXT NOT NULL);",
         ))
         .map_err(err)?;
+        busy_retry(|| conn.execute_batch(outbox::SCHEMA)).map_err(err)?;
+        // Added after the first release of the schema.
+        match conn.execute("ALTER TABLE actions ADD COLUMN sealed BLOB", []) {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("duplicate column") => {}
+            Err(e) => return Err(err(e)),
+        }
         let fresh = format!("{:016x}", rand::random::<u64>());
         busy_retry(|| {
             conn.execute(
@@ -158,7 +170,14 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             id,
+            custody: None,
         })
+    }
+
+    /// Revocation actions recorded from now on carry their token sealed by
+    /// `custody` (when it holds it), so they survive a restart.
+    pub fn set_custody(&mut self, custody: std::sync::Arc<crate::custody::Custody>) {
+        self.custody = Some(custody);
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -305,7 +324,7 @@ impl Store {
             .filter(|(_, new)| **new)
             .filter_map(|(i, _)| decide(i))
             .collect();
-        write_decisions(&tx, &decisions, now_ms).map_err(err)?;
+        write_decisions(&tx, &decisions, now_ms, self.custody.as_deref()).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(fresh)
     }
@@ -375,7 +394,7 @@ impl Store {
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        let n = write_decisions(&tx, decisions, now_ms).map_err(err)?;
+        let n = write_decisions(&tx, decisions, now_ms, self.custody.as_deref()).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(n)
     }
@@ -413,7 +432,8 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT rule, event_ts FROM actions WHERE kind = 'revoke' AND state IN ('pending', 'done') ORDER BY event_ts",
+                "SELECT rule, event_ts FROM actions WHERE kind = 'revoke' AND rule != 'manual'
+                 AND state IN ('pending', 'dispatched', 'done', 'failed', 'no_endpoint') ORDER BY event_ts",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -458,6 +478,7 @@ fn write_decisions(
     tx: &rusqlite::Transaction<'_>,
     decisions: &[crate::decide::Decision],
     now_ms: i64,
+    custody: Option<&crate::custody::Custody>,
 ) -> Result<usize, rusqlite::Error> {
     use crate::decide::ActionState;
     let mut new = 0;
@@ -490,9 +511,19 @@ fn write_decisions(
                 crate::config::ActionKind::Revoke => "revoke",
                 crate::config::ActionKind::Alert => "alert",
             };
+            // The raw token travels sealed with revocations that will (or
+            // may, once approved) be executed.
+            let sealed = match (&a.kind, &a.state, custody) {
+                (
+                    crate::config::ActionKind::Revoke,
+                    ActionState::Execute | ActionState::AwaitingApproval(_),
+                    Some(c),
+                ) => c.sealed(&a.token_id).map(|s| s.0),
+                _ => None,
+            };
             let n = tx.execute(
-                "INSERT OR IGNORE INTO actions (id, incident_id, kind, rule, state, why, finding_id, token_id, event_ts, created_ms, json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT OR IGNORE INTO actions (id, incident_id, kind, rule, state, why, finding_id, token_id, event_ts, created_ms, json, sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     a.id,
                     a.incident_id,
@@ -504,7 +535,8 @@ fn write_decisions(
                     a.token_id,
                     a.event_ts,
                     now_ms,
-                    serde_json::to_string(a).unwrap_or_default()
+                    serde_json::to_string(a).unwrap_or_default(),
+                    sealed
                 ],
             )?;
             if n == 1 {

@@ -78,3 +78,33 @@ pub fn restored(tokens: usize) {
 pub fn repartition_duplicate() {
     counter!("tokenwatch_repartition_duplicates_total").increment(1);
 }
+
+/// Deliveries by action kind, endpoint (configured names: bounded) and result.
+pub fn delivery(kind: &str, endpoint: &str, result: &'static str) {
+    counter!("tokenwatch_deliveries_total", "kind" => kind.to_string(), "endpoint" => endpoint.to_string(), "result" => result)
+        .increment(1);
+}
+
+/// Actions and deliveries not finished yet.
+pub fn outbox_backlog(n: i64) {
+    gauge!("tokenwatch_outbox_backlog").set(n as f64);
+}
+
+/// 1 while an endpoint's circuit breaker is open.
+pub fn breaker_open(endpoint: &str, open: bool) {
+    gauge!("tokenwatch_breaker_open", "endpoint" => endpoint.to_string()).set(if open {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// Raw tokens in custody (sealed).
+pub fn custody_tokens(n: usize) {
+    gauge!("tokenwatch_custody_tokens").set(n as f64);
+}
+
+/// Deny-list checks by result (`allow`, `deny`).
+pub fn deny_check(result: &'static str) {
+    counter!("tokenwatch_denylist_checks_total", "result" => result).increment(1);
+}

@@ -562,6 +562,11 @@ fn state_word(s: &ActionState) -> String {
     }
 }
 
+/// 20 hex digits of SHA-256 over one string (ids of manual actions).
+pub fn short_hash(s: &str) -> String {
+    short_id("", &[s.as_bytes()])[1..].to_string()
+}
+
 /// `<prefix>-` + 20 hex digits of SHA-256 over the parts.
 fn short_id(prefix: &str, parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();

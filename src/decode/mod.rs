@@ -192,6 +192,8 @@ pub struct DecodeSettings {
     hasher: TokenHasher,
     max_record_bytes: usize,
     custom: BTreeMap<String, Arc<FieldMap>>,
+    /// Where raw tokens go when a revocation strategy needs them.
+    custody: Option<Arc<crate::custody::Custody>>,
 }
 
 impl DecodeSettings {
@@ -218,7 +220,30 @@ impl DecodeSettings {
             hasher: TokenHasher::new(hash_key),
             max_record_bytes: config.input.max_record_bytes,
             custom,
+            custody: None,
         })
+    }
+
+    /// Keep every distinct raw token seen in `custody` (sealed), under its
+    /// token id, so a revocation strategy can present it later.
+    pub fn with_custody(mut self, custody: Arc<crate::custody::Custody>) -> DecodeSettings {
+        self.custody = Some(custody);
+        self
+    }
+
+    /// The ids a raw bearer token may be known by (jti, keyed hash), for
+    /// deny-list checks: the same rules as decoding.
+    pub fn token_ids(&self, authorization: &str) -> Vec<String> {
+        let raw = token::strip_bearer(authorization);
+        if token::is_absent(raw) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if let Some(jti) = token::jwt_claims(raw).and_then(|c| c.jti) {
+            out.push(jti);
+        }
+        out.push(self.hasher.id(raw));
+        out
     }
 
     /// A decoder for one stream (a file, a partition) in the named format.
@@ -255,6 +280,8 @@ struct ParsedToken {
     sub: Option<Arc<str>>,
     client_id: Option<Arc<str>>,
     exp: Option<i64>,
+    sid: Option<String>,
+    iss: Option<String>,
     opaque_id: Arc<str>,
 }
 
@@ -282,7 +309,8 @@ impl TokenCache {
         a
     }
 
-    fn get(&mut self, token: &str, hasher: &TokenHasher) -> Arc<ParsedToken> {
+    /// The parsed token, and whether it was seen for the first time.
+    fn get(&mut self, token: &str, hasher: &TokenHasher) -> (Arc<ParsedToken>, bool) {
         use std::hash::Hasher;
         let mut a = rustc_hash::FxHasher::with_seed(0x51_7c_c1_b7);
         a.write(token.as_bytes());
@@ -290,7 +318,7 @@ impl TokenCache {
         b.write(token.as_bytes());
         let key = (u128::from(a.finish()) << 64) | u128::from(b.finish() ^ token.len() as u64);
         if let Some(p) = self.map.get(&key) {
-            return p.clone();
+            return (p.clone(), false);
         }
         let claims = token::jwt_claims(token);
         let arc = |v: Option<String>| v.map(Arc::from);
@@ -300,6 +328,8 @@ impl TokenCache {
                 sub: arc(c.sub),
                 client_id: arc(c.client_id),
                 exp: c.exp.map(|e| (e * 1000.0) as i64),
+                sid: c.sid,
+                iss: c.iss,
                 opaque_id: Arc::from(hasher.id(token)),
             },
             None => ParsedToken {
@@ -307,6 +337,8 @@ impl TokenCache {
                 sub: None,
                 client_id: None,
                 exp: None,
+                sid: None,
+                iss: None,
                 opaque_id: Arc::from(hasher.id(token)),
             },
         });
@@ -314,7 +346,7 @@ impl TokenCache {
             self.map.clear();
         }
         self.map.insert(key, parsed.clone());
-        parsed
+        (parsed, true)
     }
 }
 
@@ -695,7 +727,10 @@ impl<'a> Extract<'a, '_> {
             .as_deref()
             .map(token::strip_bearer)
             .filter(|t| !token::is_absent(t));
-        let parsed = auth.map(|a| cache.get(a, &self.settings.hasher));
+        let (parsed, fresh) = match auth.map(|a| cache.get(a, &self.settings.hasher)) {
+            Some((p, f)) => (Some(p), f),
+            None => (None, false),
+        };
         let mut token_id: Option<Arc<str>> = None;
         for ident in &self.settings.identity {
             token_id = match ident {
@@ -715,7 +750,7 @@ impl<'a> Extract<'a, '_> {
                         .map(token::strip_bearer)
                         .filter(|t| !token::is_absent(t))
                     {
-                        Some(t) => Some(cache.get(t, &self.settings.hasher).opaque_id.clone()),
+                        Some(t) => Some(cache.get(t, &self.settings.hasher).0.opaque_id.clone()),
                         None => parsed.as_ref().map(|p| p.opaque_id.clone()),
                     }
                 }
@@ -746,6 +781,18 @@ impl<'a> Extract<'a, '_> {
                 .map(|s| Arc::from(s.as_ref())),
         };
         let token_exp = parsed.as_ref().and_then(|c| c.exp);
+        if fresh
+            && let (Some(custody), Some(raw), Some(p)) = (&self.settings.custody, auth, &parsed)
+        {
+            // Once per distinct token: sealed, never kept in the clear. A
+            // token without `exp` is kept `max_age_secs` from this event.
+            let facts = crate::custody::TokenFacts {
+                session_id: p.sid.clone(),
+                issuer: p.iss.clone(),
+                exp_ms: token_exp,
+            };
+            custody.keep(&token_id, raw, facts, token_exp, ts);
+        }
 
         let full_path = self.string(F::Path)?.unwrap_or(Cow::Borrowed("/"));
         let (path, query) = match full_path.split_once('?') {

@@ -20,6 +20,8 @@ pub struct Claims {
     pub client_id: Option<String>,
     pub iss: Option<String>,
     pub exp: Option<f64>,
+    /// OIDC session id, for session-scoped revocation.
+    pub sid: Option<String>,
     pub scope: Option<serde_json::Value>,
 }
 

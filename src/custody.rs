@@ -1,0 +1,267 @@
+//! Raw-token custody: the only place a raw bearer token lives after decode.
+//!
+//! Revoking a token at its authorization server (RFC 7009) needs the token
+//! itself, which gateway logs carry (APISIX, custom Envoy formats) and
+//! tokenwatch otherwise never keeps. Custody holds each watched token
+//! sealed with AES-256-GCM (random per-process nonce prefix + counter; the
+//! token id is the associated data, so a sealed blob cannot be swapped to
+//! another id), in memory only, and forgets it at the token's `exp` (or
+//! `max_age_secs` after it was last seen, for tokens that do not say).
+//!
+//! Architecture Invariant: a raw token is never logged, never formatted
+//! with `Debug`, never written to disk unsealed. Sealed blobs may be stored
+//! with an outbox action (so a revocation survives a restart); they open
+//! only with the custody key, which comes from the environment or a file.
+//! Plaintext copies live in [`zeroize::Zeroizing`] buffers, wiped on drop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use dashmap::DashMap;
+use zeroize::Zeroizing;
+
+/// A token sealed under the custody key: 12-byte nonce + ciphertext + tag.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed(pub Vec<u8>);
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealed({} bytes)", self.0.len())
+    }
+}
+
+/// What custody knows about one token besides the sealed secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenFacts {
+    /// JWT `sid` (session id), for session-scoped revocation templates.
+    pub session_id: Option<String>,
+    /// JWT `iss`.
+    pub issuer: Option<String>,
+    /// JWT `exp` (ms).
+    pub exp_ms: Option<i64>,
+}
+
+struct Entry {
+    sealed: Sealed,
+    facts: TokenFacts,
+    /// Forget after this wall-clock time (ms): `exp`, or last seen + max age.
+    until_ms: i64,
+}
+
+/// Encrypted, bounded, expiring store of raw tokens by token id.
+pub struct Custody {
+    cipher: Aes256Gcm,
+    nonce_prefix: u32,
+    counter: AtomicU64,
+    entries: DashMap<Arc<str>, Entry>,
+    max_tokens: usize,
+    max_age_ms: i64,
+    /// Tokens not kept because custody was full.
+    pub refused: AtomicU64,
+}
+
+impl std::fmt::Debug for Custody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Custody({} tokens, key hidden)", self.entries.len())
+    }
+}
+
+/// Custody key errors name what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("response.custody.key: {0}")]
+pub struct KeyError(pub String);
+
+/// Parse a 32-byte key given as 64 hex digits or standard base64.
+pub fn parse_key(text: &str) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    use base64::Engine;
+    let t = text.trim();
+    let bytes = Zeroizing::new(
+        if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..32)
+                .map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16).unwrap_or(0))
+                .collect::<Vec<u8>>()
+        } else {
+            base64::engine::general_purpose::STANDARD
+            .decode(t)
+            .map_err(|_| {
+                KeyError("the key must be 32 bytes as 64 hex digits or base64 (generate one with `openssl rand -hex 32`)".into())
+            })?
+        },
+    );
+    let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+        KeyError(format!(
+            "the key is {} bytes; AES-256-GCM needs 32 (`openssl rand -hex 32`)",
+            bytes.len()
+        ))
+    })?;
+    Ok(Zeroizing::new(arr))
+}
+
+impl Custody {
+    pub fn new(key: &[u8; 32], max_tokens: usize, max_age_secs: u64) -> Custody {
+        Custody {
+            cipher: Aes256Gcm::new(key.into()),
+            nonce_prefix: rand::random(),
+            counter: AtomicU64::new(1),
+            entries: DashMap::new(),
+            max_tokens,
+            max_age_ms: i64::try_from(max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Seal `raw` for `token_id` (the id is authenticated with it).
+    pub fn seal(&self, token_id: &str, raw: &str) -> Sealed {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut nonce = [0u8; 12];
+        nonce[..4].copy_from_slice(&self.nonce_prefix.to_be_bytes());
+        nonce[4..].copy_from_slice(&n.to_be_bytes());
+        let ct = self
+            .cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: raw.as_bytes(),
+                    aad: token_id.as_bytes(),
+                },
+            )
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(12 + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Sealed(out)
+    }
+
+    /// Open a sealed token; `None` if the key, the id or the bytes do not match.
+    pub fn open(&self, token_id: &str, sealed: &Sealed) -> Option<Zeroizing<String>> {
+        if sealed.0.len() < 12 + 16 {
+            return None;
+        }
+        let (nonce, ct) = sealed.0.split_at(12);
+        let nonce = Nonce::try_from(nonce).ok()?;
+        let pt = Zeroizing::new(
+            self.cipher
+                .decrypt(
+                    &nonce,
+                    Payload {
+                        msg: ct,
+                        aad: token_id.as_bytes(),
+                    },
+                )
+                .ok()?,
+        );
+        String::from_utf8(pt.to_vec()).ok().map(Zeroizing::new)
+    }
+
+    /// Keep a token seen at wall-clock `now_ms`, expiring at `exp_ms` if known.
+    /// Called once per distinct token (decode caches tokens). Returns false
+    /// when custody is full.
+    pub fn keep(
+        &self,
+        token_id: &Arc<str>,
+        raw: &str,
+        facts: TokenFacts,
+        exp_ms: Option<i64>,
+        now_ms: i64,
+    ) -> bool {
+        let until_ms = exp_ms.unwrap_or_else(|| now_ms.saturating_add(self.max_age_ms));
+        if let Some(mut e) = self.entries.get_mut(token_id.as_ref()) {
+            e.until_ms = e.until_ms.max(until_ms);
+            return true;
+        }
+        if self.entries.len() >= self.max_tokens {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let sealed = self.seal(token_id, raw);
+        self.entries.insert(
+            token_id.clone(),
+            Entry {
+                sealed,
+                facts,
+                until_ms,
+            },
+        );
+        true
+    }
+
+    /// The sealed token for an id, if in custody.
+    pub fn sealed(&self, token_id: &str) -> Option<Sealed> {
+        self.entries.get(token_id).map(|e| e.sealed.clone())
+    }
+
+    /// What custody knows about a token besides the secret.
+    pub fn facts(&self, token_id: &str) -> Option<TokenFacts> {
+        self.entries.get(token_id).map(|e| e.facts.clone())
+    }
+
+    /// Forget tokens past their expiry. Returns how many were purged.
+    pub fn purge_expired(&self, now_ms: i64) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.until_ms > now_ms);
+        before - self.entries.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn custody() -> Custody {
+        Custody::new(&[7u8; 32], 2, 60)
+    }
+
+    #[test]
+    fn seals_and_opens_only_under_the_same_id_and_key() {
+        let c = custody();
+        let s = c.seal("h:1", "secret-token");
+        assert!(!s.0.windows(12).any(|w| w == b"secret-token"));
+        assert_eq!(c.open("h:1", &s).unwrap().as_str(), "secret-token");
+        assert!(c.open("h:2", &s).is_none(), "id is authenticated");
+        let other = Custody::new(&[8u8; 32], 2, 60);
+        assert!(
+            other.open("h:1", &s).is_none(),
+            "another key cannot open it"
+        );
+        let s2 = c.seal("h:1", "secret-token");
+        assert_ne!(s, s2, "nonces never repeat");
+        assert!(format!("{s:?}").starts_with("Sealed("));
+    }
+
+    #[test]
+    fn keeps_a_bounded_number_and_purges_at_exp() {
+        let c = custody();
+        let a: Arc<str> = Arc::from("a");
+        assert!(c.keep(&a, "ta", TokenFacts::default(), Some(1_000), 0));
+        assert!(c.keep(&Arc::from("b"), "tb", TokenFacts::default(), None, 0));
+        assert!(!c.keep(&Arc::from("c"), "tc", TokenFacts::default(), None, 0));
+        assert_eq!(c.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(c.purge_expired(1_000), 1, "a expired at its exp");
+        assert!(c.sealed("a").is_none());
+        assert_eq!(c.purge_expired(59_999), 0);
+        assert_eq!(c.purge_expired(60_000), 1, "b forgotten after max age");
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn parses_hex_and_base64_keys_and_explains_bad_ones() {
+        assert_eq!(parse_key(&"ab".repeat(32)).unwrap()[0], 0xab);
+        assert_eq!(
+            parse_key("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap()[0],
+            0
+        );
+        let e = parse_key("c2hvcnQ=").unwrap_err().to_string();
+        assert!(e.contains("5 bytes") && e.contains("32"), "{e}");
+        assert!(parse_key("not base64!").is_err());
+    }
+}
