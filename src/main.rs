@@ -288,10 +288,15 @@ fn act_cmd(config_path: &Path, by: &str, act: Act) -> Result<()> {
             println!("Tripped fuses: {:?}", store.tripped_fuses()?);
             println!("Open incidents: {}", store.open_incidents()?.len());
             println!("Outbox backlog: {}", store.outbox_backlog()?);
-            for (name, state, failures, _, err) in store.endpoints()? {
+            for e in store.endpoints()? {
                 println!(
-                    "Endpoint {name}: breaker {state}, {failures} failures{}",
-                    err.map(|e| format!(", last: {e}")).unwrap_or_default()
+                    "Endpoint {}: breaker {}, {} failures{}",
+                    e.name,
+                    e.state,
+                    e.failures,
+                    e.last_error
+                        .map(|x| format!(", last: {x}"))
+                        .unwrap_or_default()
                 );
             }
             for d in store.deliveries(None)?.iter().take(20) {

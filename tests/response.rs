@@ -148,12 +148,21 @@ fn start_servers(dir: &Path) -> Servers {
 }
 
 /// Minimal HTTP/1.0 client: (status, body).
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -162,8 +171,15 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &st
     let _ = s.write_all(req.as_bytes());
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        out.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    )
 }
 
 fn basic(user: &str, pass: &str) -> String {
@@ -181,7 +197,10 @@ fn mint(s: &Servers) -> String {
         s.oauth_port,
         "POST",
         "/token",
-        &[("authorization", &auth), ("content-type", "application/x-www-form-urlencoded")],
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
         "grant_type=client_credentials",
     );
     assert_eq!(st, 200, "{body}");
@@ -197,7 +216,10 @@ fn active(s: &Servers, token: &str) -> bool {
         s.oauth_port,
         "POST",
         "/token/introspection",
-        &[("authorization", &auth), ("content-type", "application/x-www-form-urlencoded")],
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
         &format!("token={token}"),
     );
     assert_eq!(st, 200, "{body}");
@@ -308,7 +330,16 @@ fn setup(world: &World, records: &[u8]) -> Setup {
     let topic = unique("resp-in");
     let st = Command::new(bin())
         .current_dir(d)
-        .args(["replay", "gw.jsonl", "--to-kafka", &bootstrap(), &topic, "--format", "envoy", "--key-by-token"])
+        .args([
+            "replay",
+            "gw.jsonl",
+            "--to-kafka",
+            &bootstrap(),
+            &topic,
+            "--format",
+            "envoy",
+            "--key-by-token",
+        ])
         .status()
         .unwrap();
     assert!(st.success());
@@ -444,11 +475,18 @@ url = "{h}/alertmanager"
         .current_dir(st.dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `tokenwatch run`, its stderr mirrored, collected into `log` and sent on the channel.
-fn spawn_run(d: &Path, log: &std::sync::Arc<std::sync::Mutex<String>>) -> (Child, Receiver<String>) {
+fn spawn_run(
+    d: &Path,
+    log: &std::sync::Arc<std::sync::Mutex<String>>,
+) -> (Child, Receiver<String>) {
     let mut child = Command::new(bin())
         .current_dir(d)
         .args(["run", "--config", "run.toml"])
@@ -476,7 +514,9 @@ fn spawn_run(d: &Path, log: &std::sync::Arc<std::sync::Mutex<String>>) -> (Child
 
 /// SIGINT and wait: the service stops cleanly.
 fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(Some(st)) = child.try_wait() {
@@ -496,7 +536,11 @@ fn act(d: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "act {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "act {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -526,9 +570,15 @@ fn assert_no_raw_tokens(dir: &Path, log: &str, s: &Servers, tokens: &[String]) {
             );
         }
         assert!(!log.contains(t.as_str()), "raw token in the service log");
-        assert!(!sink.contains(t.as_str()), "raw token sent to an alert channel");
+        assert!(
+            !sink.contains(t.as_str()),
+            "raw token sent to an alert channel"
+        );
     }
-    assert!(files.iter().any(|f| f.ends_with("tw.db")), "the store was checked");
+    assert!(
+        files.iter().any(|f| f.ends_with("tw.db")),
+        "the store was checked"
+    );
 }
 
 static BROKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -549,14 +599,24 @@ fn a_replayed_opaque_token_is_revoked_at_the_idp_denied_at_the_gateway_and_alert
 
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let (child, _rx) = spawn_run(d, &log);
-    wait_until(90, "the attacked token to be revoked", || !active(&s, &attacked[0]));
+    wait_until(90, "the attacked token to be revoked", || {
+        !active(&s, &attacked[0])
+    });
     // Every revoker and channel did its part.
     wait_until(30, "all channels", || {
         let r = sink_records(&s);
-        ["/generic", "/slack", "/teams", "/pagerduty", "/alertmanager/api/v2/alerts", "/caep"]
-            .iter()
-            .all(|p| r.iter().any(|x| x["path"] == *p))
-            && r.iter().any(|x| x["path"].as_str().unwrap().starts_with("/admin/tokens/"))
+        [
+            "/generic",
+            "/slack",
+            "/teams",
+            "/pagerduty",
+            "/alertmanager/api/v2/alerts",
+            "/caep",
+        ]
+        .iter()
+        .all(|p| r.iter().any(|x| x["path"] == *p))
+            && r.iter()
+                .any(|x| x["path"].as_str().unwrap().starts_with("/admin/tokens/"))
             && !sink_mail(&s).is_empty()
     });
     for b in &benign {
@@ -565,7 +625,10 @@ fn a_replayed_opaque_token_is_revoked_at_the_idp_denied_at_the_gateway_and_alert
     let recs = sink_records(&s);
     let by = |p: &str| recs.iter().find(|x| x["path"] == p).unwrap().clone();
     let generic = by("/generic");
-    assert_eq!(generic["verified"], true, "Standard Webhooks signature: {generic}");
+    assert_eq!(
+        generic["verified"], true,
+        "Standard Webhooks signature: {generic}"
+    );
     let g: Value = serde_json::from_str(generic["body"].as_str().unwrap()).unwrap();
     assert_eq!(g["type"], "tokenwatch.alert");
     let incident = g["data"]["incident_id"].as_str().unwrap().to_string();
@@ -577,30 +640,69 @@ fn a_replayed_opaque_token_is_revoked_at_the_idp_denied_at_the_gateway_and_alert
     let teams: Value = serde_json::from_str(by("/teams")["body"].as_str().unwrap()).unwrap();
     assert_eq!(teams["attachments"][0]["content"]["type"], "AdaptiveCard");
     let pd: Value = serde_json::from_str(by("/pagerduty")["body"].as_str().unwrap()).unwrap();
-    assert_eq!((pd["event_action"].as_str(), pd["dedup_key"].as_str()), (Some("trigger"), Some(incident.as_str())));
+    assert_eq!(
+        (pd["event_action"].as_str(), pd["dedup_key"].as_str()),
+        (Some("trigger"), Some(incident.as_str()))
+    );
     assert_eq!(pd["routing_key"], "pd-routing-key");
-    let am: Value = serde_json::from_str(by("/alertmanager/api/v2/alerts")["body"].as_str().unwrap()).unwrap();
+    let am: Value =
+        serde_json::from_str(by("/alertmanager/api/v2/alerts")["body"].as_str().unwrap()).unwrap();
     assert_eq!(am[0]["labels"]["incident"], incident.as_str());
     let caep = by("/caep");
     assert_eq!(caep["verified"], true, "SET signature and typ: {caep}");
     assert!(caep["claims"]["events"]["https://schemas.openid.net/secevent/caep/event-type/session-revoked"].is_object());
-    let admin = recs.iter().find(|x| x["path"].as_str().unwrap().starts_with("/admin/tokens/")).unwrap();
-    assert!(admin["headers"]["authorization"].as_str().unwrap().starts_with("Bearer "), "admin token by client credentials");
+    let admin = recs
+        .iter()
+        .find(|x| x["path"].as_str().unwrap().starts_with("/admin/tokens/"))
+        .unwrap();
+    assert!(
+        admin["headers"]["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer "),
+        "admin token by client credentials"
+    );
     assert!(admin["headers"]["idempotency-key"].is_string());
     // Email: recipients, subject, the evidence in words and numbers, a link.
     let mail = sink_mail(&s);
     let m = &mail[0];
     assert_eq!(m["to"], json!(["secops@example.com"]));
-    assert!(m["subject"].as_str().unwrap().contains("token_replay"), "{m}");
+    assert!(
+        m["subject"].as_str().unwrap().contains("token_replay"),
+        "{m}"
+    );
     let text = m["parts"]["text/plain"].as_str().unwrap();
-    assert!(text.contains("python-requests") && text.contains("Evidence:"), "{text}");
+    assert!(
+        text.contains("python-requests") && text.contains("Evidence:"),
+        "{text}"
+    );
     assert!(text.contains(&format!("https://tokenwatch.test/incidents/{incident}")));
     assert!(m["parts"]["text/html"].as_str().unwrap().contains("<ul>"));
     // The gateway check refuses the token, and only it.
     let bearer = format!("Bearer {}", attacked[0]);
-    assert_eq!(http(ops, "GET", "/v1/check/orders/1", &[("authorization", &bearer)], "").0, 403);
+    assert_eq!(
+        http(
+            ops,
+            "GET",
+            "/v1/check/orders/1",
+            &[("authorization", &bearer)],
+            ""
+        )
+        .0,
+        403
+    );
     let ok = format!("Bearer {}", benign[0]);
-    assert_eq!(http(ops, "GET", "/v1/check/orders/1", &[("authorization", &ok)], "").0, 200);
+    assert_eq!(
+        http(
+            ops,
+            "GET",
+            "/v1/check/orders/1",
+            &[("authorization", &ok)],
+            ""
+        )
+        .0,
+        200
+    );
     // Revoked once: the IdP saw one call for it.
     assert_eq!(revocation_log(&s).len(), 1);
 
@@ -615,10 +717,28 @@ fn a_replayed_opaque_token_is_revoked_at_the_idp_denied_at_the_gateway_and_alert
     let status = act(d, &["status"]);
     assert!(status.contains("Outbox backlog"), "{status}");
     stop(child);
-    let audit = tokenwatch::store::Store::open(&d.join("tw.db")).unwrap().audit_log().unwrap();
-    assert!(audit.iter().any(|a| a.0 == "rule:stolen-token" && a.1 == "revoke pending"), "{audit:?}");
-    assert!(audit.iter().any(|a| a.1 == "revoke delivered" && a.3.contains("introspection confirms active=false")), "{audit:?}");
-    assert!(audit.iter().any(|a| a.0 == "user:alice" && a.1 == "incident resolved"));
+    let audit = tokenwatch::store::Store::open(&d.join("tw.db"))
+        .unwrap()
+        .audit_log()
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.0 == "rule:stolen-token" && a.1 == "revoke pending"),
+        "{audit:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.1 == "revoke delivered"
+                && a.3.contains("introspection confirms active=false")),
+        "{audit:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.0 == "user:alice" && a.1 == "incident resolved")
+    );
     let mut all = benign.clone();
     all.extend(attacked.iter().cloned());
     assert_no_raw_tokens(d, &log.lock().unwrap(), &s, &all);
@@ -654,7 +774,9 @@ fn a_failing_idp_is_retried_its_breaker_opens_and_the_outbox_delivers_after_a_re
     assert!(opened, "the breaker opened");
     // The breaker alert went out on the other channels.
     wait_until(20, "the breaker alert", || {
-        sink_records(&s).iter().any(|x| x["path"] == "/generic" && x["body"].as_str().unwrap().contains("circuit breaker open"))
+        sink_records(&s).iter().any(|x| {
+            x["path"] == "/generic" && x["body"].as_str().unwrap().contains("circuit breaker open")
+        })
     });
     assert!(active(&s, &attacked[0]), "not revoked while the IdP fails");
     stop(child);
@@ -665,7 +787,9 @@ fn a_failing_idp_is_retried_its_breaker_opens_and_the_outbox_delivers_after_a_re
     // presents the sealed token from the outbox (custody key from env).
     set_fault(&s, json!({"mode": "none"}));
     let (child, rx) = spawn_run(d, &log);
-    wait_until(60, "the revocation after the restart", || !active(&s, &attacked[0]));
+    wait_until(60, "the revocation after the restart", || {
+        !active(&s, &attacked[0])
+    });
     let mut closed = false;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && !closed {
@@ -676,9 +800,18 @@ fn a_failing_idp_is_retried_its_breaker_opens_and_the_outbox_delivers_after_a_re
     assert!(closed, "the breaker closed");
     stop(child);
     let calls = revocation_log(&s);
-    let keys: std::collections::BTreeSet<&str> = calls.iter().filter_map(|c| c["key"].as_str()).collect();
-    assert_eq!(keys.len(), 1, "every attempt carried one idempotency key: {calls:?}");
-    assert_eq!(calls.iter().filter(|c| c["status"] == 200).count(), 1, "performed once: {calls:?}");
+    let keys: std::collections::BTreeSet<&str> =
+        calls.iter().filter_map(|c| c["key"].as_str()).collect();
+    assert_eq!(
+        keys.len(),
+        1,
+        "every attempt carried one idempotency key: {calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| c["status"] == 200).count(),
+        1,
+        "performed once: {calls:?}"
+    );
     let store = tokenwatch::store::Store::open(&d.join("tw.db")).unwrap();
     let del = store.deliveries(None).unwrap();
     let idp = del.iter().find(|x| x.endpoint == "idp").unwrap();
@@ -701,20 +834,37 @@ fn a_false_positive_storm_trips_the_fuse_and_says_so() {
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let (child, _rx) = spawn_run(d, &log);
     wait_until(90, "the fuse alert", || {
-        sink_records(&s).iter().any(|x| x["path"] == "/generic" && x["body"].as_str().unwrap().contains("SAFETY FUSE TRIPPED"))
+        sink_records(&s).iter().any(|x| {
+            x["path"] == "/generic" && x["body"].as_str().unwrap().contains("SAFETY FUSE TRIPPED")
+        })
     });
     // Let everything decided be delivered, then count.
-    wait_until(30, "three revocations", || attacked.iter().filter(|t| !active(&s, t)).count() >= 3);
+    wait_until(30, "three revocations", || {
+        attacked.iter().filter(|t| !active(&s, t)).count() >= 3
+    });
     std::thread::sleep(Duration::from_secs(3));
     let revoked = attacked.iter().filter(|t| !active(&s, t)).count();
-    assert_eq!(revoked, 3, "no revocation beyond the rule's budget of 3 per minute");
+    assert_eq!(
+        revoked, 3,
+        "no revocation beyond the rule's budget of 3 per minute"
+    );
     let status = act(d, &["status"]);
-    assert!(status.contains("stolen-token"), "the tripped fuse is listed: {status}");
+    assert!(
+        status.contains("stolen-token"),
+        "the tripped fuse is listed: {status}"
+    );
     act(d, &["reset-fuse", "stolen-token"]);
     stop(child);
     let store = tokenwatch::store::Store::open(&d.join("tw.db")).unwrap();
     assert!(store.tripped_fuses().unwrap().is_empty());
     let audit = store.audit_log().unwrap();
-    assert!(audit.iter().any(|a| a.0 == "user:alice" && a.1 == "fuse reset"));
-    assert!(store.actions_in_state("observed").unwrap().len() >= 9, "the rest recorded as would-have");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.0 == "user:alice" && a.1 == "fuse reset")
+    );
+    assert!(
+        store.actions_in_state("observed").unwrap().len() >= 9,
+        "the rest recorded as would-have"
+    );
 }

@@ -265,7 +265,7 @@ struct Dispatcher {
 
 enum Work {
     Revoke(String),
-    Alert(AlertView),
+    Alert(Box<AlertView>),
 }
 
 impl Dispatcher {
@@ -273,12 +273,14 @@ impl Dispatcher {
         let mut breakers = HashMap::new();
         // Open breakers stay open across a restart.
         if let Ok(eps) = store.endpoints() {
-            for (name, state, failures, until, _) in eps {
-                if state != "closed" {
+            for e in eps {
+                if e.state != "closed" {
                     let mut b = Breaker::new(&shared.cfg.delivery);
-                    b.failures = failures;
-                    b.state = retry::BreakerState::Open { until_ms: until };
-                    breakers.insert(name, b);
+                    b.failures = e.failures;
+                    b.state = retry::BreakerState::Open {
+                        until_ms: e.open_until_ms,
+                    };
+                    breakers.insert(e.name, b);
                 }
             }
         }
@@ -467,7 +469,7 @@ impl Dispatcher {
                 )?;
                 return Ok(());
             }
-            Work::Alert(self.view(&d.action))
+            Work::Alert(Box::new(self.view(&d.action)))
         };
         self.in_flight += 1;
         let shared = self.shared.clone();
@@ -636,7 +638,10 @@ impl Dispatcher {
             if self
                 .store
                 .endpoints()
-                .map(|e| e.iter().any(|x| x.0 == d.endpoint && x.1 != "closed"))
+                .map(|e| {
+                    e.iter()
+                        .any(|x| x.name == d.endpoint && x.state != "closed")
+                })
                 .unwrap_or(false)
             {
                 let _ = self

@@ -72,6 +72,25 @@ pub struct DeliveryStatus {
     pub detail: Option<String>,
 }
 
+/// An endpoint's circuit breaker, as last recorded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EndpointState {
+    pub name: String,
+    /// `closed`, `open`, `half_open`.
+    pub state: String,
+    pub failures: u32,
+    pub open_until_ms: i64,
+    pub last_error: Option<String>,
+}
+
+/// An alert's context: finding JSON, incident JSON, the incident's
+/// revocations `(kind, state, why)`.
+pub type AlertContext = (
+    Option<String>,
+    Option<String>,
+    Vec<(String, String, String)>,
+);
+
 /// What happened to a delivery attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
@@ -369,14 +388,7 @@ impl Store {
         &self,
         finding_id: &str,
         incident_id: &str,
-    ) -> Result<
-        (
-            Option<String>,
-            Option<String>,
-            Vec<(String, String, String)>,
-        ),
-        StoreError,
-    > {
+    ) -> Result<AlertContext, StoreError> {
         let finding = self
             .conn
             .query_row(
@@ -468,15 +480,21 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Endpoint breaker states: `(name, state, failures, open_until_ms, last_error)`.
-    pub fn endpoints(&self) -> Result<Vec<(String, String, u32, i64, Option<String>)>, StoreError> {
+    /// Endpoint breaker states.
+    pub fn endpoints(&self) -> Result<Vec<EndpointState>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT name, state, failures, open_until_ms, last_error FROM endpoints ORDER BY name")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok(EndpointState {
+                    name: r.get(0)?,
+                    state: r.get(1)?,
+                    failures: r.get(2)?,
+                    open_until_ms: r.get(3)?,
+                    last_error: r.get(4)?,
+                })
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
