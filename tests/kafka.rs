@@ -353,19 +353,33 @@ fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
     assert_eq!(got.len(), expected.len(), "no finding produced twice");
 
     // What the findings caused is in the store's outbox and audit log
-    // (default policy: revocations observed, alerts pending delivery).
+    // (default policy: revocations observed; alerts for the dispatcher,
+    // which finds no channel configured here and records that).
     let store = tokenwatch::store::Store::open(&d.join("tokenwatch.db")).unwrap();
     let observed = store.actions_in_state("observed").unwrap();
-    let pending = store.actions_in_state("pending").unwrap();
+    let alerts = [
+        store.actions_in_state("pending").unwrap(),
+        store.actions_in_state("no_endpoint").unwrap(),
+    ]
+    .concat();
     assert!(!observed.is_empty(), "observed revocations recorded");
-    assert!(!pending.is_empty(), "alerts waiting for the dispatcher");
+    assert!(!alerts.is_empty(), "alerts recorded");
     let audit = store.audit_log().unwrap();
+    let by_rules = audit.iter().filter(|a| a.0.starts_with("rule:")).count();
     assert_eq!(
-        audit.len(),
-        observed.len() + pending.len(),
-        "every action audited once"
+        by_rules,
+        observed.len() + alerts.len(),
+        "every decision audited once"
     );
-    assert!(audit.iter().all(|(actor, ..)| actor.starts_with("rule:")));
+    let no_channel = store.actions_in_state("no_endpoint").unwrap().len();
+    assert!(
+        audit
+            .iter()
+            .filter(|a| a.0 == "dispatcher")
+            .all(|a| a.1 == "alert no_endpoint" && a.3.contains("no alert channel")),
+        "the dispatcher says why nothing was sent"
+    );
+    assert_eq!(audit.len(), by_rules + no_channel);
 
     let dead = read_topic(&dlq, poison_count, Duration::from_secs(30));
     assert_eq!(
