@@ -130,9 +130,10 @@ impl AlertView {
             (Some(sub), t) => format!("subject {sub}, token {t}"),
             (None, t) => format!("token {t}"),
         };
+        let system = rule == "policy" || rule == "delivery";
         let title = if kind == "resolve" {
             format!("Resolved: incident {incident_id} ({who})")
-        } else if rule == "policy" || rule == "delivery" {
+        } else if system {
             format!("{}: {}", severity.as_str().to_uppercase(), summary)
         } else {
             format!("{} {what}: {who}", severity.as_str().to_uppercase())
@@ -152,9 +153,11 @@ impl AlertView {
             severity,
             finding_kind,
             title,
+            // Alerts about the response itself (fuses, breakers) say their
+            // own thing; others tell the finding's story.
             summary: finding
                 .and_then(|f| s(f, "summary"))
-                .filter(|_| s(action, "rule").as_deref() != Some("policy"))
+                .filter(|_| !system)
                 .unwrap_or(summary),
             evidence,
             done: done_lines,
@@ -486,7 +489,7 @@ async fn send_email(
     key: &str,
     timeout: std::time::Duration,
 ) -> Outcome {
-    use lettre::message::{MultiPart, header::ContentType};
+    use lettre::message::MultiPart;
     use lettre::transport::smtp::client::{Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -558,7 +561,6 @@ async fn send_email(
         Ok(m) => m,
         Err(e) => return fail(format!("building the message: {e}")),
     };
-    let _ = ContentType::TEXT_PLAIN;
     match transport.send(msg).await {
         Ok(r) => Outcome::Delivered {
             status: Some(r.code().to_string().parse().unwrap_or(250)),
