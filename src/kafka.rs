@@ -286,6 +286,8 @@ fn send(p: &TwProducer, mut rec: BaseRecord<'_, [u8], [u8], usize>) -> Result<()
 pub struct Health {
     ready: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// What the dashboard shows live.
+    pub live: crate::live::Hub,
 }
 
 impl Health {
@@ -352,6 +354,7 @@ impl ClientContext for Ctx {
             for (p, part) in &t.partitions {
                 if *p >= 0 && part.consumer_lag >= 0 {
                     crate::telemetry::consumer_lag(topic, *p, part.consumer_lag);
+                    self.health.live.set_lag(topic, *p, part.consumer_lag);
                 }
             }
         }
@@ -583,6 +586,72 @@ struct Service<'a> {
     last_checkpoint: Instant,
 }
 
+/// `rule=observe|enforce`, as the dashboard writes it.
+fn set_mode(decider: &mut crate::decide::Decider, target: &str) -> bool {
+    let Some((rule, mode)) = target.split_once('=') else {
+        return false;
+    };
+    let mode = match mode {
+        "observe" => crate::config::Mode::Observe,
+        "enforce" => crate::config::Mode::Enforce,
+        _ => return false,
+    };
+    decider.set_mode(rule, mode)
+}
+
+/// Tell the dashboard's live feed about new findings and what was decided.
+fn publish(
+    hub: &crate::live::Hub,
+    findings: &[Finding],
+    fresh: &[bool],
+    decided: &[crate::decide::Decision],
+) {
+    use crate::live::LiveItem;
+    let new = fresh.iter().filter(|n| **n).count() as u64;
+    hub.add_findings(new);
+    if hub.listeners() == 0 {
+        return;
+    }
+    for (f, _) in findings.iter().zip(fresh).filter(|(_, n)| **n) {
+        let incident = decided
+            .iter()
+            .find(|d| d.finding_id == f.id)
+            .map(|d| d.incident.id.as_str())
+            .unwrap_or("");
+        hub.publish(&LiveItem::Finding {
+            id: &f.id,
+            kind: f.kind.as_str(),
+            severity: f.severity.as_str(),
+            mode: f.mode.as_str(),
+            token_id: f.token_id.as_str(),
+            subject: f.subject.as_deref(),
+            client_id: f.client_id.as_deref(),
+            incident_id: incident,
+            event_time: &f.event_time,
+            summary: &f.summary,
+            country: f.country.as_deref(),
+            city: f.city.as_deref(),
+            network: f.network,
+            asn: f.asn,
+        });
+    }
+    for d in decided {
+        for a in &d.actions {
+            let (state, why) = a.state.describe();
+            hub.publish(&LiveItem::Action {
+                id: &a.id,
+                kind: a.kind.as_str(),
+                rule: &a.rule,
+                state,
+                why,
+                token_id: &a.token_id,
+                incident_id: &a.incident_id,
+                summary: &a.summary,
+            });
+        }
+    }
+}
+
 /// The streaming service. Returns when `stop` is set (SIGINT / SIGTERM),
 /// after checkpointing, committing and leaving the group.
 pub fn run(
@@ -610,6 +679,9 @@ pub fn run(
         &store.tripped_fuses()?,
         &store.executed_revocations()?,
     );
+    for (rule, mode) in store.rule_modes()? {
+        set_mode(&mut decider, &format!("{rule}={mode}"));
+    }
     let mut roles: Vec<TopicRole> = kc
         .topics
         .iter()
@@ -1050,6 +1122,7 @@ impl Service<'_> {
                     let applied = match cmd.as_str() {
                         "reset_fuse" => self.decider.reset_fuse(&target),
                         "resolve" => self.decider.resolve(&target),
+                        "set_mode" => set_mode(&mut self.decider, &target),
                         _ => false,
                     };
                     tracing::info!(
@@ -1094,6 +1167,9 @@ impl Service<'_> {
             self.message(m, now)?;
         }
         crate::telemetry::events(self.stats.events - events_before);
+        self.health
+            .live
+            .add_events(self.stats.events - events_before);
         self.emit()?;
         self.mark_delivered()?;
         if !batch.is_empty() {
@@ -1263,10 +1339,16 @@ impl Service<'_> {
             .map(|(f, j)| StoredFinding::of(f, j))
             .collect();
         let (findings, decider) = (&self.findings, &mut self.decider);
+        let mut decided = Vec::new();
         let fresh = self
             .store
-            .insert_findings_and_decide(&rows, now_ms(), |i| Some(decider.decide(&findings[i])))?;
+            .insert_findings_and_decide(&rows, now_ms(), |i| {
+                let d = decider.decide(&findings[i]);
+                decided.push(d.clone());
+                Some(d)
+            })?;
         drop(rows);
+        publish(&self.health.live, &self.findings, &fresh, &decided);
         // A finding derived again that its first deriver recorded but never
         // got confirmed as produced (it died in between: a partition taken
         // over from a killed instance sharing this store) is produced now.

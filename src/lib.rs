@@ -30,6 +30,7 @@ pub mod enrich;
 pub mod eval;
 pub mod event;
 pub mod kafka;
+pub mod live;
 pub mod ops;
 pub mod pipeline;
 pub mod source;

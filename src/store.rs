@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod outbox;
+mod views;
 pub use outbox::*;
+pub use views::*;
 
 #[derive(Debug, thiserror::Error)]
 #[error("store {path}: {source}")]
@@ -147,6 +149,7 @@ impl Store {
         ))
         .map_err(err)?;
         busy_retry(|| conn.execute_batch(outbox::SCHEMA)).map_err(err)?;
+        busy_retry(|| conn.execute_batch(views::SCHEMA)).map_err(err)?;
         // Added after the first release of the schema.
         match conn.execute("ALTER TABLE actions ADD COLUMN sealed BLOB", []) {
             Ok(_) => {}
@@ -484,6 +487,7 @@ fn write_decisions(
     let mut new = 0;
     for d in decisions {
         let i = &d.incident;
+        views::link_finding(tx, &i.id, &d.finding_id)?;
         tx.execute(
             "INSERT OR REPLACE INTO incidents (id, key, opened_ts, last_ts, severity, findings, revoked, open, json)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -500,17 +504,8 @@ fn write_decisions(
             ],
         )?;
         for a in &d.actions {
-            let (state, why) = match &a.state {
-                ActionState::Execute => ("pending", String::new()),
-                ActionState::Observe(w) => ("observed", w.clone()),
-                ActionState::AwaitingApproval(w) => ("awaiting_approval", w.clone()),
-                ActionState::Skipped(w) => ("skipped", w.clone()),
-                ActionState::Digest => ("digest", String::new()),
-            };
-            let kind = match a.kind {
-                crate::config::ActionKind::Revoke => "revoke",
-                crate::config::ActionKind::Alert => "alert",
-            };
+            let (state, why) = a.state.describe();
+            let kind = a.kind.as_str();
             // The raw token travels sealed with revocations that will (or
             // may, once approved) be executed.
             let sealed = match (&a.kind, &a.state, custody) {
@@ -654,6 +649,7 @@ mod outbox_tests {
             route: "/v1".into(),
             user_agent: String::new(),
             evidence: serde_json::Value::Null,
+            context: None,
             source_ts: -1,
             token_exp: None,
         }

@@ -39,6 +39,19 @@ pub enum ActionState {
     Digest,
 }
 
+impl ActionState {
+    /// The state as stored (`pending`, `observed`, …) and why.
+    pub fn describe(&self) -> (&'static str, &str) {
+        match self {
+            ActionState::Execute => ("pending", ""),
+            ActionState::Observe(w) => ("observed", w),
+            ActionState::AwaitingApproval(w) => ("awaiting_approval", w),
+            ActionState::Skipped(w) => ("skipped", w),
+            ActionState::Digest => ("digest", ""),
+        }
+    }
+}
+
 /// What a revocation cuts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,6 +105,8 @@ pub struct Decision {
     pub incident: Incident,
     /// The finding opened the incident (rather than joining it).
     pub opened: bool,
+    /// The finding decided on.
+    pub finding_id: String,
     pub actions: Vec<ActionRequest>,
 }
 
@@ -214,6 +229,27 @@ impl Decider {
             }
             _ => false,
         }
+    }
+
+    /// A person switches a rule between observe and enforce. Returns
+    /// whether the rule exists and changed.
+    pub fn set_mode(&mut self, rule: &str, mode: Mode) -> bool {
+        match self.policy.rules.iter_mut().find(|r| r.name == rule) {
+            Some(r) if r.mode != mode => {
+                r.mode = mode;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The rules' current modes.
+    pub fn modes(&self) -> Vec<(String, Mode)> {
+        self.policy
+            .rules
+            .iter()
+            .map(|r| (r.name.clone(), r.mode))
+            .collect()
     }
 
     /// A person resolves an incident; the next finding opens a new one.
@@ -423,6 +459,7 @@ impl Decider {
         Decision {
             incident,
             opened,
+            finding_id: f.id.clone(),
             actions,
         }
     }

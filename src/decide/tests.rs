@@ -34,6 +34,7 @@ fn finding(
         route: "/v1/records".into(),
         user_agent: String::new(),
         evidence: serde_json::Value::Null,
+        context: None,
         source_ts: -1,
         token_exp: None,
     }

@@ -8,6 +8,7 @@
 //! timestamps, so replaying the same input (at any speed, in any batch
 //! size, shuffled within the lateness bound) gives the same findings.
 
+pub mod context;
 pub mod detectors;
 pub mod state;
 
@@ -95,6 +96,9 @@ pub struct Finding {
     pub route: String,
     pub user_agent: String,
     pub evidence: serde_json::Value,
+    /// The token's places, devices and recent activity at the finding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<Box<context::TokenContext>>,
     /// Expiry of the token (ms), when it said so (JWT `exp`).
     #[serde(skip)]
     pub token_exp: Option<EventTime>,
@@ -585,7 +589,7 @@ impl Engine {
             tok.last_finding_s[kind.index()] = (ts / 1000).max(1) as u32;
             tok.last_finding_sev[kind.index()] = severity as u8 + 1;
             stats.findings[kind.index()] += 1;
-            out.push(make_finding(e, tok, kind, severity, d.mode, sig));
+            out.push(make_finding(e, tok, kind, severity, d.mode, sig, fp_slot));
         }
 
         // 3. Learn from the event.
@@ -675,6 +679,7 @@ fn make_finding(
     severity: Severity,
     mode: Mode,
     sig: Signal,
+    fp_slot: Option<usize>,
 ) -> Finding {
     let ev = &e.event;
     let mut h = Sha256::new();
@@ -708,6 +713,7 @@ fn make_finding(
         route: ev.route.to_string(),
         user_agent: ev.user_agent.as_deref().unwrap_or("").to_string(),
         evidence: sig.evidence,
+        context: Some(Box::new(context::snapshot(e, tok, fp_slot))),
         source_ts: e.source_ts,
         token_exp: ev.token_exp,
     }
