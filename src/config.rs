@@ -16,7 +16,9 @@ use serde::Deserialize;
 
 use crate::event::NetClass;
 
+mod dashboard;
 mod response;
+pub use dashboard::*;
 pub use response::*;
 
 /// The configuration root.
@@ -51,6 +53,8 @@ pub struct Config {
     /// How actions are carried out: revocation strategies, alert channels,
     /// delivery (retries, breakers), raw-token custody.
     pub response: ResponseConfig,
+    /// The web console and its JSON API.
+    pub dashboard: DashboardConfig,
 }
 
 /// `[policy]`: findings → incidents → actions, with safety fuses.
@@ -1025,6 +1029,7 @@ impl Config {
             }
         }
         self.response.validate(&mut |k: &str, m: String| err(k, m));
+        self.dashboard.validate(&mut |k: &str, m: String| err(k, m));
         if self.policy.max_revocations_per_minute > self.policy.max_revocations_per_hour {
             err(
                 "policy.max_revocations_per_minute",

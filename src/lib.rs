@@ -37,3 +37,4 @@ pub mod source;
 pub mod store;
 pub mod synth;
 pub mod telemetry;
+pub mod web;

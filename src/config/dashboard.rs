@@ -1,0 +1,125 @@
+//! `[dashboard]`: the web console and its JSON API: where it listens, who
+//! may log in (local users with Argon2id hashes, API keys for automation),
+//! and how long sessions last.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Serve the dashboard from `tokenwatch run`.
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Local users. Hash passwords with `tokenwatch hash-password`. With no
+    /// users, `run` creates a one-time `admin` password and prints it once.
+    pub users: Vec<UserConfig>,
+    /// Bearer keys for the JSON API (`Authorization: Bearer <key>`).
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// A session ends after this long without a request…
+    pub idle_timeout_secs: u64,
+    /// …and after this long in any case.
+    pub absolute_timeout_secs: u64,
+    /// Failed logins allowed per client address and per user name, per minute.
+    pub login_attempts_per_minute: u32,
+    /// Mark cookies `Secure`. Default: when `response.dashboard_url` is https
+    /// (the dashboard behind a TLS-terminating proxy).
+    pub secure_cookies: Option<bool>,
+    /// Also serve `/metrics`, `/healthz` and `/readyz` here, without login
+    /// (they are always on `[kafka] ops_listen` when that is set).
+    pub ops_endpoints: bool,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            users: Vec::new(),
+            api_keys: Vec::new(),
+            idle_timeout_secs: 1800,
+            absolute_timeout_secs: 43200,
+            login_attempts_per_minute: 5,
+            secure_cookies: None,
+            ops_endpoints: true,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Acts on incidents: acknowledge, resolve, revoke, approve.
+    Responder,
+    /// Rules (modes), fuses.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Responder => "responder",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub role: Role,
+    /// Argon2id PHC string (`$argon2id$v=19$…`), from `tokenwatch hash-password`.
+    pub password_hash: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    pub role: Role,
+    /// The key itself, as `env:NAME` or `file:/path` (at least 32 characters).
+    pub key: String,
+}
+
+impl DashboardConfig {
+    pub fn validate(&self, err: &mut dyn FnMut(&str, String)) {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if u.name.trim().is_empty() || !names.insert(u.name.clone()) {
+                err(
+                    &format!("dashboard.users[{i}].name"),
+                    "user names must be non-empty and unique".into(),
+                );
+            }
+            if !u.password_hash.starts_with("$argon2id$") {
+                err(
+                    &format!("dashboard.users[{i}].password_hash"),
+                    "must be an Argon2id hash ($argon2id$…): make one with `tokenwatch hash-password`"
+                        .into(),
+                );
+            }
+        }
+        for (i, k) in self.api_keys.iter().enumerate() {
+            if !(k.key.starts_with("env:") || k.key.starts_with("file:")) {
+                err(
+                    &format!("dashboard.api_keys[{i}].key"),
+                    "write the key as env:NAME or file:/path, never inline".into(),
+                );
+            }
+        }
+        if self.idle_timeout_secs == 0 || self.absolute_timeout_secs < self.idle_timeout_secs {
+            err(
+                "dashboard.absolute_timeout_secs",
+                "timeouts must be > 0 and the absolute one at least the idle one".into(),
+            );
+        }
+        if self.login_attempts_per_minute == 0 {
+            err("dashboard.login_attempts_per_minute", "must be > 0".into());
+        }
+    }
+}
