@@ -600,7 +600,7 @@ fn set_mode(decider: &mut crate::decide::Decider, target: &str) -> bool {
 }
 
 /// Tell the dashboard's live feed about new findings and what was decided.
-fn publish(
+pub fn publish(
     hub: &crate::live::Hub,
     findings: &[Finding],
     fresh: &[bool],

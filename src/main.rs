@@ -75,6 +75,16 @@ enum Command {
         /// Print every finding, not only the first 40.
         #[arg(long)]
         all: bool,
+        /// Only print: do not serve the dashboard afterwards.
+        #[arg(long)]
+        no_dashboard: bool,
+        /// Where the dashboard listens (default: [dashboard] listen, 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Pace the replay, e.g. `3600x` (an hour of logs per second), to
+        /// watch the live feed fill up; default: as fast as possible.
+        #[arg(long, value_parser = parse_speed)]
+        speed: Option<f64>,
     },
     /// Read JSON-lines access logs (plain, .gz or `-` for stdin), detect, and
     /// print findings as JSON lines.
@@ -157,6 +167,9 @@ enum Command {
     },
     /// Validate a configuration file and explain every error with key and line.
     CheckConfig { file: PathBuf },
+    /// Hash a dashboard password (Argon2id) for `[[dashboard.users]]`. Reads
+    /// the password from stdin (one line), prints the hash.
+    HashPassword,
     /// Generate labeled synthetic traffic and matching GeoIP databases.
     Synth {
         /// Scenario file (see replay/scenarios/); flags below override it.
@@ -520,7 +533,31 @@ fn run(cli: Cli) -> Result<()> {
             config,
             findings,
             all,
-        } => demo(config.as_deref(), findings.as_deref(), all),
+            no_dashboard,
+            listen,
+            speed,
+        } => demo(
+            config.as_deref(),
+            findings.as_deref(),
+            all,
+            (!no_dashboard).then_some(listen),
+            speed,
+        ),
+        Command::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.chars().count() < 12 {
+                anyhow::bail!("use a password of at least 12 characters");
+            }
+            println!(
+                "{}",
+                tokenwatch::web::auth::hash_password(password).map_err(anyhow::Error::msg)?
+            );
+            Ok(())
+        }
         Command::Run { config, brokers } => {
             let (mut cfg, base) = load_config(Some(&config))?;
             if let (Some(b), Some(k)) = (brokers, cfg.kafka.as_mut()) {
@@ -541,8 +578,27 @@ fn run(cli: Cli) -> Result<()> {
                 None => settings,
             };
             let deny = Arc::new(tokenwatch::act::DenyList::default());
-            if let Some(addr) = cfg.kafka.as_ref().and_then(|k| k.ops_listen) {
-                let prometheus = tokenwatch::ops::install_recorder().map_err(anyhow::Error::msg)?;
+            let ops_listen = cfg.kafka.as_ref().and_then(|k| k.ops_listen);
+            let prometheus = if ops_listen.is_some() || cfg.dashboard.enabled {
+                Some(tokenwatch::ops::install_recorder().map_err(anyhow::Error::msg)?)
+            } else {
+                None
+            };
+            let web_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let web = if cfg.dashboard.enabled {
+                Some(dashboard(
+                    &cfg,
+                    cfg.dashboard.listen,
+                    health.clone(),
+                    prometheus.clone(),
+                    Some(deny.clone()),
+                    web_stop.clone(),
+                    cfg.dashboard.users.is_empty() && cfg.dashboard.api_keys.is_empty(),
+                )?)
+            } else {
+                None
+            };
+            if let (Some(addr), Some(prometheus)) = (ops_listen, prometheus) {
                 let check = cfg
                     .response
                     .revokers
@@ -591,6 +647,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             dispatch_stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = dispatcher.join();
+            web_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(w) = web {
+                let _ = w.join();
+            }
             eprintln!(
                 "tokenwatch run: stopped cleanly ({} records consumed, state checkpointed)",
                 stats.consumed
@@ -713,8 +773,14 @@ fn load_kafka(
     Ok(())
 }
 
-fn demo(config: Option<&Path>, findings_path: Option<&Path>, all: bool) -> Result<()> {
-    let (cfg, _) = load_config(config)?;
+fn demo(
+    config: Option<&Path>,
+    findings_path: Option<&Path>,
+    all: bool,
+    dashboard_at: Option<Option<std::net::SocketAddr>>,
+    speed: Option<f64>,
+) -> Result<()> {
+    let (mut cfg, _) = load_config(config)?;
     let sc: synth::Scenario =
         toml::from_str(DEMO_SCENARIO).context("replay/scenarios/demo.toml")?;
     eprintln!(
@@ -743,11 +809,67 @@ fn demo(config: Option<&Path>, findings_path: Option<&Path>, all: bool) -> Resul
     let mut scored = Vec::new();
     let opts = ReplayOptions {
         format: "auto".into(),
-        speed: None,
+        speed,
         progress: false,
         max_examples: 5,
     };
+    let health = Arc::new(tokenwatch::kafka::Health::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // With the dashboard: findings and decisions go to a store of their
+    // own (removed at exit), served while the replay runs and after it.
+    let demo_dir = std::env::temp_dir().join(format!("tokenwatch-demo-{}", std::process::id()));
+    let web = match dashboard_at {
+        Some(listen) => {
+            std::fs::create_dir_all(&demo_dir)
+                .with_context(|| format!("creating {}", demo_dir.display()))?;
+            cfg.store.path = demo_dir.join("demo.db");
+            // Nothing to save: Ctrl-C ends the demo at once, replay or not.
+            let dir = demo_dir.clone();
+            ctrlc::set_handler(move || {
+                let _ = std::fs::remove_dir_all(&dir);
+                eprintln!("\ntokenwatch demo: stopped");
+                std::process::exit(0);
+            })
+            .context("installing the SIGINT/SIGTERM handler")?;
+            health.set_ok();
+            let prometheus = tokenwatch::ops::install_recorder().ok();
+            Some(dashboard(
+                &cfg,
+                listen.unwrap_or(cfg.dashboard.listen),
+                health.clone(),
+                prometheus,
+                None,
+                stop.clone(),
+                true,
+            )?)
+        }
+        None => None,
+    };
     let mut pipeline = Pipeline::new(&cfg, settings, enricher);
+    if web.is_some() {
+        let mut store = tokenwatch::store::Store::open(&cfg.store.path)?;
+        // Deliveries as in `run` (with the built-in rules: no channel, so
+        // alerts are recorded as having nowhere to go).
+        let deny = Arc::new(tokenwatch::act::DenyList::default());
+        tokenwatch::act::start(&cfg, None, deny, stop.clone())
+            .context("starting the dispatcher")?;
+        let hub = health.clone();
+        pipeline.live = Some(health.clone());
+        pipeline.on_decision = Some(Box::new(move |f, d| {
+            let json = serde_json::to_vec(f).unwrap_or_default();
+            let row = [tokenwatch::store::StoredFinding::of(f, &json)];
+            let now = tokenwatch::act::now_ms();
+            if let Err(e) = store.insert_findings_and_decide(&row, now, |_| Some(d.clone())) {
+                tracing::warn!("demo store: {e}");
+            }
+            tokenwatch::kafka::publish(
+                &hub.live,
+                std::slice::from_ref(f),
+                &[true],
+                std::slice::from_ref(d),
+            );
+        }));
+    }
     let stdout = std::io::stdout();
     let summary = pipeline
         .run(sources, &opts, &mut |f: &Finding| {
@@ -788,5 +910,52 @@ fn demo(config: Option<&Path>, findings_path: Option<&Path>, all: bool) -> Resul
         "── accuracy against the injected attacks ──\n{}",
         eval::score(&ds.labels, &scored).render()
     );
+    if let Some(w) = web {
+        eprintln!(
+            "\nThe dashboard keeps serving the demo's incidents (see above for the address and password). Ctrl-C stops it."
+        );
+        let _ = w.join();
+        let _ = std::fs::remove_dir_all(&demo_dir);
+    }
     Ok(())
+}
+
+/// Start the dashboard. With `one_time_admin`, an `admin` user with a
+/// random password is added and the password printed once (on stderr).
+fn dashboard(
+    cfg: &Config,
+    listen: std::net::SocketAddr,
+    health: Arc<tokenwatch::kafka::Health>,
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    deny: Option<Arc<tokenwatch::act::DenyList>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    one_time_admin: bool,
+) -> Result<std::thread::JoinHandle<()>> {
+    use tokenwatch::web;
+    let mut extra = Vec::new();
+    let password = one_time_admin.then(|| web::auth::random_token()[..16].to_string());
+    if let Some(p) = &password {
+        extra.push((
+            "admin".to_string(),
+            config::Role::Admin,
+            web::auth::hash_password(p).map_err(anyhow::Error::msg)?,
+        ));
+    }
+    let secure = cfg
+        .dashboard
+        .secure_cookies
+        .unwrap_or_else(|| cfg.response.dashboard_url.starts_with("https://"));
+    let auth = web::Auth::new(&cfg.dashboard, &extra, secure).map_err(anyhow::Error::msg)?;
+    let st = web::WebState::new(Arc::new(cfg.clone()), auth, health, prometheus, deny);
+    let (handle, bound) = web::spawn(listen, st, stop).map_err(|e| {
+        anyhow::anyhow!("{e}\n  (for the demo: --listen 127.0.0.1:0 picks a free port, --no-dashboard only prints)")
+    })?;
+    let url = format!("http://{bound}/");
+    match password {
+        Some(p) => eprintln!(
+            "dashboard: {url}  user `admin`, one-time password `{p}` (valid while this process runs; add [[dashboard.users]] to keep users)"
+        ),
+        None => eprintln!("dashboard: {url}"),
+    }
+    Ok(handle)
 }

@@ -164,7 +164,14 @@ pub struct Pipeline {
     pub decider: crate::decide::Decider,
     /// When `Some`, every action request the policy made is kept here.
     pub actions: Option<Vec<crate::decide::ActionRequest>>,
+    /// Called with each finding and what the policy decided (the demo
+    /// records both in a store for its dashboard).
+    pub on_decision: Option<Box<DecisionHook>>,
+    /// Where processed events are counted for the dashboard.
+    pub live: Option<Arc<crate::kafka::Health>>,
 }
+
+pub type DecisionHook = dyn FnMut(&Finding, &crate::decide::Decision);
 
 impl Pipeline {
     pub fn new(config: &Config, settings: DecodeSettings, enricher: Arc<Enricher>) -> Pipeline {
@@ -174,12 +181,17 @@ impl Pipeline {
             engine: Engine::new(config),
             decider: crate::decide::Decider::new(&config.policy),
             actions: None,
+            on_decision: None,
+            live: None,
         }
     }
 
     fn decide(&mut self, f: &Finding, summary: &mut Summary) {
         let d = self.decider.decide(f);
         summary.response.count(&d);
+        if let Some(h) = self.on_decision.as_mut() {
+            h(f, &d);
+        }
         if let Some(a) = self.actions.as_mut() {
             a.extend(d.actions);
         }
@@ -291,6 +303,11 @@ impl Pipeline {
                 on_finding(&f);
             }
             since_tick += 1;
+            if since_tick % 1024 == 0
+                && let Some(h) = &self.live
+            {
+                h.live.add_events(1024);
+            }
             if since_tick >= 8192 {
                 since_tick = 0;
                 if let Some(b) = &bar {
@@ -303,6 +320,9 @@ impl Pipeline {
                     b.set_message(format!("{} events", summary.events));
                 }
             }
+        }
+        if let Some(h) = &self.live {
+            h.live.add_events(u64::from(since_tick % 1024));
         }
         self.engine.flush(&mut findings);
         for f in findings.drain(..) {

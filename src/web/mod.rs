@@ -438,15 +438,19 @@ pub fn router(st: WebState) -> Router {
 }
 
 /// Bind now (a taken port is an error at start) and serve on a background
-/// thread with its own runtime until `stop` is set.
+/// thread with its own runtime until `stop` is set. Returns the thread and
+/// the bound address (port 0 picks a free one).
 pub fn spawn(
     addr: SocketAddr,
     st: WebState,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<std::thread::JoinHandle<()>, String> {
+) -> Result<(std::thread::JoinHandle<()>, SocketAddr), String> {
     let listener = std::net::TcpListener::bind(addr).map_err(|e| {
         format!("dashboard.listen {addr}: {e} (another tokenwatch? set [dashboard] listen)")
     })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("dashboard: {e}"))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("dashboard.listen {addr}: {e}"))?;
@@ -504,6 +508,7 @@ pub fn spawn(
                 }
             });
         })
+        .map(|h| (h, bound))
         .map_err(|e| format!("dashboard: {e}"))
 }
 

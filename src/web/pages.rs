@@ -48,7 +48,6 @@ pub struct Chrome {
     pub nav: Vec<(&'static str, &'static str, bool)>,
     pub flash: Option<String>,
     pub version: &'static str,
-    pub now: String,
 }
 
 fn chrome(caller: &Caller, page: &'static str, flash: Option<String>) -> Chrome {
@@ -70,7 +69,6 @@ fn chrome(caller: &Caller, page: &'static str, flash: Option<String>) -> Chrome 
         .collect(),
         flash,
         version: env!("CARGO_PKG_VERSION"),
-        now: String::new(),
     }
 }
 
@@ -757,8 +755,12 @@ struct IncidentPage {
     tokens: Vec<String>,
     suggestion: Option<String>,
     land: &'static str,
+    view_box: String,
+    /// Sizes of dots and labels at the map's zoom.
+    dot: String,
+    font: String,
     pic: view::Picture,
-    jump_labels: Vec<(view::Jump, String)>,
+    jump_labels: Vec<(view::Jump, String, String)>,
     places: Vec<(usize, view::MapPoint, String, String)>,
     bars: Vec<Bar>,
     bar_max: u32,
@@ -844,16 +846,20 @@ async fn incident(
         .jumps
         .iter()
         .map(|j| {
-            let speed = match j.kmh {
-                Some(v) => format!("{v:.0} km/h"),
-                None => "at the same time".into(),
+            let (short, long) = match j.kmh {
+                Some(v) => (
+                    format!("{:.0} km · {v:.0} km/h", j.km),
+                    format!("{:.0} km in {:.2} h = {v:.0} km/h{}", j.km, j.hours, if j.impossible { ": faster than an airliner (900 km/h)" } else { "" }),
+                ),
+                None => (
+                    format!("{:.0} km · simultaneous", j.km),
+                    format!("{:.0} km apart, in use at both places at the same time: impossible for one holder", j.km),
+                ),
             };
-            (
-                j.clone(),
-                format!("{:.0} km in {:.2} h = {speed}", j.km, j.hours),
-            )
+            (j.clone(), short, long)
         })
         .collect();
+    let (vx, vy, vw, vh) = view::map_view(&pic.points);
     let places = pic
         .points
         .iter()
@@ -896,6 +902,9 @@ async fn incident(
         tokens,
         suggestion,
         land: LAND,
+        view_box: format!("{vx:.1} {vy:.1} {vw:.1} {vh:.1}"),
+        dot: format!("{:.2}", 4.0 * vw / 720.0),
+        font: format!("{:.2}", 11.0 * vw / 720.0),
         jump_labels,
         places,
         bars,

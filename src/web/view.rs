@@ -54,6 +54,27 @@ pub struct Device {
     pub token_id: String,
 }
 
+/// The part of the 720×360 map to show: the points' bounding box with a
+/// margin, 2:1 like the map, never smaller than a region.
+pub fn map_view(points: &[MapPoint]) -> (f64, f64, f64, f64) {
+    if points.is_empty() {
+        return (0.0, 0.0, 720.0, 360.0);
+    }
+    let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for p in points {
+        x0 = x0.min(p.x);
+        y0 = y0.min(p.y);
+        x1 = x1.max(p.x);
+        y1 = y1.max(p.y);
+    }
+    let w = ((x1 - x0) * 1.4).max((y1 - y0) * 2.8).clamp(60.0, 720.0);
+    let h = w / 2.0;
+    let (cx, cy) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
+    let x = (cx - w / 2.0).clamp(0.0, 720.0 - w);
+    let y = (cy - h / 2.0).clamp(0.0, 360.0 - h);
+    (x, y, w, h)
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Picture {
     pub points: Vec<MapPoint>,
@@ -181,7 +202,7 @@ pub fn picture(findings: &[Value]) -> Picture {
             x2: b.x,
             y2: b.y,
             mx: (a.x + b.x) / 2.0,
-            my: (a.y + b.y) / 2.0 - 6.0,
+            my: (a.y + b.y) / 2.0 - 2.0,
         });
     }
     devices.sort_by_key(|d| d.first);
