@@ -222,7 +222,8 @@ fn write_run_config_with(
     let config = format!(
         "[geoip]\ncity = \"geo/city.mmdb\"\nasn = \"geo/asn.mmdb\"\n\n[kafka]\nbrokers = \"{}\"\ngroup_id = \"{group}\"\n\
          topics = [{topics}]\nfindings_topic = \"{findings}\"\n{dlq}commit_interval_ms = 300\nidle_flush_ms = 1500\n{extra_kafka}\n\
-         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n",
+         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\n\
+         [dashboard]\nlisten = \"127.0.0.1:0\"\n",
         bootstrap(),
     );
     std::fs::write(d.join("run.toml"), config).unwrap();

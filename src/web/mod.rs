@@ -233,14 +233,12 @@ fn cookie_value<'a>(req_headers: &'a axum::http::HeaderMap, name: &str) -> Optio
         .map(|(_, v)| v)
 }
 
-/// The request came from another site (browsers say so in `Sec-Fetch-Site`
-/// and `Origin`).
+/// The request came from another origin. Browsers say so in
+/// `Sec-Fetch-Site` (pages cannot forge it); older ones only send `Origin`.
 fn cross_site(req: &Request, own_host: Option<&str>) -> bool {
     let h = req.headers();
-    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && !matches!(site, "same-origin" | "none")
-    {
-        return true;
+    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return !matches!(site, "same-origin" | "none");
     }
     if let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let host = origin
@@ -394,7 +392,7 @@ async fn security_headers(State(st): State<WebState>, req: Request, next: Next) 
     );
     set(h, "x-content-type-options", "nosniff");
     set(h, "x-frame-options", "DENY");
-    set(h, "referrer-policy", "no-referrer");
+    set(h, "referrer-policy", "same-origin");
     set(h, "cross-origin-opener-policy", "same-origin");
     set(h, "cross-origin-resource-policy", "same-origin");
     set(

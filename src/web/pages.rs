@@ -137,6 +137,10 @@ pub fn public_routes() -> Router<WebState> {
     Router::new()
         .route("/login", get(login_page).post(login))
         .route("/assets/{file}", get(asset))
+        .route(
+            "/favicon.ico",
+            get(|| async { asset(Path("favicon.svg".to_string())).await }),
+        )
 }
 
 async fn asset(Path(file): Path<String>) -> Response {

@@ -551,7 +551,7 @@ async fn pages_carry_security_headers_and_escape_what_they_show() {
     );
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["x-frame-options"], "DENY");
-    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["referrer-policy"], "same-origin");
     assert_eq!(h["cache-control"], "no-store");
     assert!(!page.contains("<script>alert"), "finding text is escaped");
     assert!(page.contains("&#60;script&#62;alert") || page.contains("&lt;script&gt;alert"));
