@@ -21,6 +21,8 @@ paging = [q("page", {"type": "integer", "minimum": 1, "maximum": 100000}, "1-bas
 KINDS = ["token_replay", "impossible_travel", "suspicious_network", "bulk_siphon", "enumeration"]
 SEV = ["low", "medium", "high", "critical"]
 STATUS = ["open", "acknowledged", "resolved", "false_positive"]
+ACTION_STATES = ["pending", "dispatched", "done", "failed", "observed", "awaiting_approval", "rejected", "skipped", "digest", "no_endpoint"]
+TIME = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "pattern": "^[0-9]{1,15}$"}]}
 schemas = {
   "Error": obj({"error": {"type": "string"}, "message": {"type": "string", "description": "what went wrong and what to do; never internals"}}),
   "Me": obj({"name": {"type": "string"}, "role": {"type": "string", "enum": ["viewer", "responder", "admin"]}}),
@@ -76,7 +78,7 @@ paths = {
  "/api/v1/incidents": {"get": {"summary": "Incidents, newest activity first", "operationId": "listIncidents",
     "parameters": [q("q", {"type": "string"}, "part of the incident id, subject or a token id"), q("kind", {"type": "string", "enum": KINDS}),
       q("severity", {"type": "string", "enum": SEV}), q("status", {"type": "string", "enum": STATUS}), q("subject", {"type": "string"}),
-      q("client_id", {"type": "string"}), q("from", {"type": "string"}, "event time: RFC 3339 or epoch ms"), q("to", {"type": "string"}, "event time: RFC 3339 or epoch ms")] + paging,
+      q("client_id", {"type": "string"}), q("from", TIME, "event time: RFC 3339 or epoch milliseconds"), q("to", TIME, "event time: RFC 3339 or epoch milliseconds")] + paging,
     "responses": resp(page(ref("Incident")), errs=("400", "401"))}},
  "/api/v1/incidents/{id}": {"get": {"summary": "One incident: findings, actions, deliveries, map, devices, timeline", "operationId": "getIncident",
     "parameters": [p("id")], "responses": resp(ref("IncidentDetail"), errs=("401", "404"))}},
@@ -87,7 +89,7 @@ paths = {
     "parameters": [q("kind", {"type": "string", "enum": KINDS}), q("token_id", {"type": "string"})] + paging,
     "responses": resp(page(ref("Finding")), errs=("400", "401"))}},
  "/api/v1/actions": {"get": {"summary": "Actions (revocations, alerts), newest first", "operationId": "listActions",
-    "parameters": [q("state", {"type": "string"}), q("incident_id", {"type": "string"})] + paging,
+    "parameters": [q("state", {"type": "string", "enum": ACTION_STATES}), q("incident_id", {"type": "string"})] + paging,
     "responses": resp(page(ref("Action")), errs=("400", "401"))}},
  "/api/v1/actions/{id}/approve": {"post": {"summary": "Approve a revocation waiting for approval (responder)", "operationId": "approveAction",
     "parameters": [p("id")], "responses": resp(obj({"action_id": {"type": "string"}, "state": {"type": "string"}}), errs=("401", "403", "404"))}},
@@ -95,7 +97,7 @@ paths = {
     "parameters": [p("id")], "responses": resp(obj({"action_id": {"type": "string"}, "state": {"type": "string"}}), errs=("401", "403", "404"))}},
  "/api/v1/tokens/{token_id}/revoke": {"post": {"summary": "Revoke a token by hand (responder); delivered by the outbox", "operationId": "revokeToken",
     "parameters": [p("token_id", "the token id (jti or h:<hash>), never the raw token")],
-    "requestBody": body(obj({"reason": {"type": "string"}, "confirm": {"type": "boolean", "description": "must be true"}})),
+    "requestBody": body(obj({"reason": {"type": "string"}, "confirm": {"type": "boolean", "enum": [True], "description": "must be true"}})),
     "responses": resp(obj({"action_id": {"type": "string"}, "token_id": {"type": "string"}, "state": {"type": "string"}}), code="202", desc="queued", errs=("400", "401", "403"))}},
  "/api/v1/fuses/{rule}/reset": {"post": {"summary": "Reset a tripped safety fuse (admin)", "operationId": "resetFuse",
     "parameters": [p("rule", "a rule name or `policy`")], "responses": resp(obj({"rule": {"type": "string"}, "tripped": {"type": "boolean"}}), errs=("401", "403", "404"))}},

@@ -303,7 +303,7 @@ impl Pipeline {
                 on_finding(&f);
             }
             since_tick += 1;
-            if since_tick % 1024 == 0
+            if since_tick.is_multiple_of(1024)
                 && let Some(h) = &self.live
             {
                 h.live.add_events(1024);

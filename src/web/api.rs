@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, Query, RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -75,6 +75,22 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, WebError> {
         .map_err(|e| WebError::BadRequest(format!("bad JSON body: {}", e.body_text())))
 }
 
+/// The API is strict where the pages' forms are lenient: an empty value
+/// for a parameter with a fixed set of values (or a time) is an error,
+/// not "any".
+fn no_empty(raw: &Option<String>, names: &[&str]) -> Result<(), WebError> {
+    let Some(raw) = raw else { return Ok(()) };
+    for pair in raw.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if v.is_empty() && names.contains(&k) {
+            return Err(WebError::BadRequest(format!(
+                "`{k}` is empty: leave it out for any value"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn page_of(page: Option<u32>, per_page: Option<u32>) -> Result<(u32, u32), WebError> {
     let per = per_page.unwrap_or(50);
     let page = page.unwrap_or(1);
@@ -138,8 +154,10 @@ fn pairs(v: &[(String, i64)]) -> Vec<Value> {
 
 async fn incidents(
     State(st): State<WebState>,
+    RawQuery(raw): RawQuery,
     q: Result<Query<FilterQuery>, QueryRejection>,
 ) -> ApiResult {
+    no_empty(&raw, &["kind", "severity", "status", "from", "to"])?;
     let q = query(q)?;
     let (filter, page, per_page) = q.filter()?;
     let (rows, total) = st.db(move |s| s.incidents(&filter)).await?;
@@ -209,14 +227,18 @@ struct FindingsQuery {
 
 async fn findings(
     State(st): State<WebState>,
+    RawQuery(raw): RawQuery,
     q: Result<Query<FindingsQuery>, QueryRejection>,
 ) -> ApiResult {
+    no_empty(&raw, &["kind"])?;
     let q = query(q)?;
     let (page, per) = page_of(q.page, q.per_page)?;
-    let (kind, token) = (
+    let kind = super::pages::one_of(
+        "kind",
         q.kind.filter(|k| !k.is_empty()),
-        q.token_id.filter(|t| !t.is_empty()),
-    );
+        &super::pages::KINDS,
+    )?;
+    let token = q.token_id.filter(|t| !t.is_empty());
     let (items, total) = st
         .db(move |s| s.findings_page(kind.as_deref(), token.as_deref(), (page - 1) * per, per))
         .await?;
@@ -233,14 +255,18 @@ struct ActionsQuery {
 
 async fn actions(
     State(st): State<WebState>,
+    RawQuery(raw): RawQuery,
     q: Result<Query<ActionsQuery>, QueryRejection>,
 ) -> ApiResult {
+    no_empty(&raw, &["state"])?;
     let q = query(q)?;
     let (page, per) = page_of(q.page, q.per_page)?;
-    let (state, inc) = (
+    let state = super::pages::one_of(
+        "state",
         q.state.filter(|k| !k.is_empty()),
-        q.incident_id.filter(|t| !t.is_empty()),
-    );
+        &super::pages::ACTION_STATES,
+    )?;
+    let inc = q.incident_id.filter(|t| !t.is_empty());
     let (items, total) = st
         .db(move |s| s.actions_page(inc.as_deref(), state.as_deref(), (page - 1) * per, per))
         .await?;

@@ -17,14 +17,14 @@ use crate::store::{
 };
 
 pub const LAND: &str = include_str!("../../assets/world-land.path");
-const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 5] = [
     "token_replay",
     "impossible_travel",
     "suspicious_network",
     "bulk_siphon",
     "enumeration",
 ];
-const ACTION_STATES: [&str; 10] = [
+pub const ACTION_STATES: [&str; 10] = [
     "pending",
     "dispatched",
     "done",
@@ -532,6 +532,11 @@ fn opt(s: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
+/// A choice as given (not trimmed: ` high` is not `high`); empty = any.
+fn given(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
 fn parse_time(field: &str, s: &str) -> Result<Option<i64>, WebError> {
     let Some(t) = opt(s) else { return Ok(None) };
     if let Ok(ms) = t.parse::<i64>() {
@@ -546,7 +551,11 @@ fn parse_time(field: &str, s: &str) -> Result<Option<i64>, WebError> {
         })
 }
 
-fn one_of(field: &str, v: Option<String>, allowed: &[&str]) -> Result<Option<String>, WebError> {
+pub fn one_of(
+    field: &str,
+    v: Option<String>,
+    allowed: &[&str],
+) -> Result<Option<String>, WebError> {
     match v {
         Some(x) if !allowed.contains(&x.as_str()) => Err(WebError::BadRequest(format!(
             "`{field}` must be one of {}; got `{x}`",
@@ -572,9 +581,9 @@ impl FilterQuery {
         }
         Ok((
             IncidentFilter {
-                kind: one_of("kind", opt(&self.kind), &KINDS)?,
-                severity: one_of("severity", opt(&self.severity), &SEVERITIES)?,
-                status: one_of("status", opt(&self.status), &STATUSES)?,
+                kind: one_of("kind", given(&self.kind), &KINDS)?,
+                severity: one_of("severity", given(&self.severity), &SEVERITIES)?,
+                status: one_of("status", given(&self.status), &STATUSES)?,
                 subject: opt(&self.subject),
                 client_id: opt(&self.client_id),
                 q: opt(&self.q),
