@@ -536,6 +536,7 @@ fn write_decisions(
             )?;
             if n == 1 {
                 new += 1;
+                crate::telemetry::action(kind, state);
                 tx.execute(
                     "INSERT INTO audit (at_ms, actor, what, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![

@@ -79,6 +79,12 @@ pub fn repartition_duplicate() {
     counter!("tokenwatch_repartition_duplicates_total").increment(1);
 }
 
+/// Actions decided, by type (revoke, alert) and state (pending = to be
+/// executed, observed, awaiting_approval, skipped, digest).
+pub fn action(kind: &'static str, state: &'static str) {
+    counter!("tokenwatch_actions_total", "kind" => kind, "state" => state).increment(1);
+}
+
 /// Deliveries by action kind, endpoint (configured names: bounded) and result.
 pub fn delivery(kind: &str, endpoint: &str, result: &'static str) {
     counter!("tokenwatch_deliveries_total", "kind" => kind.to_string(), "endpoint" => endpoint.to_string(), "result" => result)

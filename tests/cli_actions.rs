@@ -93,3 +93,43 @@ mode = "enforce"
         "a loud alert says the fuse tripped"
     );
 }
+
+#[test]
+fn hash_password_makes_an_argon2id_hash_the_dashboard_accepts() {
+    use std::io::Write;
+    let run = |pw: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwatch"))
+            .arg("hash-password")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{pw}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run("a long enough passphrase");
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let cfg = tokenwatch::config::DashboardConfig {
+        users: vec![tokenwatch::config::UserConfig {
+            name: "alice".into(),
+            role: tokenwatch::config::Role::Responder,
+            password_hash: hash,
+        }],
+        ..Default::default()
+    };
+    let auth = tokenwatch::web::Auth::new(&cfg, &[], false).unwrap();
+    assert_eq!(
+        auth.check_password("alice", "a long enough passphrase"),
+        Some(tokenwatch::config::Role::Responder)
+    );
+    assert_eq!(
+        auth.check_password("alice", "a long enough passphrasE"),
+        None
+    );
+    let short = run("short");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 12 characters"));
+}

@@ -20,6 +20,7 @@ fn shipped_rules_toml_is_valid_and_documents_the_defaults() {
     assert_eq!(cfg.store, d.store);
     assert_eq!(cfg.policy, d.policy);
     assert_eq!(cfg.response, d.response);
+    assert_eq!(cfg.dashboard, d.dashboard);
 }
 
 #[test]
