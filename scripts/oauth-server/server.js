@@ -10,6 +10,11 @@
 //   (count -1 = until changed); GET /__log lists the revocation calls seen
 //   (idempotency key, status), never the tokens.
 //
+// - with DASHBOARD_REDIRECT set (a callback URL), client `dashboard`
+//   (secret `dash-secret`) signs people in to the tokenwatch dashboard by
+//   the authorization code flow with PKCE; oidc-provider's development
+//   login and consent pages accept any user name (the test drives them).
+//
 // Usage: PORT=4011 node server.js  → prints {"issuer": ...} when listening.
 import http from 'node:http';
 import Provider from 'oidc-provider';
@@ -23,9 +28,14 @@ const provider = new Provider(issuer, {
     { client_id: 'app', client_secret: 'app-secret', grant_types: ['client_credentials'], redirect_uris: [], response_types: [] },
     { client_id: 'tokenwatch', client_secret: 'tw-secret', grant_types: ['client_credentials'], redirect_uris: [], response_types: [] },
     { client_id: 'tokenwatch-post', client_secret: 'tw-post-secret', token_endpoint_auth_method: 'client_secret_post', grant_types: ['client_credentials'], redirect_uris: [], response_types: [] },
+    ...(process.env.DASHBOARD_REDIRECT ? [{
+      client_id: 'dashboard', client_secret: 'dash-secret', grant_types: ['authorization_code'],
+      response_types: ['code'], redirect_uris: process.env.DASHBOARD_REDIRECT.split(','),
+    }] : []),
   ],
+  pkce: { required: () => true },
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: Boolean(process.env.DASHBOARD_REDIRECT) },
     clientCredentials: { enabled: true },
     revocation: { enabled: true, allowedPolicy: async (ctx, client, token) => trusted.has(client.clientId) || client.clientId === token.clientId },
     introspection: { enabled: true, allowedPolicy: async (ctx, client, token) => trusted.has(client.clientId) || client.clientId === token.clientId },
