@@ -946,7 +946,8 @@ fn dashboard(
         .secure_cookies
         .unwrap_or_else(|| cfg.response.dashboard_url.starts_with("https://"));
     let auth = web::Auth::new(&cfg.dashboard, &extra, secure).map_err(anyhow::Error::msg)?;
-    let st = web::WebState::new(Arc::new(cfg.clone()), auth, health, prometheus, deny);
+    let st = web::WebState::new(Arc::new(cfg.clone()), auth, health, prometheus, deny)
+        .map_err(anyhow::Error::msg)?;
     let (handle, bound) = web::spawn(listen, st, stop).map_err(|e| {
         anyhow::anyhow!("{e}\n  (for the demo: --listen 127.0.0.1:0 picks a free port, --no-dashboard only prints)")
     })?;

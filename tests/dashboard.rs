@@ -5,7 +5,9 @@
 //! the live feed while a replay runs, opens an incident (map, timeline,
 //! evidence), revokes the stolen token as a responder (the OpenID provider
 //! confirms by introspection), is refused as a viewer, and a forged
-//! cross-site form post is refused. Screenshots of every page go to
+//! cross-site form post is refused; a person signs in through the provider
+//! (OpenID Connect, code flow with PKCE) and one without a role is
+//! refused. Screenshots of every page go to
 //! target/e2e/.
 //!
 //! `scripts/test` installs Chromium (apt) and playwright-core (npm); without
@@ -96,7 +98,9 @@ fn the_security_team_works_the_dashboard_in_a_real_browser() {
         std::path::Path::new("/usr/bin/chromium").exists(),
         "/usr/bin/chromium is missing: `bash scripts/test` installs Debian's chromium"
     );
-    let (oauth, oport) = start_oauth();
+    let port = free_port();
+    let callback = format!("http://127.0.0.1:{port}/login/oidc/callback");
+    let (oauth, oport) = start_oauth_with(&[("DASHBOARD_REDIRECT", &callback)]);
     let _oauth = Reap(oauth);
     let benign: Vec<String> = (0..3).map(|_| mint(oport)).collect();
     let attacked = mint(oport);
@@ -123,7 +127,6 @@ fn the_security_team_works_the_dashboard_in_a_real_browser() {
     assert!(st.success());
 
     let hash = |p: &str| tokenwatch::web::auth::hash_password(p).unwrap();
-    let port = free_port();
     let o = format!("http://127.0.0.1:{oport}");
     let config = format!(
         r#"[geoip]
@@ -169,6 +172,14 @@ client = {{ client_id = "tokenwatch", client_secret = "env:TW_TEST_CLIENT_SECRET
 [dashboard]
 listen = "127.0.0.1:{port}"
 
+[dashboard.oidc]
+issuer = "{o}"
+client_id = "dashboard"
+client_secret = "env:TW_TEST_SSO_SECRET"
+redirect_url = "{callback}"
+scopes = ["openid"]
+roles = {{ "sso-sam" = "viewer" }}
+
 [[dashboard.users]]
 name = "rita"
 role = "responder"
@@ -196,6 +207,7 @@ password_hash = "{ada}"
         .args(["run", "--config", "run.toml"])
         .env("TW_TEST_CUSTODY_KEY", CUSTODY_KEY)
         .env("TW_TEST_CLIENT_SECRET", "tw-secret")
+        .env("TW_TEST_SSO_SECRET", "dash-secret")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -244,6 +256,7 @@ password_hash = "{ada}"
         .env("TW_RESPONDER", "rita:rita-responder-pw")
         .env("TW_VIEWER", "victor:victor-viewer-pw")
         .env("TW_ADMIN", "ada:ada-admin-password")
+        .env("TW_SSO_USER", "sso-sam")
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
@@ -279,6 +292,8 @@ password_hash = "{ada}"
         ("user:rita", "revoke requested"),
         ("user:victor", "login"),
         ("user:ada", "rule mode"),
+        ("user:sso-sam", "login (sso)"),
+        ("user:mallory", "login refused (sso)"),
     ] {
         assert!(
             acts.iter().any(|(a, w)| a == want.0 && w == want.1),

@@ -192,6 +192,34 @@ try {
   check(await page.locator(".badges .status").first().textContent() !== "resolved", "the incident was not resolved by the forgery");
   result.forged_status = forged ? forged.status() : null;
 
+  // 8. Single sign-on through the OpenID provider (authorization code + PKCE).
+  if (process.env.TW_SSO_USER) {
+    const ssoLogin = async (user) => {
+      const b = await browser();
+      const p = await b.ctx.newPage();
+      await p.goto(base + "/login");
+      await p.click("a.sso");
+      await p.waitForURL(/\/interaction\//);
+      await p.fill("input[name=login]", user);
+      await p.fill("input[name=password]", "any");
+      await p.click("button[type=submit]");
+      await p.waitForURL(/\/interaction\/|\/login\/oidc\/callback|\/$/);
+      if (/\/interaction\//.test(p.url())) await p.click("button[type=submit]"); // consent
+      return { ...b, p };
+    };
+    const ok = await ssoLogin(process.env.TW_SSO_USER);
+    await ok.p.waitForURL(base + "/");
+    check(await ok.p.locator(".who .user").textContent() === process.env.TW_SSO_USER, "single sign-on through the OpenID provider logs in with the mapped role");
+    await shot(ok.p, "sso-overview", false);
+    await ok.ctx.close();
+    fs.rmSync(ok.dir, { recursive: true, force: true });
+    const no = await ssoLogin("mallory");
+    await no.p.waitForURL(/\/login\/oidc\/callback/);
+    check(/has no role here/.test(await no.p.content()), "a provider account without a role is refused");
+    await no.ctx.close();
+    fs.rmSync(no.dir, { recursive: true, force: true });
+  }
+
   check(errors.length === 0, "no script errors in the browser: " + errors.join("; "));
 } catch (e) {
   await shot(page, "failure").catch(() => {});

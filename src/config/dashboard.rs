@@ -29,6 +29,47 @@ pub struct DashboardConfig {
     /// Also serve `/metrics`, `/healthz` and `/readyz` here, without login
     /// (they are always on `[kafka] ops_listen` when that is set).
     pub ops_endpoints: bool,
+    /// Single sign-on through an OpenID Connect provider (optional).
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[dashboard.oidc]`: the authorization code flow with PKCE.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (discovery at `/.well-known/openid-configuration`).
+    pub issuer: String,
+    pub client_id: String,
+    /// `env:NAME` or `file:/path`.
+    pub client_secret: String,
+    /// This dashboard's callback, registered at the provider:
+    /// `https://tokenwatch.example.com/login/oidc/callback`.
+    pub redirect_url: String,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID-token claim naming the person (falls back to `sub`).
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// Roles by user name; people not listed get `default_role`, or are refused.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, Role>,
+    #[serde(default)]
+    pub default_role: Option<Role>,
+    /// The login button's text.
+    #[serde(default = "default_label")]
+    pub label: String,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+
+fn default_username_claim() -> String {
+    "email".into()
+}
+
+fn default_label() -> String {
+    "Log in with single sign-on".into()
 }
 
 impl Default for DashboardConfig {
@@ -43,6 +84,7 @@ impl Default for DashboardConfig {
             login_attempts_per_minute: 5,
             secure_cookies: None,
             ops_endpoints: true,
+            oidc: None,
         }
     }
 }
@@ -117,6 +159,23 @@ impl DashboardConfig {
                 "dashboard.absolute_timeout_secs",
                 "timeouts must be > 0 and the absolute one at least the idle one".into(),
             );
+        }
+        if let Some(o) = &self.oidc {
+            if !(o.client_secret.starts_with("env:") || o.client_secret.starts_with("file:")) {
+                err(
+                    "dashboard.oidc.client_secret",
+                    "write the secret as env:NAME or file:/path, never inline".into(),
+                );
+            }
+            if !o.redirect_url.ends_with("/login/oidc/callback") {
+                err(
+                    "dashboard.oidc.redirect_url",
+                    "must be this dashboard's https://…/login/oidc/callback (register it at the provider)".into(),
+                );
+            }
+            if !o.scopes.iter().any(|s| s == "openid") {
+                err("dashboard.oidc.scopes", "must include `openid`".into());
+            }
         }
         if self.login_attempts_per_minute == 0 {
             err("dashboard.login_attempts_per_minute", "must be > 0".into());

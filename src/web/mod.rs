@@ -14,6 +14,7 @@
 
 mod api;
 pub mod auth;
+mod oidc;
 mod pages;
 mod view;
 
@@ -46,6 +47,7 @@ pub struct Inner {
     pub health: Arc<Health>,
     pub prometheus: Option<PrometheusHandle>,
     pub deny: Option<Arc<crate::act::DenyList>>,
+    oidc: Option<oidc::Oidc>,
     /// (wall ms, events processed): samples for the events/s chart.
     rates: Mutex<std::collections::VecDeque<(i64, u64)>>,
     overview_cache: Mutex<Option<(i64, Arc<crate::store::Overview>)>>,
@@ -65,8 +67,15 @@ impl WebState {
         health: Arc<Health>,
         prometheus: Option<PrometheusHandle>,
         deny: Option<Arc<crate::act::DenyList>>,
-    ) -> WebState {
-        WebState(Arc::new(Inner {
+    ) -> Result<WebState, String> {
+        let oidc = cfg
+            .dashboard
+            .oidc
+            .as_ref()
+            .map(oidc::Oidc::new)
+            .transpose()?;
+        Ok(WebState(Arc::new(Inner {
+            oidc,
             store_path: cfg.store.path.clone(),
             cfg,
             auth,
@@ -76,7 +85,12 @@ impl WebState {
             deny,
             rates: Mutex::new(Default::default()),
             overview_cache: Mutex::new(None),
-        }))
+        })))
+    }
+
+    /// The single sign-on button's text, when it is configured.
+    pub fn sso_label(&self) -> Option<String> {
+        self.oidc.as_ref().map(|o| o.label().to_string())
     }
 
     /// Run `f` on a store connection, off the async threads.

@@ -136,6 +136,8 @@ pub fn routes() -> Router<WebState> {
 pub fn public_routes() -> Router<WebState> {
     Router::new()
         .route("/login", get(login_page).post(login))
+        .route("/login/oidc", get(super::oidc::start))
+        .route("/login/oidc/callback", get(super::oidc::callback))
         .route("/assets/{file}", get(asset))
         .route(
             "/favicon.ico",
@@ -168,6 +170,7 @@ struct Login {
     csrf: String,
     next: String,
     error: Option<String>,
+    sso: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -176,7 +179,7 @@ struct NextQuery {
 }
 
 /// Only local paths: never an open redirect.
-fn safe_next(next: Option<&str>) -> String {
+pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
         _ => "/".into(),
@@ -198,6 +201,7 @@ fn login_form(
         csrf: token.clone(),
         next,
         error,
+        sso: st.sso_label(),
     };
     let mut res = render(&page)?;
     *res.status_mut() = status;

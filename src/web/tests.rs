@@ -116,7 +116,7 @@ fn app(n: usize) -> App {
     let auth = Auth::new(&cfg.dashboard, &users, false).unwrap();
     let st = WebState::new(Arc::new(cfg), auth, Arc::new(Health::default()), None, None);
     App {
-        router: router(st),
+        router: router(st.expect("web state")),
         _dir: dir,
     }
 }

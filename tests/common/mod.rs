@@ -24,6 +24,12 @@ impl Drop for Reap {
 
 /// The OpenID provider on a free port: (child, port). Kill the child when done.
 pub fn start_oauth() -> (Child, u16) {
+    start_oauth_with(&[])
+}
+
+/// As [`start_oauth`], with environment for scripts/oauth-server/server.js
+/// (`DASHBOARD_REDIRECT` registers the dashboard's sign-in client).
+pub fn start_oauth_with(env: &[(&str, &str)]) -> (Child, u16) {
     let oauth_dir = repo().join("scripts/oauth-server");
     assert!(
         oauth_dir.join("node_modules/oidc-provider").exists(),
@@ -33,6 +39,7 @@ pub fn start_oauth() -> (Child, u16) {
     let mut oauth = Command::new("node")
         .arg("server.js")
         .env("PORT", port.to_string())
+        .envs(env.iter().copied())
         .current_dir(&oauth_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
