@@ -15,24 +15,8 @@ use rdkafka::message::Headers;
 use tokenwatch::detect::FindingKind;
 use tokenwatch::synth::{self, Scenario};
 
-fn bootstrap() -> String {
-    std::env::var("TW_KAFKA_BOOTSTRAP").expect(
-        "TW_KAFKA_BOOTSTRAP is not set: run the tests with `bash scripts/test`, \
-         or start a broker with `scripts/kafka start` and export its address",
-    )
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tokenwatch")
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
+mod common;
+use common::{bin, bootstrap, free_port, http, unique};
 
 /// Everything in a topic: (payload, headers as key=value).
 fn read_topic(
@@ -531,31 +515,9 @@ fn a_broker_restart_during_consumption_loses_nothing() {
     assert_same_findings(&got, &expected, "across the broker restart");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET over plain HTTP/1.0: (status, body); status 0 if nothing answers.
 fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    http(port, "GET", path, &[], "")
 }
 
 fn http_status(port: u16, path: &str) -> u16 {
