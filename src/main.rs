@@ -64,7 +64,9 @@ fn whoami() -> String {
 #[derive(Subcommand)]
 enum Command {
     /// Replay the bundled realistic dataset (several gateway formats, thousands
-    /// of tokens, attacks mixed in) and print findings as they happen.
+    /// of tokens, attacks mixed in), print findings as they happen, and serve
+    /// the dashboard with them (the address and a one-time password are
+    /// printed; Ctrl-C stops).
     Demo {
         /// Configuration (defaults to the built-in copy of rules.toml).
         #[arg(long)]
@@ -140,7 +142,8 @@ enum Command {
         key_by_token: bool,
     },
     /// Run the streaming service: consume the [kafka] topics of the config in
-    /// a consumer group, detect, produce findings and dead letters. Stops
+    /// a consumer group, detect, produce findings and dead letters, carry out
+    /// the response, and serve the dashboard ([dashboard] listen). Stops
     /// cleanly on SIGINT / SIGTERM (finishes buffered events, commits).
     Run {
         /// Configuration with a [kafka] section.
