@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::pages::{FilterQuery, load_incident, rule_views, set_rule_mode};
+use super::pages::{FilterQuery, load_incident, require, rule_views, set_rule_mode};
 use super::{ApiError, Caller, WebError, WebState, view};
 use crate::config::Role;
 
@@ -50,19 +50,6 @@ pub async fn openapi() -> Response {
 
 fn ok(v: Value) -> ApiResult {
     Ok(Json(v).into_response())
-}
-
-fn require(caller: &Caller, role: Role) -> Result<(), WebError> {
-    if caller.can(role) {
-        Ok(())
-    } else {
-        Err(WebError::Forbidden(format!(
-            "this needs the {} role; {} is {}",
-            role.as_str(),
-            caller.name,
-            caller.role.as_str()
-        )))
-    }
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, WebError> {

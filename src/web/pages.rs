@@ -99,7 +99,8 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
     (status, Html(body)).into_response()
 }
 
-fn require(caller: &Caller, role: Role) -> Result<(), WebError> {
+/// The caller has at least `role`, or a 403 that says who they are.
+pub fn require(caller: &Caller, role: Role) -> Result<(), WebError> {
     if caller.can(role) {
         Ok(())
     } else {
