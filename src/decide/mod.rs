@@ -243,15 +243,6 @@ impl Decider {
         }
     }
 
-    /// The rules' current modes.
-    pub fn modes(&self) -> Vec<(String, Mode)> {
-        self.policy
-            .rules
-            .iter()
-            .map(|r| (r.name.clone(), r.mode))
-            .collect()
-    }
-
     /// A person resolves an incident; the next finding opens a new one.
     pub fn resolve(&mut self, incident_id: &str) -> bool {
         let key = self
