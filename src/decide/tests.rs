@@ -341,3 +341,21 @@ fn an_alert_storm_becomes_a_digest_and_decisions_are_deterministic() {
     };
     assert_eq!(ids(&a), ids(&b));
 }
+
+#[test]
+fn a_person_switches_a_rule_to_enforce_and_back() {
+    let mut d = Decider::new(&PolicyConfig::default());
+    assert!(d.set_mode("stolen-token", Mode::Enforce));
+    assert!(!d.set_mode("stolen-token", Mode::Enforce), "no change");
+    assert!(!d.set_mode("no-such-rule", Mode::Enforce));
+    let f = |t: &str, ts| finding(t, Some(t), FindingKind::TokenReplay, Severity::High, ts);
+    let out = d.decide(&f("u1", T0));
+    assert_eq!(revoke(&out).unwrap().state, ActionState::Execute);
+    assert_eq!(out.finding_id, f("u1", T0).id);
+    assert!(d.set_mode("stolen-token", Mode::Observe));
+    let out = d.decide(&f("u2", T0 + 1_000));
+    assert!(matches!(
+        revoke(&out).unwrap().state,
+        ActionState::Observe(_)
+    ));
+}
