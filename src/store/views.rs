@@ -192,33 +192,28 @@ impl Store {
             f.limit.clamp(1, 500),
             f.offset
         );
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(args, |r| {
-                let key: String = r.get(1)?;
-                let kinds: Option<String> = r.get(8)?;
-                Ok(IncidentRow {
-                    id: r.get(0)?,
-                    subject: key.strip_prefix("sub:").map(str::to_string),
-                    token_id: r
-                        .get::<_, Option<String>>(10)?
-                        .or_else(|| key.strip_prefix("tok:").map(str::to_string)),
-                    key,
-                    opened_ts: r.get(2)?,
-                    last_ts: r.get(3)?,
-                    severity: r.get(4)?,
-                    findings: r.get(5)?,
-                    revoked: r.get(6)?,
-                    status: r.get(7)?,
-                    kinds: kinds
-                        .map(|k| k.split(',').map(str::to_string).collect())
-                        .unwrap_or_default(),
-                    client_id: r.get(9)?,
-                })
+        let rows = self.rows(&sql, args, |r| {
+            let key: String = r.get(1)?;
+            let kinds: Option<String> = r.get(8)?;
+            Ok(IncidentRow {
+                id: r.get(0)?,
+                subject: key.strip_prefix("sub:").map(str::to_string),
+                token_id: r
+                    .get::<_, Option<String>>(10)?
+                    .or_else(|| key.strip_prefix("tok:").map(str::to_string)),
+                key,
+                opened_ts: r.get(2)?,
+                last_ts: r.get(3)?,
+                severity: r.get(4)?,
+                findings: r.get(5)?,
+                revoked: r.get(6)?,
+                status: r.get(7)?,
+                kinds: kinds
+                    .map(|k| k.split(',').map(str::to_string).collect())
+                    .unwrap_or_default(),
+                client_id: r.get(9)?,
             })
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
+        })?;
         Ok((rows, total))
     }
 
@@ -307,17 +302,15 @@ impl Store {
                 |r| r.get(0),
             )
             .map_err(|e| self.err(e))?;
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
+        let rows = self.rows(
+            &format!(
                 "SELECT id, incident_id, kind, rule, state, why, token_id, event_ts, created_ms,
                         COALESCE(json_extract(json, '$.summary'), '')
                  {filter} ORDER BY created_ms DESC, id LIMIT {} OFFSET {offset}",
                 limit.clamp(1, 500)
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![incident_id, state], |r| {
+            ),
+            params![incident_id, state],
+            |r| {
                 Ok(ActionView {
                     id: r.get(0)?,
                     incident_id: r.get(1)?,
@@ -330,10 +323,8 @@ impl Store {
                     created_ms: r.get(8)?,
                     summary: r.get(9)?,
                 })
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
+            },
+        )?;
         Ok((rows, total))
     }
 
@@ -354,16 +345,14 @@ impl Store {
                 r.get(0)
             })
             .map_err(|e| self.err(e))?;
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
+        let rows = self.rows(
+            &format!(
                 "SELECT seq, at_ms, actor, what, target, detail {filter}
                  ORDER BY seq DESC LIMIT {} OFFSET {offset}",
                 limit.clamp(1, 500)
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![q], |r| {
+            ),
+            params![q],
+            |r| {
                 Ok(AuditRow {
                     seq: r.get(0)?,
                     at_ms: r.get(1)?,
@@ -372,11 +361,23 @@ impl Store {
                     target: r.get(4)?,
                     detail: r.get(5)?,
                 })
-            })
+            },
+        )?;
+        Ok((rows, total))
+    }
+
+    /// Run a query and map every row.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        stmt.query_map(args, f)
             .map_err(|e| self.err(e))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
-        Ok((rows, total))
+            .map_err(|e| self.err(e))
     }
 
     fn pairs(
@@ -384,13 +385,7 @@ impl Store {
         sql: &str,
         args: impl rusqlite::Params,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(args, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
-        Ok(rows)
+        self.rows(sql, args, |r| Ok((r.get(0)?, r.get(1)?)))
     }
 
     /// The overview page's numbers, over the last 24 h of event time.
@@ -480,19 +475,15 @@ impl Store {
 
     /// What each rule did and would have done.
     pub fn rule_counts(&self) -> Result<Vec<RuleCounts>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT rule,
+        self.rows(
+            "SELECT rule,
                    sum(kind = 'revoke' AND state IN ('pending', 'dispatched', 'done')),
                    sum(kind = 'revoke' AND state = 'observed'),
                    sum(kind = 'alert'),
                    sum(kind = 'revoke' AND state = 'awaiting_approval')
                  FROM actions GROUP BY rule ORDER BY rule",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+            [],
+            |r| {
                 Ok(RuleCounts {
                     rule: r.get(0)?,
                     revoked: r.get(1)?,
@@ -500,11 +491,8 @@ impl Store {
                     alerts: r.get(3)?,
                     awaiting_approval: r.get(4)?,
                 })
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
-        Ok(rows)
+            },
+        )
     }
 
     /// A person sets an incident's triage status (audited).
@@ -573,17 +561,9 @@ impl Store {
 
     /// Rule modes set by people, `(rule, mode)`.
     pub fn rule_modes(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.pairs_str("SELECT rule, mode FROM rule_modes ORDER BY rule")
-    }
-
-    fn pairs_str(&self, sql: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
-        Ok(rows)
+        self.rows("SELECT rule, mode FROM rule_modes ORDER BY rule", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
     }
 
     /// Tripped fuses with when they tripped (ms).

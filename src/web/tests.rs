@@ -173,14 +173,7 @@ async fn login(app: &App, user: &str) -> (String, String) {
         .unwrap();
     assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict"));
     let session = cookie_pair(&session);
-    let (status, _, page) = send(
-        app,
-        Request::get("/")
-            .header(header::COOKIE, &session)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (status, _, page) = send(app, get_session("/", &session)).await;
     assert_eq!(status, StatusCode::OK);
     (session.clone(), hidden(&page, "csrf"))
 }
@@ -190,6 +183,13 @@ fn post_form(path: &str, session: &str, form: &str) -> Request<Body> {
         .header(header::COOKIE, session)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Body::from(form.to_string()))
+        .unwrap()
+}
+
+fn get_session(path: impl AsRef<str>, session: &str) -> Request<Body> {
+    Request::get(path.as_ref())
+        .header(header::COOKIE, session)
+        .body(Body::empty())
         .unwrap()
 }
 
@@ -262,23 +262,9 @@ async fn login_rotates_sessions_and_refuses_bad_passwords_and_foreign_forms() {
     let (_, h, _) = send(&app, post_form("/login", &format!("{lc}; {first}"), &form)).await;
     let second = cookie_pair(&cookies(&h)[0]);
     assert_ne!(first, second);
-    let (s, _, _) = send(
-        &app,
-        Request::get("/")
-            .header(header::COOKIE, &first)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, _) = send(&app, get_session("/", &first)).await;
     assert_eq!(s, StatusCode::SEE_OTHER, "the old session is gone");
-    let (s, _, _) = send(
-        &app,
-        Request::get("/")
-            .header(header::COOKIE, &second)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, _) = send(&app, get_session("/", &second)).await;
     assert_eq!(s, StatusCode::OK);
 
     // Wrong password: 401, a clear message, no session.
@@ -410,14 +396,7 @@ async fn roles_decide_who_may_act() {
     let token = rows[0]["token_id"].as_str().unwrap().to_string();
     // A viewer sees but cannot act.
     let (session, csrf) = login(&app, "ana").await;
-    let (s, _, page) = send(
-        &app,
-        Request::get(format!("/incidents/{id}"))
-            .header(header::COOKIE, &session)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, page) = send(&app, get_session(format!("/incidents/{id}"), &session)).await;
     assert_eq!(s, StatusCode::OK);
     assert!(
         !page.contains("Revoke token"),
@@ -445,10 +424,7 @@ async fn roles_decide_who_may_act() {
     let (session, csrf) = login(&app, "rui").await;
     let (s, _, page) = send(
         &app,
-        Request::get(format!("/tokens/{token}/revoke?incident={id}"))
-            .header(header::COOKIE, &session)
-            .body(Body::empty())
-            .unwrap(),
+        get_session(format!("/tokens/{token}/revoke?incident={id}"), &session),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
@@ -534,14 +510,7 @@ async fn pages_carry_security_headers_and_escape_what_they_show() {
     let (session, _) = login(&app, "ana").await;
     let (rows, _) = first_incidents(&app).await;
     let id = rows[0]["id"].as_str().unwrap();
-    let (s, h, page) = send(
-        &app,
-        Request::get(format!("/incidents/{id}"))
-            .header(header::COOKIE, &session)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, h, page) = send(&app, get_session(format!("/incidents/{id}"), &session)).await;
     assert_eq!(s, StatusCode::OK);
     let csp = h["content-security-policy"].to_str().unwrap();
     assert!(
@@ -615,28 +584,14 @@ async fn lists_paginate_on_the_server_and_bad_filters_get_clear_4xx() {
     }
     // The page says the same in HTML.
     let (session, _) = login(&app, "ana").await;
-    let (s, _, page) = send(
-        &app,
-        Request::get("/incidents?page=3")
-            .header(header::COOKIE, &session)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, page) = send(&app, get_session("/incidents?page=3", &session)).await;
     assert_eq!(s, StatusCode::OK);
     assert!(
         page.contains("page 3 of 3")
             && page.contains("rel=\"prev\"")
             && !page.contains("rel=\"next\"")
     );
-    let (s, _, page) = send(
-        &app,
-        Request::get("/incidents?severity=urgent")
-            .header(header::COOKIE, &session)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, page) = send(&app, get_session("/incidents?severity=urgent", &session)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(page.contains("`severity` must be one of"));
     // Bad JSON bodies.
