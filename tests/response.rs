@@ -372,11 +372,14 @@ fn a_replayed_opaque_token_is_revoked_at_the_idp_denied_at_the_gateway_and_alert
 
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let (child, _rx) = spawn_run(d, &log);
-    wait_until(90, "the attacked token to be revoked", || {
-        !active(&s, &attacked[0])
-    });
+    wait_for_outbox(
+        &d.join("tw.db"),
+        90,
+        "the attacked token to be revoked",
+        || !active(&s, &attacked[0]),
+    );
     // Every revoker and channel did its part.
-    wait_until(30, "all channels", || {
+    wait_for_outbox(&d.join("tw.db"), 30, "all channels", || {
         let r = sink_records(&s);
         [
             "/generic",
@@ -481,7 +484,7 @@ fn a_replayed_opaque_token_is_revoked_at_the_idp_denied_at_the_gateway_and_alert
 
     // A person resolves the incident: PagerDuty and Alertmanager are told.
     act(d, &["resolve", &incident]);
-    wait_until(20, "the PagerDuty resolve event", || {
+    wait_for_outbox(&d.join("tw.db"), 20, "the PagerDuty resolve event", || {
         sink_records(&s).iter().any(|x| {
             x["path"] == "/pagerduty"
                 && serde_json::from_str::<Value>(x["body"].as_str().unwrap()).unwrap()["event_action"] == "resolve"
@@ -546,7 +549,7 @@ fn a_failing_idp_is_retried_its_breaker_opens_and_the_outbox_delivers_after_a_re
     }
     assert!(opened, "the breaker opened");
     // The breaker alert went out on the other channels.
-    wait_until(20, "the breaker alert", || {
+    wait_for_outbox(&d.join("tw.db"), 20, "the breaker alert", || {
         sink_records(&s).iter().any(|x| {
             x["path"] == "/generic" && x["body"].as_str().unwrap().contains("circuit breaker open")
         })
@@ -560,9 +563,12 @@ fn a_failing_idp_is_retried_its_breaker_opens_and_the_outbox_delivers_after_a_re
     // presents the sealed token from the outbox (custody key from env).
     set_fault(&s, json!({"mode": "none"}));
     let (child, rx) = spawn_run(d, &log);
-    wait_until(60, "the revocation after the restart", || {
-        !active(&s, &attacked[0])
-    });
+    wait_for_outbox(
+        &d.join("tw.db"),
+        60,
+        "the revocation after the restart",
+        || !active(&s, &attacked[0]),
+    );
     let mut closed = false;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && !closed {
@@ -593,6 +599,41 @@ fn a_failing_idp_is_retried_its_breaker_opens_and_the_outbox_delivers_after_a_re
     assert_no_raw_tokens(d, &log.lock().unwrap(), &s, &attacked);
 }
 
+/// Wait until `f` holds, for as long as the outbox promises it may take:
+/// a delivery deferred by a channel's rate limit or a breaker carries the
+/// time it is due, so the deadline is `secs` from now or the latest such
+/// time plus 30 s of grace (for a slow machine), whichever is later; never
+/// a fixed bound that the position in the wall-clock minute can exceed.
+fn wait_for_outbox(db: &Path, secs: i64, what: &str, mut f: impl FnMut() -> bool) {
+    let mut deadline = now_ms() + secs * 1000;
+    loop {
+        if f() {
+            return;
+        }
+        let due = rusqlite::Connection::open(db)
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT COALESCE(MAX(next_attempt_ms), 0) FROM deliveries WHERE state = 'pending'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .unwrap_or(0);
+        deadline = deadline.max(due + 30_000);
+        assert!(
+            now_ms() < deadline,
+            "timed out waiting for {what} (30 s after the last delivery was due)"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn outbox_is_empty(db: &Path) -> bool {
+    tokenwatch::store::Store::open(db)
+        .and_then(|st| st.outbox_backlog())
+        .is_ok_and(|n| n == 0)
+}
+
 #[test]
 fn a_false_positive_storm_trips_the_fuse_and_says_so() {
     let _g = BROKER.lock().unwrap_or_else(|e| e.into_inner());
@@ -606,7 +647,9 @@ fn a_false_positive_storm_trips_the_fuse_and_says_so() {
     write_config(&st, &s, free_port(), "", 3);
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let (child, _rx) = spawn_run(d, &log);
-    wait_until(90, "the fuse alert", || {
+    // The fuse alert queues behind the storm's alerts on each channel, so it
+    // may wait for the next rate-limit window.
+    wait_for_outbox(&d.join("tw.db"), 90, "the fuse alert", || {
         sink_records(&s).iter().any(|x| {
             x["path"] == "/generic" && x["body"].as_str().unwrap().contains("SAFETY FUSE TRIPPED")
         })
@@ -616,11 +659,8 @@ fn a_false_positive_storm_trips_the_fuse_and_says_so() {
         attacked.iter().filter(|t| !active(&s, t)).count() >= 3
     });
     // Nothing decided is still on its way: then no more can be revoked.
-    wait_until(30, "an empty outbox", || {
-        tokenwatch::store::Store::open(&d.join("tw.db"))
-            .and_then(|st| st.outbox_backlog())
-            .is_ok_and(|n| n == 0)
-    });
+    let db = d.join("tw.db");
+    wait_for_outbox(&db, 30, "an empty outbox", || outbox_is_empty(&db));
     let revoked = attacked.iter().filter(|t| !active(&s, t)).count();
     assert_eq!(
         revoked, 3,

@@ -83,8 +83,15 @@ try {
   await page.locator("#waiting", { hasText: "new while paused" }).waitFor({ timeout: 90000 });
   check(await page.locator("#feed tbody tr").count() === 0, "nothing is shown while paused");
   await replayDone;
-  await page.waitForTimeout(3000);
-  const waiting = parseInt(await page.locator("#waiting").textContent(), 10);
+  // The replay has ended, but the stream may still be delivering on a slow
+  // machine: wait until the queued count holds still for 2 s (at most 60 s).
+  let waiting = -1;
+  for (let i = 0, same = 0; i < 120 && same < 4; i++) {
+    const n = parseInt(await page.locator("#waiting").textContent(), 10);
+    same = n === waiting ? same + 1 : 0;
+    waiting = n;
+    await page.waitForTimeout(500);
+  }
   await page.click("#pause");
   const rows = await page.locator("#feed tbody tr").count();
   check(rows === waiting && rows > 0, `resuming shows all ${waiting} items that arrived while paused`);

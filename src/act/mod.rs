@@ -33,6 +33,11 @@ use crate::store::{ActionRow, DeliveryRow, Finish, Store};
 use notify::AlertView;
 use retry::{Breaker, Permit, RateLimit, Transition};
 
+/// The dispatcher's clock, in milliseconds since the epoch: [`now_ms`] in
+/// service, a controlled clock in tests (rate-limit windows, breaker open
+/// times and backoff are all read from it).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// Wall-clock milliseconds since the epoch (the dispatcher's clock).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -250,7 +255,7 @@ pub fn start(
                 deny,
                 admin: revoke::AdminTokens::default(),
             });
-            rt.block_on(Dispatcher::new(shared, store).run(stop));
+            rt.block_on(Dispatcher::new(shared, store, Arc::new(now_ms)).run(stop));
         })
 }
 
@@ -261,6 +266,7 @@ struct Dispatcher {
     limits: HashMap<String, RateLimit>,
     in_flight: usize,
     last_housekeeping: i64,
+    clock: Clock,
 }
 
 enum Work {
@@ -269,7 +275,7 @@ enum Work {
 }
 
 impl Dispatcher {
-    fn new(shared: Arc<Shared>, store: Store) -> Dispatcher {
+    fn new(shared: Arc<Shared>, store: Store, clock: Clock) -> Dispatcher {
         let mut breakers = HashMap::new();
         // Open breakers stay open across a restart.
         if let Ok(eps) = store.endpoints() {
@@ -297,6 +303,7 @@ impl Dispatcher {
             limits,
             in_flight: 0,
             last_housekeeping: 0,
+            clock,
         }
     }
 
@@ -330,7 +337,7 @@ impl Dispatcher {
         &mut self,
         tx: &tokio::sync::mpsc::UnboundedSender<(DeliveryRow, Outcome)>,
     ) -> Result<(), crate::store::StoreError> {
-        let now = now_ms();
+        let now = (self.clock)();
         for a in self.store.pending_actions(256)? {
             let (endpoints, why) = self.route(&a);
             self.store.expand(&a, &endpoints, &why, now)?;
@@ -483,7 +490,7 @@ impl Dispatcher {
 
     /// Record an outcome: breaker, backoff, store, audit, metrics, alerts.
     fn record(&mut self, d: DeliveryRow, out: Outcome) {
-        let now = now_ms();
+        let now = (self.clock)();
         let cfg = self.shared.cfg.delivery.clone();
         let breaker = self
             .breakers
@@ -726,3 +733,6 @@ async fn execute(shared: &Shared, d: &DeliveryRow, work: Work, now: i64) -> Outc
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
