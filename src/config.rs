@@ -322,6 +322,12 @@ pub struct InputConfig {
     /// bearer token), `jti_field`, `credential` (a consumer or credential id
     /// field), `opaque_hash` (keyed hash of an opaque token).
     pub token_identity: Vec<TokenIdentity>,
+    /// Response statuses that mean the gateway rejected the credential
+    /// (default 401 and 407; Envoy's `UAEX` ext_authz flag always counts).
+    /// Such records are counted but never teach, open incidents, spend
+    /// budgets or reach a revoker: anyone can send a forged token and be
+    /// refused.
+    pub rejected_statuses: Vec<u16>,
     /// Key for the HMAC-SHA256 of opaque tokens. Prefer `token_hash_key_env`.
     pub token_hash_key: Option<String>,
     /// Environment variable holding the HMAC key (used when set).
@@ -350,6 +356,7 @@ impl Default for InputConfig {
                 TokenIdentity::Credential,
                 TokenIdentity::OpaqueHash,
             ],
+            rejected_statuses: vec![401, 407],
             token_hash_key: None,
             token_hash_key_env: "TOKENWATCH_HASH_KEY".into(),
         }

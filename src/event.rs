@@ -17,6 +17,8 @@ pub type EventTime = i64;
 
 /// A stable, non-secret identifier of one access token: the JWT `jti`, a
 /// credential id (`c:` prefix) or a keyed hash of an opaque token (`h:` prefix).
+/// The namespaces never collide: a jti that itself looks like `x:…` (one
+/// letter and a colon) is written `j:<jti>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct TokenId(pub Arc<str>);
@@ -33,13 +35,42 @@ impl fmt::Display for TokenId {
     }
 }
 
+/// What an identity stands for. Only a `Token` is one bearer token: the
+/// detectors that reason about one token's devices and places (replay,
+/// travel, network) run on tokens only. A `Credential` (an API key, a
+/// consumer's JWT secret, an OAuth app: Kong's `authenticated_entity`,
+/// AWS's `apiKeyId`) may be shared by many tokens and people, so it gets
+/// baselines, siphoning and enumeration, never "replayed token".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityKind {
+    #[default]
+    Token,
+    Credential,
+}
+
+impl IdentityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Token => "token",
+            IdentityKind::Credential => "credential",
+        }
+    }
+}
+
 /// One decoded gateway access-log record.
 #[derive(Clone, Debug)]
 pub struct AccessEvent {
     pub ts: EventTime,
     pub token: TokenId,
-    /// 64-bit hash of `token`, the key of per-token state.
+    /// Keyed 64-bit hash of `token`, the key of per-token state.
     pub token_key: u64,
+    /// What `token` stands for.
+    pub identity: IdentityKind,
+    /// The gateway rejected the credential (401, 407, an authorizer's
+    /// denial): the record says nothing trustworthy about who sent it, so
+    /// it never teaches or acts on any identity's state.
+    pub rejected: bool,
     pub subject: Option<Arc<str>>,
     pub client_id: Option<Arc<str>>,
     /// Token expiry (ms) when the token said so (JWT `exp`).

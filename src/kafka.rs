@@ -1290,6 +1290,9 @@ impl Service<'_> {
                             if replaying && !s.readmit.remove(&(off, i as u32)) {
                                 continue;
                             }
+                            if ev.rejected {
+                                crate::telemetry::rejected(1);
+                            }
                             let mut en = self.enricher.enrich(ev);
                             en.source_offset = off;
                             en.source_index = i as u32;

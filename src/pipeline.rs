@@ -44,6 +44,10 @@ pub struct Summary {
     pub tokens_tracked: u64,
     pub suppressed_cooldown: u64,
     pub suppressed_allowlist: u64,
+    /// Events whose credential the gateway rejected (401, 407, ext_authz
+    /// denials, tokens failing JWKS verification): counted, never learnt
+    /// from or acted on.
+    pub rejected: u64,
     pub elapsed_secs: f64,
     pub events_per_sec: f64,
     pub formats: BTreeMap<String, String>,
@@ -104,6 +108,10 @@ impl Summary {
         for (k, v) in &self.dropped {
             s.push_str(&format!("  {k:<20}{v:>9}\n"));
         }
+        s.push_str(&format!(
+            "rejected       {:>12} (credential refused by the gateway: not learnt from)\n",
+            self.rejected
+        ));
         s.push_str(&format!(
             "tokens tracked {:>12}\nfindings       {:>12}\n",
             self.tokens_tracked,
@@ -359,6 +367,8 @@ impl Pipeline {
         summary.tokens_tracked = self.engine.stats.tokens_tracked;
         summary.suppressed_cooldown = self.engine.stats.suppressed_cooldown;
         summary.suppressed_allowlist = self.engine.stats.suppressed_allowlist;
+        summary.rejected = self.engine.stats.rejected;
+        crate::telemetry::rejected(summary.rejected);
         summary.elapsed_secs = started.elapsed().as_secs_f64();
         summary.events_per_sec = summary.events as f64 / summary.elapsed_secs.max(1e-9);
         Ok(summary)

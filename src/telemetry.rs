@@ -18,6 +18,11 @@ pub fn events(n: u64) {
     counter!("tokenwatch_events_total").increment(n);
 }
 
+/// Requests whose credential the gateway rejected (counted, never learnt from).
+pub fn rejected(n: u64) {
+    counter!("tokenwatch_rejected_requests_total").increment(n);
+}
+
 pub fn dropped(reason: DropReason, n: u64) {
     counter!("tokenwatch_dropped_total", "reason" => reason.as_str()).increment(n);
 }

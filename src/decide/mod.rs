@@ -93,11 +93,23 @@ pub struct Incident {
     pub severity: Severity,
     pub findings: u32,
     pub revoked: bool,
-    /// A revocation was decided for this incident (done, observed, waiting
-    /// or skipped): later findings of the incident do not ask again.
+    /// A revocation was decided for some token of this incident.
     pub revocation_decided: bool,
+    /// The tokens a revocation was decided for (done, observed, waiting or
+    /// skipped): later findings of *those* tokens do not ask again, but
+    /// another token of the same subject gets its own decision, so a token
+    /// that joined the incident first can never take the revocation a later,
+    /// really stolen token needs.
+    #[serde(default)]
+    pub decided_tokens: Vec<String>,
     pub open: bool,
 }
+
+/// Tokens per incident whose revocation is remembered as decided; past it,
+/// a further token's findings are no longer revoked automatically (a subject
+/// with this many flagged tokens is a case for a person, and the budgets
+/// would have tripped long before).
+const MAX_DECIDED_TOKENS: usize = 64;
 
 /// The outcome of one finding.
 #[derive(Clone, Debug, Serialize)]
@@ -333,6 +345,7 @@ impl Decider {
                 findings: 0,
                 revoked: false,
                 revocation_decided: false,
+                decided_tokens: Vec::new(),
                 open: true,
             }
         });
@@ -342,7 +355,11 @@ impl Decider {
         inc.severity = inc.severity.max(f.severity);
         let mut incident = inc.clone();
         let incident_id = incident.id.clone();
-        let already_decided = incident.revocation_decided;
+        let already_decided = incident
+            .decided_tokens
+            .iter()
+            .any(|t| t.as_str() == f.token_id.as_str())
+            || incident.decided_tokens.len() >= MAX_DECIDED_TOKENS;
 
         let mut actions = Vec::new();
         let mut revoked_now = false;
@@ -446,6 +463,11 @@ impl Decider {
         }
         incident.revoked |= revoked_now;
         incident.revocation_decided |= decided_now;
+        if decided_now && incident.decided_tokens.len() < MAX_DECIDED_TOKENS {
+            incident
+                .decided_tokens
+                .push(f.token_id.as_str().to_string());
+        }
         self.incidents.insert(key, incident.clone());
         Decision {
             incident,

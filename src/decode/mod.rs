@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use serde_json::value::RawValue;
 
 use crate::config::{Config, FieldSource, TokenIdentity};
-use crate::event::{AccessEvent, Drop, DropReason, TokenId, stable_hash};
+use crate::event::{AccessEvent, Drop, DropReason, IdentityKind, TokenId, stable_hash};
 use json::{LazyObject, PointerPart, Scalar};
 use rustc_hash::FxHashMap;
 use token::TokenHasher;
@@ -46,6 +46,7 @@ pub const CANONICAL_FIELDS: &[&str] = &[
     "client_id",
     "ja3",
     "ja4",
+    "response_flags",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,8 +70,9 @@ enum F {
     ClientId,
     Ja3,
     Ja4,
+    ResponseFlags,
 }
-const NFIELDS: usize = 18;
+const NFIELDS: usize = 19;
 
 /// A named value transform, applied in order after a pointer matched.
 #[derive(Clone, Debug, PartialEq)]
@@ -191,6 +193,12 @@ pub struct DecodeSettings {
     identity: Vec<TokenIdentity>,
     hasher: TokenHasher,
     max_record_bytes: usize,
+    /// Statuses that mean the gateway rejected the credential.
+    rejected_statuses: Vec<u16>,
+    /// Secret key of the keyed hashes (token cache, per-token state key),
+    /// derived from the token hash key: ids an attacker chooses cannot be
+    /// made to collide with a victim's.
+    sip_key: [u8; 16],
     custom: BTreeMap<String, Arc<FieldMap>>,
     /// Where raw tokens go when a revocation strategy needs them.
     custody: Option<Arc<crate::custody::Custody>>,
@@ -214,11 +222,14 @@ impl DecodeSettings {
                 ),
             );
         }
+        let hasher = TokenHasher::new(hash_key);
         Ok(DecodeSettings {
             trusted: config.input.trusted_proxies.clone(),
             identity: config.input.token_identity.clone(),
-            hasher: TokenHasher::new(hash_key),
+            sip_key: hasher.subkey(b"tokenwatch keyed state hash"),
+            hasher,
             max_record_bytes: config.input.max_record_bytes,
+            rejected_statuses: config.input.rejected_statuses.clone(),
             custom,
             custody: None,
         })
@@ -240,7 +251,7 @@ impl DecodeSettings {
         }
         let mut out = Vec::new();
         if let Some(jti) = token::jwt_claims(raw).and_then(|c| c.jti) {
-            out.push(jti);
+            out.push(token::jti_id(&jti));
         }
         out.push(self.hasher.id(raw));
         out
@@ -263,7 +274,7 @@ impl DecodeSettings {
         Ok(Decoder {
             settings: self.clone(),
             format,
-            tokens: TokenCache::default(),
+            tokens: TokenCache::new(self.sip_key),
         })
     }
 
@@ -276,6 +287,7 @@ impl DecodeSettings {
 /// decoded (or an opaque token hashed) once, not on every request.
 #[derive(Debug)]
 struct ParsedToken {
+    /// The jti as a token id (see [`token::jti_id`]).
     jti: Option<Arc<str>>,
     sub: Option<Arc<str>>,
     client_id: Option<Arc<str>>,
@@ -283,12 +295,16 @@ struct ParsedToken {
     sid: Option<String>,
     iss: Option<String>,
     opaque_id: Arc<str>,
+    /// Handed to custody already (on its first accepted request).
+    kept: std::sync::atomic::AtomicBool,
 }
 
-/// Cache keyed by a 128-bit hash of the token string: the raw token itself
-/// is not kept.
-#[derive(Debug, Default)]
+/// Cache keyed by a keyed 128-bit SipHash of the token string (the raw
+/// token itself is not kept). The key is secret, so a decoy token cannot
+/// be crafted to share a victim token's entry and lend it its identity.
+#[derive(Debug)]
 struct TokenCache {
+    sip_key: [u8; 16],
     map: FxHashMap<u128, Arc<ParsedToken>>,
     routes: FxHashMap<Box<str>, Arc<str>>,
 }
@@ -296,6 +312,14 @@ struct TokenCache {
 const TOKEN_CACHE_ENTRIES: usize = 200_000;
 
 impl TokenCache {
+    fn new(sip_key: [u8; 16]) -> TokenCache {
+        TokenCache {
+            sip_key,
+            map: FxHashMap::default(),
+            routes: FxHashMap::default(),
+        }
+    }
+
     /// Route names repeat endlessly: share one allocation per route.
     fn route(&mut self, r: &str) -> Arc<str> {
         if let Some(a) = self.routes.get(r) {
@@ -309,28 +333,27 @@ impl TokenCache {
         a
     }
 
-    /// The parsed token, and whether it was seen for the first time.
-    fn get(&mut self, token: &str, hasher: &TokenHasher) -> (Arc<ParsedToken>, bool) {
+    /// The parsed token.
+    fn get(&mut self, token: &str, hasher: &TokenHasher) -> Arc<ParsedToken> {
         use std::hash::Hasher;
-        let mut a = rustc_hash::FxHasher::with_seed(0x51_7c_c1_b7);
-        a.write(token.as_bytes());
-        let mut b = rustc_hash::FxHasher::with_seed(0x2c_1b_3c_6d);
-        b.write(token.as_bytes());
-        let key = (u128::from(a.finish()) << 64) | u128::from(b.finish() ^ token.len() as u64);
+        let mut h = siphasher::sip128::SipHasher13::new_with_key(&self.sip_key);
+        h.write(token.as_bytes());
+        let key = siphasher::sip128::Hasher128::finish128(&h).as_u128();
         if let Some(p) = self.map.get(&key) {
-            return (p.clone(), false);
+            return p.clone();
         }
         let claims = token::jwt_claims(token);
         let arc = |v: Option<String>| v.map(Arc::from);
         let parsed = Arc::new(match claims {
             Some(c) => ParsedToken {
-                jti: arc(c.jti),
+                jti: c.jti.as_deref().map(|j| Arc::from(token::jti_id(j))),
                 sub: arc(c.sub),
                 client_id: arc(c.client_id),
                 exp: c.exp.map(|e| (e * 1000.0) as i64),
                 sid: c.sid,
                 iss: c.iss,
                 opaque_id: Arc::from(hasher.id(token)),
+                kept: false.into(),
             },
             None => ParsedToken {
                 jti: None,
@@ -340,14 +363,23 @@ impl TokenCache {
                 sid: None,
                 iss: None,
                 opaque_id: Arc::from(hasher.id(token)),
+                kept: false.into(),
             },
         });
         if self.map.len() >= TOKEN_CACHE_ENTRIES {
             self.map.clear();
         }
         self.map.insert(key, parsed.clone());
-        (parsed, true)
+        parsed
     }
+}
+
+/// The key of a token's state: a keyed SipHash of its (namespaced) id.
+pub fn token_key(sip_key: &[u8; 16], id: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip::SipHasher24::new_with_key(sip_key);
+    h.write(id.as_bytes());
+    h.finish()
 }
 
 /// Decodes the records of one stream.
@@ -529,7 +561,7 @@ impl<'a> Extract<'a, '_> {
                             .sub
                             .map(|v| Scalar::Str(v.into()))
                             .unwrap_or(Scalar::Null),
-                        "client_id" | "azp" => claims
+                        "client_id" | "azp" | "cid" | "appid" => claims
                             .client_id
                             .map(|v| Scalar::Str(v.into()))
                             .unwrap_or(Scalar::Null),
@@ -727,22 +759,22 @@ impl<'a> Extract<'a, '_> {
             .as_deref()
             .map(token::strip_bearer)
             .filter(|t| !token::is_absent(t));
-        let (parsed, fresh) = match auth.map(|a| cache.get(a, &self.settings.hasher)) {
-            Some((p, f)) => (Some(p), f),
-            None => (None, false),
-        };
+        let parsed = auth.map(|a| cache.get(a, &self.settings.hasher));
         let mut token_id: Option<Arc<str>> = None;
+        let mut identity = IdentityKind::Token;
         for ident in &self.settings.identity {
             token_id = match ident {
                 TokenIdentity::Jwt => parsed.as_ref().and_then(|c| c.jti.clone()),
                 TokenIdentity::JtiField => self
                     .string(F::Jti)?
                     .filter(|s| !token::is_absent(s))
-                    .map(|s| Arc::from(s.as_ref())),
-                TokenIdentity::Credential => self
-                    .string(F::Credential)?
-                    .filter(|s| !token::is_absent(s))
-                    .map(|s| Arc::from(format!("c:{s}"))),
+                    .map(|s| Arc::from(token::jti_id(&s))),
+                TokenIdentity::Credential => {
+                    identity = IdentityKind::Credential;
+                    self.string(F::Credential)?
+                        .filter(|s| !token::is_absent(s))
+                        .map(|s| Arc::from(format!("c:{s}")))
+                }
                 TokenIdentity::OpaqueHash => {
                     let raw = self.string(F::Token)?;
                     match raw
@@ -750,12 +782,15 @@ impl<'a> Extract<'a, '_> {
                         .map(token::strip_bearer)
                         .filter(|t| !token::is_absent(t))
                     {
-                        Some(t) => Some(cache.get(t, &self.settings.hasher).0.opaque_id.clone()),
+                        Some(t) => Some(cache.get(t, &self.settings.hasher).opaque_id.clone()),
                         None => parsed.as_ref().map(|p| p.opaque_id.clone()),
                     }
                 }
             };
             if token_id.is_some() {
+                if *ident != TokenIdentity::Credential {
+                    identity = IdentityKind::Token;
+                }
                 break;
             }
         }
@@ -780,9 +815,24 @@ impl<'a> Extract<'a, '_> {
                 .filter(|s| !token::is_absent(s))
                 .map(|s| Arc::from(s.as_ref())),
         };
+        let status = self.number(F::Status)?.unwrap_or(0.0);
+        if !(0.0..1000.0).contains(&status) {
+            return Err(Drop::new(
+                DropReason::WrongType,
+                format!("status: {status} is not an HTTP status"),
+            ));
+        }
+        let status = status as u16;
+        // The gateway refused the credential (401/407 by default, or Envoy's
+        // ext_authz denial flag): the record proves nothing about who sent it.
+        let rejected = self.settings.rejected_statuses.contains(&status)
+            || self
+                .string(F::ResponseFlags)?
+                .is_some_and(|f| f.split(',').any(|x| x.trim() == "UAEX"));
         let token_exp = parsed.as_ref().and_then(|c| c.exp);
-        if fresh
+        if !rejected
             && let (Some(custody), Some(raw), Some(p)) = (&self.settings.custody, auth, &parsed)
+            && !p.kept.swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             // Once per distinct token: sealed, never kept in the clear. A
             // token without `exp` is kept `max_age_secs` from this event.
@@ -803,13 +853,6 @@ impl<'a> Extract<'a, '_> {
             Some(r) if !r.is_empty() => r,
             _ => Cow::Owned(template_path(path)),
         };
-        let status = self.number(F::Status)?.unwrap_or(0.0);
-        if !(0.0..1000.0).contains(&status) {
-            return Err(Drop::new(
-                DropReason::WrongType,
-                format!("status: {status} is not an HTTP status"),
-            ));
-        }
         let bytes = self.number(F::BytesSent)?.unwrap_or(0.0).max(0.0);
         let opt = |f: F| -> Result<Option<Box<str>>, Drop> {
             Ok(self.string(f)?.map(|s| Box::from(s.as_ref())))
@@ -819,8 +862,10 @@ impl<'a> Extract<'a, '_> {
         };
         Ok(AccessEvent {
             ts,
-            token_key: stable_hash(token_id.as_bytes()),
+            token_key: token_key(&self.settings.sip_key, &token_id),
             token: TokenId(token_id),
+            identity,
+            rejected,
             subject,
             client_id,
             token_exp,
@@ -830,7 +875,7 @@ impl<'a> Extract<'a, '_> {
             object: object_id(path),
             page: page_of(query),
             path: path.into(),
-            status: status as u16,
+            status,
             bytes_sent: bytes as u64,
             user_agent: opt(F::UserAgent)?,
             accept_language: self

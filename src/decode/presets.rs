@@ -33,6 +33,7 @@ const ENVOY: Spec = &[
     ("authorization", &["/authorization"], &["dash_null"]),
     ("ja3", &["/ja3"], &["dash_null"]),
     ("ja4", &["/ja4"], &["dash_null"]),
+    ("response_flags", &["/response_flags"], &["dash_null"]),
 ];
 
 const KONG: Spec = &[

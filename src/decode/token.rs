@@ -4,44 +4,113 @@
 //! its caller in `decode`; downstream code only sees the id. JWT payloads are
 //! decoded **without verification**, for identity only (the gateway already
 //! verified the token; we never make an authorization decision from claims).
+//! Claims are read field by field: a claim of an unexpected type is ignored,
+//! never the whole token.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde_json::{Map, Value};
 use sha2::Sha256;
 
-/// Claims we read from a JWT payload.
-#[derive(Debug, Default, Deserialize, PartialEq)]
+/// Claims we read from a JWT payload. Read field by field and leniently
+/// (see [`Claims::from_payload`]): one odd claim never loses the others.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Claims {
     pub jti: Option<String>,
     pub sub: Option<String>,
-    #[serde(alias = "azp", alias = "cid")]
+    /// `client_id` (RFC 9068), else `azp` (OIDC, Keycloak, Auth0), else
+    /// `cid` (Okta), else `appid` (Entra ID v1).
     pub client_id: Option<String>,
     pub iss: Option<String>,
+    /// `aud` as one string or an array of strings.
+    pub aud: Vec<String>,
+    /// Seconds since the epoch.
     pub exp: Option<f64>,
+    pub iat: Option<f64>,
+    pub nbf: Option<f64>,
     /// OIDC session id, for session-scoped revocation.
     pub sid: Option<String>,
-    pub scope: Option<serde_json::Value>,
+    pub scope: Option<Value>,
 }
 
-/// Strip an optional `Bearer ` prefix (case-insensitive) and whitespace.
-pub fn strip_bearer(v: &str) -> &str {
-    let v = v.trim();
-    if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
-        v[7..].trim_start()
-    } else {
-        v
+/// Claims whose value is an identifier: a string, or a number written as
+/// its decimal text (some IdPs issue numeric `sub`s and client ids).
+fn ident(m: &Map<String, Value>, k: &str) -> Option<String> {
+    match m.get(k)? {
+        Value::String(s) if !is_absent(s) && s.len() <= 1024 => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
-/// Values that mean "no token was logged".
-pub fn is_absent(v: &str) -> bool {
-    let v = v.trim();
-    v.is_empty() || v == "-" || v.eq_ignore_ascii_case("redacted") || v == "null"
+/// NumericDate claims: a number, or a numeric string; finite only.
+fn numeric_date(m: &Map<String, Value>, k: &str) -> Option<f64> {
+    let v = match m.get(k)? {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (v.is_finite() && v.abs() < 1e13).then_some(v)
 }
 
-/// Decode a JWT's payload claims, or `None` if `token` is not a JWT.
+impl Claims {
+    /// Read the claims of one decoded JWT payload object.
+    pub fn from_payload(m: &Map<String, Value>) -> Claims {
+        let aud = match m.get("aud") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Claims {
+            // Entra ID writes its token identifier as `uti`.
+            jti: ident(m, "jti").or_else(|| ident(m, "uti")),
+            sub: ident(m, "sub"),
+            client_id: ["client_id", "azp", "cid", "appid"]
+                .iter()
+                .find_map(|k| ident(m, k)),
+            iss: ident(m, "iss"),
+            aud,
+            exp: numeric_date(m, "exp"),
+            iat: numeric_date(m, "iat"),
+            nbf: numeric_date(m, "nbf"),
+            sid: ident(m, "sid"),
+            scope: m.get("scope").or_else(|| m.get("scp")).cloned(),
+        }
+    }
+}
+
+/// Strip an optional `Bearer ` prefix (case-insensitive) and whitespace.
+/// Total: never slices inside a multi-byte character.
+pub fn strip_bearer(v: &str) -> &str {
+    let v = v.trim();
+    match (v.get(..7), v.get(7..)) {
+        (Some(p), Some(rest)) if !rest.is_empty() && p.eq_ignore_ascii_case("bearer ") => {
+            rest.trim_start()
+        }
+        _ => v,
+    }
+}
+
+/// Values that mean "no token was logged": empty, `-`, Kong's `REDACTED`,
+/// `null`/`undefined` written as text, and Tyk's all-zero key of keyless
+/// requests.
+pub fn is_absent(v: &str) -> bool {
+    let v = v.trim();
+    v.is_empty()
+        || v == "-"
+        || v.eq_ignore_ascii_case("redacted")
+        || v.eq_ignore_ascii_case("null")
+        || v.eq_ignore_ascii_case("undefined")
+        || v.eq_ignore_ascii_case("none")
+        || v.bytes().all(|b| b == b'0')
+}
+
+/// Decode a JWT's payload claims (unverified), or `None` if `token` is not
+/// a JWT whose payload is a JSON object.
 pub fn jwt_claims(token: &str) -> Option<Claims> {
     let mut parts = token.split('.');
     let (_h, p, _s) = (parts.next()?, parts.next()?, parts.next()?);
@@ -49,7 +118,25 @@ pub fn jwt_claims(token: &str) -> Option<Claims> {
         return None;
     }
     let bytes = URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    match serde_json::from_slice::<Value>(&bytes).ok()? {
+        Value::Object(m) => Some(Claims::from_payload(&m)),
+        _ => None,
+    }
+}
+
+/// A token id in the `jti` namespace: the jti itself (what the IdP's logs
+/// and admin APIs know), except that a jti shaped like one of our reserved
+/// prefixes (`h:` keyed hash, `c:` credential, `j:`…: any one letter and a
+/// colon) is written `j:<jti>`, so a forged jti can never name another
+/// namespace's id.
+pub fn jti_id(jti: &str) -> String {
+    let b = jti.as_bytes();
+    let reserved = matches!(b, [l, b':', ..] if l.is_ascii_alphabetic());
+    if reserved {
+        format!("j:{jti}")
+    } else {
+        jti.to_string()
+    }
 }
 
 /// Keyed hash of an opaque token: `h:` + 16 hex digits of HMAC-SHA256.
@@ -65,13 +152,27 @@ impl TokenHasher {
         }
     }
 
+    /// A 16-byte key derived from this hasher's secret for another use
+    /// (`label` separates the uses).
+    pub fn subkey(&self, label: &[u8]) -> [u8; 16] {
+        let mut m = self.mac.clone();
+        m.update(b"subkey:");
+        m.update(label);
+        let out = m.finalize().into_bytes();
+        let mut k = [0u8; 16];
+        for (d, s) in k.iter_mut().zip(out.iter()) {
+            *d = *s;
+        }
+        k
+    }
+
     pub fn id(&self, token: &str) -> String {
         let mut m = self.mac.clone();
         m.update(token.as_bytes());
         let out = m.finalize().into_bytes();
         let mut s = String::with_capacity(18);
         s.push_str("h:");
-        for b in &out[..8] {
+        for b in out.iter().take(8) {
             s.push_str(&format!("{b:02x}"));
         }
         s
@@ -85,31 +186,4 @@ impl std::fmt::Debug for TokenHasher {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SAMPLE: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJodHRwczovL2lkcC5leGFtcGxlLmNvbS8iLCJzdWIiOiJ1LTEwNDQyIiwiY2xpZW50X2lkIjoid2ViLWFwcCIsImp0aSI6IjdiMTFjOWUyLTVhNGQtNGMzYi05ZDhlLTBmMWEyYjNjNGQ1ZSIsImlhdCI6MTc2NzIyNTAwMCwiZXhwIjoxNzY3MjI4NjAwLCJzY29wZSI6InJlY29yZHM6cmVhZCJ9.c2lnbmF0dXJl";
-
-    #[test]
-    fn reads_claims_of_the_sample_jwt() {
-        let c = jwt_claims(strip_bearer(&format!("Bearer {SAMPLE}"))).unwrap();
-        assert_eq!(
-            c.jti.as_deref(),
-            Some("7b11c9e2-5a4d-4c3b-9d8e-0f1a2b3c4d5e")
-        );
-        assert_eq!(c.sub.as_deref(), Some("u-10442"));
-        assert_eq!(c.client_id.as_deref(), Some("web-app"));
-        assert_eq!(c.exp, Some(1767228600.0));
-    }
-
-    #[test]
-    fn opaque_hash_is_keyed_and_stable() {
-        let a = TokenHasher::new(b"k1");
-        let b = TokenHasher::new(b"k2");
-        assert_eq!(a.id("tok"), a.id("tok"));
-        assert_ne!(a.id("tok"), b.id("tok"));
-        assert_eq!(a.id("tok").len(), 18);
-        assert!(jwt_claims("not.a.jwt").is_none());
-        assert!(is_absent("REDACTED") && is_absent("-") && !is_absent("abc"));
-    }
-}
+mod tests;

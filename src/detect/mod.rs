@@ -21,7 +21,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Mode, RouteClass, Severity};
-use crate::event::{Enriched, EventTime, TokenId, fmt_time, stable_hash};
+use crate::event::{Enriched, EventTime, IdentityKind, TokenId, fmt_time, stable_hash};
 use detectors::{Context, Detector};
 use state::{PlaceSlot, Profile, TokenState, class_index};
 
@@ -56,6 +56,17 @@ impl FindingKind {
     }
     pub fn index(self) -> usize {
         self as usize
+    }
+    /// Kinds that reason about one bearer token's devices, places and
+    /// networks: they run on [`IdentityKind::Token`] identities only, never
+    /// on a credential that many tokens and people may share.
+    pub fn token_scoped(self) -> bool {
+        matches!(
+            self,
+            FindingKind::TokenReplay
+                | FindingKind::ImpossibleTravel
+                | FindingKind::SuspiciousNetwork
+        )
     }
 }
 
@@ -117,6 +128,8 @@ pub struct EngineStats {
     pub findings: [u64; 5],
     pub suppressed_cooldown: u64,
     pub suppressed_allowlist: u64,
+    /// Events whose credential the gateway rejected: counted, never learnt from.
+    pub rejected: u64,
 }
 
 struct Allow {
@@ -161,7 +174,7 @@ struct DetectorEntry {
 }
 
 /// Version of the [`Engine::snapshot`] format.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// A snapshot that cannot be decoded (corrupt, or from another version).
 #[derive(Debug, thiserror::Error)]
@@ -466,6 +479,13 @@ impl Engine {
             }
             self.next_gc = ts + self.gc_every_ms;
         }
+        // A request the gateway refused proves nothing about who sent it:
+        // it teaches no token, subject or client state and raises nothing
+        // that could open an incident, spend a budget or reach a revoker.
+        if e.event.rejected {
+            self.stats.rejected += 1;
+            return;
+        }
         let subject_key = e
             .event
             .subject
@@ -565,6 +585,9 @@ impl Engine {
                 .iter()
                 .enumerate()
                 .filter(|(_, d)| d.enabled)
+                .filter(|(_, d)| {
+                    e.event.identity == IdentityKind::Token || !d.detector.kind().token_scoped()
+                })
                 .filter_map(|(i, d)| d.detector.inspect(&cx).map(|s| (i, s)))
                 .collect()
         };
@@ -733,6 +756,8 @@ mod tests {
             ts,
             token: TokenId(Arc::from(token)),
             token_key: stable_hash(token.as_bytes()),
+            identity: IdentityKind::Token,
+            rejected: false,
             subject: None,
             client_id: None,
             token_exp: None,
