@@ -39,6 +39,15 @@ struct Case {
     /// Assert that nothing at all is found (benign look-alikes).
     #[serde(default)]
     expect_no_findings: bool,
+    /// Requests the gateway rejected (401, 407, ext_authz) and that were
+    /// therefore never learnt from.
+    #[serde(default)]
+    expect_rejected: Option<u64>,
+    /// Exactly these tokens have a revocation the policy executes.
+    #[serde(default)]
+    expect_revoked: Option<Vec<String>>,
+    #[serde(default)]
+    expect_incidents: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +57,41 @@ struct TokenDef {
     subject: Option<String>,
     #[serde(default = "web_app")]
     client_id: String,
+    /// Also carry an `azp` claim (RFC 9068 tokens of OIDC clients do).
+    #[serde(default)]
+    azp: Option<String>,
+    /// JWT header `alg` (`none` for the unsigned forgeries anyone can send).
+    #[serde(default = "rs256")]
+    alg: String,
+    /// The jti (default: the token's name).
+    #[serde(default)]
+    jti: Option<String>,
+    /// Forge the jti as the displayed id of another token of the case.
+    #[serde(default)]
+    jti_of: Option<String>,
+    /// An opaque token (its id is the keyed hash `h:…`).
+    #[serde(default)]
+    opaque: bool,
+}
+
+fn rs256() -> String {
+    "RS256".into()
+}
+
+/// The id tokenwatch shows for a token of the case.
+fn id_of(tokens: &[TokenDef], name: &str) -> String {
+    let t = tokens
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no token {name} in the case"));
+    if t.opaque {
+        return tokenwatch::decode::token::TokenHasher::new(b"k").id(&format!("opaque-{name}"));
+    }
+    let jti = match &t.jti_of {
+        Some(other) => id_of(tokens, other),
+        None => t.jti.clone().unwrap_or_else(|| t.name.clone()),
+    };
+    tokenwatch::decode::token::jti_id(&jti)
 }
 
 fn web_app() -> String {
@@ -184,15 +228,26 @@ fn ip_for(world: &World, s: &Step, i: u32) -> String {
     }
 }
 
-fn jwt(name: &str, t: &TokenDef) -> String {
+fn jwt(tokens: &[TokenDef], t: &TokenDef) -> String {
+    if t.opaque {
+        return format!("Bearer opaque-{}", t.name);
+    }
     let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let mut claims = json!({"jti": name, "client_id": t.client_id, "exp": 1_767_700_000});
+    let jti = match &t.jti_of {
+        Some(other) => id_of(tokens, other),
+        None => t.jti.clone().unwrap_or_else(|| t.name.clone()),
+    };
+    let mut claims = json!({"jti": jti, "client_id": t.client_id, "exp": 1_767_700_000});
     if let Some(s) = &t.subject {
         claims["sub"] = json!(s);
     }
+    if let Some(a) = &t.azp {
+        claims["azp"] = json!(a);
+    }
+    let sig = if t.alg == "none" { "" } else { "c2ln" };
     format!(
-        "Bearer {}.{}.c2ln",
-        e.encode(br#"{"alg":"RS256"}"#),
+        "Bearer {}.{}.{sig}",
+        e.encode(json!({"alg": t.alg}).to_string()),
         e.encode(claims.to_string())
     )
 }
@@ -226,7 +281,7 @@ fn records_of(case: &Case, world: &World) -> Vec<u8> {
                 "bytes_sent": s.bytes,
                 "downstream_remote_address": ip_for(world, s, i),
                 "user_agent": ua(&s.ua),
-                "authorization": jwt(&s.token, t),
+                "authorization": jwt(&case.tokens, t),
                 "ja3": ja3,
                 "ja4": s.ja4.clone().unwrap_or_else(|| "-".into()),
                 "accept_language": s.lang.clone().unwrap_or_else(|| "-".into()),
@@ -260,6 +315,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
     ));
     let settings = DecodeSettings::new(&cfg, b"k").unwrap();
     let mut p = Pipeline::new(&cfg, settings, enricher);
+    p.actions = Some(Vec::new());
     let mut found: Vec<Finding> = Vec::new();
     let opts = ReplayOptions {
         format: "envoy".into(),
@@ -291,6 +347,45 @@ fn run_case(dir: &Path) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join("\n")
     };
+    if let Some(n) = case.expect_rejected
+        && summary.rejected != n
+    {
+        return Err(format!(
+            "{}\nexpected {n} rejected requests, counted {}",
+            case.description, summary.rejected
+        ));
+    }
+    if let Some(n) = case.expect_incidents
+        && summary.response.incidents != n
+    {
+        return Err(format!(
+            "{}\nexpected {n} incidents, got {}:\n{}",
+            case.description,
+            summary.response.incidents,
+            listing()
+        ));
+    }
+    if let Some(want) = &case.expect_revoked {
+        use tokenwatch::config::ActionKind;
+        use tokenwatch::decide::ActionState;
+        let mut got: Vec<String> = p
+            .actions
+            .iter()
+            .flatten()
+            .filter(|a| a.kind == ActionKind::Revoke && a.state == ActionState::Execute)
+            .map(|a| a.token_id.clone())
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = want.iter().map(|n| id_of(&case.tokens, n)).collect();
+        want.sort();
+        if got != want {
+            return Err(format!(
+                "{}\nexpected revocations of {want:?}, the policy executed {got:?}:\n{}",
+                case.description,
+                listing()
+            ));
+        }
+    }
     if case.expect_no_findings && !found.is_empty() {
         return Err(format!(
             "{}\nexpected no findings, got:\n{}",
@@ -301,7 +396,9 @@ fn run_case(dir: &Path) -> Result<(), String> {
     for ex in &case.expect {
         let hits: Vec<&Finding> = found
             .iter()
-            .filter(|f| f.kind.as_str() == ex.kind && f.token_id.as_str() == ex.token)
+            .filter(|f| {
+                f.kind.as_str() == ex.kind && f.token_id.as_str() == id_of(&case.tokens, &ex.token)
+            })
             .collect();
         let ok_count = match ex.count {
             Some(n) => hits.len() == n,
@@ -349,7 +446,9 @@ fn run_case(dir: &Path) -> Result<(), String> {
         if !case
             .expect
             .iter()
-            .any(|e| e.kind == f.kind.as_str() && e.token == f.token_id.as_str())
+            .any(|e| {
+                e.kind == f.kind.as_str() && id_of(&case.tokens, &e.token) == f.token_id.as_str()
+            })
         {
             return Err(format!(
                 "{}\nunexpected finding:\n{}",
