@@ -68,6 +68,8 @@ fn main() {
                 ts,
                 token_key: stable_hash(id.as_bytes()),
                 token: TokenId(Arc::from(id.as_str())),
+                identity: tokenwatch::event::IdentityKind::Token,
+                rejected: false,
                 subject: Some(subjects[i / 4].clone()),
                 client_id: Some(client.clone()),
                 token_exp: None,

@@ -328,6 +328,12 @@ pub struct InputConfig {
     /// budgets or reach a revoker: anyone can send a forged token and be
     /// refused.
     pub rejected_statuses: Vec<u16>,
+    /// What a `credential` identity stands for: `shared` (default: a key,
+    /// consumer or OAuth app that many tokens and people may use, so it gets
+    /// baselines, siphoning and enumeration but never "replayed token" or
+    /// travel), or `per_token` (every credential is one token on one device,
+    /// e.g. Kong key-auth with one key per install).
+    pub credential_kind: CredentialKind,
     /// Key for the HMAC-SHA256 of opaque tokens. Prefer `token_hash_key_env`.
     pub token_hash_key: Option<String>,
     /// Environment variable holding the HMAC key (used when set).
@@ -357,10 +363,18 @@ impl Default for InputConfig {
                 TokenIdentity::OpaqueHash,
             ],
             rejected_statuses: vec![401, 407],
+            credential_kind: CredentialKind::Shared,
             token_hash_key: None,
             token_hash_key_env: "TOKENWATCH_HASH_KEY".into(),
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    Shared,
+    PerToken,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -784,6 +784,9 @@ fn demo(
     speed: Option<f64>,
 ) -> Result<()> {
     let (mut cfg, _) = load_config(config)?;
+    // The demo's Kong gateway authenticates with key-auth, one key per
+    // token: its credentials are per-token identities (README: Kong).
+    cfg.input.credential_kind = config::CredentialKind::PerToken;
     let sc: synth::Scenario =
         toml::from_str(DEMO_SCENARIO).context("replay/scenarios/demo.toml")?;
     eprintln!(

@@ -24,7 +24,12 @@ fn recall_and_false_positives_on_a_labeled_dataset() {
         ..Scenario::default()
     };
     let ds = synth::generate(&sc, "accuracy", b"accuracy-key").expect("dataset");
-    let cfg: Config = config::load(std::path::Path::new("rules.toml")).expect("rules.toml");
+    let mut cfg: Config = config::load(std::path::Path::new("rules.toml")).expect("rules.toml");
+    // The generated Kong gateway authenticates with key-auth, one key per
+    // token, so its credentials are declared per-token (README: Kong). With
+    // the default (`shared`), replay and travel do not run on credentials:
+    // see `a_shared_credential_is_never_a_replayed_token` in src/detect.
+    cfg.input.credential_kind = config::CredentialKind::PerToken;
     let enricher = Arc::new(world::enricher(&cfg));
     let mut p = Pipeline::new(
         &cfg,

@@ -443,13 +443,9 @@ fn run_case(dir: &Path) -> Result<(), String> {
     }
     // Nothing unexpected: every finding must be covered by an expectation.
     for f in &found {
-        if !case
-            .expect
-            .iter()
-            .any(|e| {
-                e.kind == f.kind.as_str() && id_of(&case.tokens, &e.token) == f.token_id.as_str()
-            })
-        {
+        if !case.expect.iter().any(|e| {
+            e.kind == f.kind.as_str() && id_of(&case.tokens, &e.token) == f.token_id.as_str()
+        }) {
             return Err(format!(
                 "{}\nunexpected finding:\n{}",
                 case.description,

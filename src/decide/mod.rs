@@ -12,6 +12,9 @@
 //! same findings makes the same decisions. Manual acts (approve, reset a
 //! fuse, resolve) are inputs, not side effects.
 
+// The pure core is total: no indexing or string slicing that can panic.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::collections::VecDeque;
 
 use ipnet::IpNet;
@@ -192,17 +195,23 @@ impl Decider {
         }
         for (rule, ts) in revocations {
             self.global.recent.push_back(*ts);
-            if let Some(i) = self.policy.rules.iter().position(|r| r.name == *rule) {
-                self.rule_fuses[i].recent.push_back(*ts);
+            if let Some(f) = self.rule_fuse(rule) {
+                f.recent.push_back(*ts);
             }
         }
         for t in tripped {
             if t == "policy" {
                 self.global.tripped = true;
-            } else if let Some(i) = self.policy.rules.iter().position(|r| r.name == *t) {
-                self.rule_fuses[i].tripped = true;
+            } else if let Some(f) = self.rule_fuse(t) {
+                f.tripped = true;
             }
         }
+    }
+
+    /// The fuse of the rule named `rule`.
+    fn rule_fuse(&mut self, rule: &str) -> Option<&mut Fuse> {
+        let i = self.policy.rules.iter().position(|r| r.name == rule)?;
+        self.rule_fuses.get_mut(i)
     }
 
     /// Rules whose fuse is tripped (and `"policy"` for the global fuse).
@@ -227,11 +236,7 @@ impl Decider {
         let fuse = if rule == "policy" {
             Some(&mut self.global)
         } else {
-            self.policy
-                .rules
-                .iter()
-                .position(|r| r.name == rule)
-                .map(|i| &mut self.rule_fuses[i])
+            self.rule_fuse(rule)
         };
         match fuse {
             Some(f) if f.tripped => {
@@ -506,12 +511,22 @@ impl Decider {
                 ActionState::Observe(format!("rule {} is in observe mode", rule.name)),
             );
         }
-        if self.global.tripped || self.rule_fuses[ri].tripped {
+        // One fuse per rule, built with the rules: `ri` is always in range;
+        // were it not, the global fuse alone would still hold.
+        let mut spare = Fuse::new(u32::MAX, u32::MAX);
+        let Decider {
+            global,
+            rule_fuses,
+            policy,
+            ..
+        } = self;
+        let fuse = rule_fuses.get_mut(ri).unwrap_or(&mut spare);
+        if global.tripped || fuse.tripped {
             return (
                 target,
                 ActionState::Observe(format!(
                     "fuse tripped earlier ({}): waiting for a person to reset it",
-                    if self.global.tripped {
+                    if global.tripped {
                         "policy"
                     } else {
                         rule.name.as_str()
@@ -519,17 +534,17 @@ impl Decider {
                 )),
             );
         }
-        let rule_ok = self.rule_fuses[ri].allows(ts);
-        let global_ok = self.global.allows(ts);
+        let rule_ok = fuse.allows(ts);
+        let global_ok = global.allows(ts);
         if !rule_ok || !global_ok {
             let which = if !global_ok {
-                self.global.tripped = true;
+                global.tripped = true;
                 format!(
                     "policy budget of {}/min, {}/h",
-                    self.policy.max_revocations_per_minute, self.policy.max_revocations_per_hour
+                    policy.max_revocations_per_minute, policy.max_revocations_per_hour
                 )
             } else {
-                self.rule_fuses[ri].tripped = true;
+                fuse.tripped = true;
                 format!(
                     "rule {} budget of {}/min, {}/h",
                     rule.name, rule.max_revocations_per_minute, rule.max_revocations_per_hour
@@ -540,8 +555,8 @@ impl Decider {
                 ActionState::Observe(format!("fuse tripped now: {which} exceeded")),
             );
         }
-        self.rule_fuses[ri].recent.push_back(ts);
-        self.global.recent.push_back(ts);
+        fuse.recent.push_back(ts);
+        global.recent.push_back(ts);
         (target, ActionState::Execute)
     }
 
@@ -614,7 +629,8 @@ fn state_word(s: &ActionState) -> String {
 
 /// 20 hex digits of SHA-256 over one string (ids of manual actions).
 pub fn short_hash(s: &str) -> String {
-    short_id("", &[s.as_bytes()])[1..].to_string()
+    let id = short_id("", &[s.as_bytes()]);
+    id.strip_prefix('-').unwrap_or(&id).to_string()
 }
 
 /// `<prefix>-` + 20 hex digits of SHA-256 over the parts.
@@ -628,11 +644,12 @@ fn short_id(prefix: &str, parts: &[&[u8]]) -> String {
     let mut s = String::with_capacity(prefix.len() + 21);
     s.push_str(prefix);
     s.push('-');
-    for b in &d[..10] {
+    for b in d.iter().take(10) {
         s.push_str(&format!("{b:02x}"));
     }
     s
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests;

@@ -95,9 +95,13 @@ pub fn parse_slots<'a>(
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             while let Some(k) = map.next_key::<BorrowedKey<'de>>()? {
-                match self.index.get(k.0.as_ref()) {
-                    Some(i) if self.slots[usize::from(*i)].is_none() => {
-                        self.slots[usize::from(*i)] = Some(map.next_value::<&'de RawValue>()?);
+                match self
+                    .index
+                    .get(k.0.as_ref())
+                    .and_then(|i| self.slots.get_mut(usize::from(*i)))
+                {
+                    Some(slot @ None) => {
+                        *slot = Some(map.next_value::<&'de RawValue>()?);
                     }
                     _ => {
                         map.next_value::<de::IgnoredAny>()?;
@@ -128,7 +132,10 @@ impl<'a> Scalar<'a> {
         let s = raw.get();
         match s.as_bytes().first() {
             Some(b'"') => {
-                let inner = &s[1..s.len() - 1];
+                let inner = s
+                    .strip_prefix('"')
+                    .and_then(|x| x.strip_suffix('"'))
+                    .unwrap_or_default();
                 if inner.contains('\\') {
                     match serde_json::from_str::<String>(s) {
                         Ok(v) => Scalar::Str(Cow::Owned(v)),
@@ -200,6 +207,7 @@ pub fn split_pointer(p: &str) -> Vec<PointerPart> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests {
     use super::*;
 

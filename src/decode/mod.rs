@@ -8,6 +8,9 @@
 //! never fails the stream: bad input becomes a [`Drop`] with a reason and a
 //! detail naming the field. Raw tokens stop here (see [`token`]).
 
+// The pure core is total: no indexing or string slicing that can panic.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 pub mod json;
 pub mod presets;
 pub mod token;
@@ -73,6 +76,16 @@ enum F {
     ResponseFlags,
 }
 const NFIELDS: usize = 19;
+
+impl F {
+    /// The canonical name of the field (for messages).
+    fn name(self) -> &'static str {
+        CANONICAL_FIELDS
+            .get(self as usize)
+            .copied()
+            .unwrap_or("field")
+    }
+}
 
 /// A named value transform, applied in order after a pointer matched.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,10 +174,12 @@ impl FieldMap {
                 let slot = *index.entry(first).or_insert(n);
                 pointers.push((slot, parts));
             }
-            fields[idx] = Some(CompiledField {
-                pointers,
-                transforms,
-            });
+            if let Some(slot) = fields.get_mut(idx) {
+                *slot = Some(CompiledField {
+                    pointers,
+                    transforms,
+                });
+            }
         }
         Ok(FieldMap {
             name: name.into(),
@@ -195,6 +210,8 @@ pub struct DecodeSettings {
     max_record_bytes: usize,
     /// Statuses that mean the gateway rejected the credential.
     rejected_statuses: Vec<u16>,
+    /// A credential identity is one token (`per_token`) or may be shared.
+    credential_per_token: bool,
     /// Secret key of the keyed hashes (token cache, per-token state key),
     /// derived from the token hash key: ids an attacker chooses cannot be
     /// made to collide with a victim's.
@@ -230,6 +247,8 @@ impl DecodeSettings {
             hasher,
             max_record_bytes: config.input.max_record_bytes,
             rejected_statuses: config.input.rejected_statuses.clone(),
+            credential_per_token: config.input.credential_kind
+                == crate::config::CredentialKind::PerToken,
             custom,
             custody: None,
         })
@@ -499,7 +518,7 @@ struct Extract<'a, 'o> {
 
 impl<'a> Extract<'a, '_> {
     fn resolve(&self, slot: u16, rest: &[PointerPart]) -> Option<&'a RawValue> {
-        let mut cur = self.slots[usize::from(slot)]?;
+        let mut cur = (*self.slots.get(usize::from(slot))?)?;
         for part in rest {
             let text = cur.get();
             if !text.starts_with('{') {
@@ -514,14 +533,14 @@ impl<'a> Extract<'a, '_> {
                     nested.len() - 1
                 }
             };
-            cur = nested[pos].1.get(&part.key)?;
+            cur = nested.get(pos)?.1.get(&part.key)?;
         }
         Some(cur)
     }
 
     /// The first pointer that resolves to a non-null value, transformed.
     fn get(&self, f: F) -> Result<Option<Scalar<'a>>, Drop> {
-        let Some(cf) = &self.map.fields[f as usize] else {
+        let Some(Some(cf)) = self.map.fields.get(f as usize) else {
             return Ok(None);
         };
         for (slot, rest) in &cf.pointers {
@@ -540,7 +559,7 @@ impl<'a> Extract<'a, '_> {
     }
 
     fn apply(&self, t: &Transform, v: Scalar<'a>, f: F) -> Result<Scalar<'a>, Drop> {
-        let name = CANONICAL_FIELDS[f as usize];
+        let name = f.name();
         Ok(match (t, v) {
             (_, Scalar::Null) => Scalar::Null,
             (Transform::DashNull, Scalar::Str(s)) if s.trim().is_empty() || s.trim() == "-" => {
@@ -636,11 +655,7 @@ impl<'a> Extract<'a, '_> {
             Some(Scalar::Num(n)) => Ok(Some(Cow::Owned(fmt_num(n)))),
             Some(other) => Err(Drop::new(
                 DropReason::WrongType,
-                format!(
-                    "{}: expected a string, got {}",
-                    CANONICAL_FIELDS[f as usize],
-                    other.type_name()
-                ),
+                format!("{}: expected a string, got {}", f.name(), other.type_name()),
             )),
         }
     }
@@ -653,16 +668,12 @@ impl<'a> Extract<'a, '_> {
             Some(Scalar::Str(s)) => s.trim().parse::<f64>().map(Some).map_err(|_| {
                 Drop::new(
                     DropReason::WrongType,
-                    format!("{}: `{s}` is not a number", CANONICAL_FIELDS[f as usize]),
+                    format!("{}: `{s}` is not a number", f.name()),
                 )
             }),
             Some(other) => Err(Drop::new(
                 DropReason::WrongType,
-                format!(
-                    "{}: expected a number, got {}",
-                    CANONICAL_FIELDS[f as usize],
-                    other.type_name()
-                ),
+                format!("{}: expected a number, got {}", f.name(), other.type_name()),
             )),
         }
     }
@@ -770,7 +781,11 @@ impl<'a> Extract<'a, '_> {
                     .filter(|s| !token::is_absent(s))
                     .map(|s| Arc::from(token::jti_id(&s))),
                 TokenIdentity::Credential => {
-                    identity = IdentityKind::Credential;
+                    identity = if self.settings.credential_per_token {
+                        IdentityKind::Token
+                    } else {
+                        IdentityKind::Credential
+                    };
                     self.string(F::Credential)?
                         .filter(|s| !token::is_absent(s))
                         .map(|s| Arc::from(format!("c:{s}")))
@@ -791,6 +806,7 @@ impl<'a> Extract<'a, '_> {
                 if *ident != TokenIdentity::Credential {
                     identity = IdentityKind::Token;
                 }
+                // (a shared credential stays `Credential`)
                 break;
             }
         }
@@ -999,6 +1015,7 @@ fn page_of(query: &str) -> Option<u32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests {
     use super::*;
 

@@ -186,4 +186,5 @@ impl std::fmt::Debug for TokenHasher {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests;

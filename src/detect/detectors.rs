@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::state::{Profile, TokenState, class_index, sketch_estimate};
+use super::state::{Profile, TokenState, sketch_estimate};
 use super::{FindingKind, Signal};
 use crate::config::{
     BulkSiphonConfig, EnumerationConfig, ImpossibleTravelConfig, RouteClass, Severity,
@@ -116,7 +116,12 @@ impl Detector for TokenReplay {
         let gap = ev.event.ts - other.last();
         let is_new = cx.fp_slot.is_none();
         let known_to_subject = cx.subject.is_some_and(|p| p.knows_device(fp.device_key()));
-        let this_count = cx.fp_slot.map(|i| cx.tok.fps[i].count).unwrap_or(0) + 1;
+        let this_count = cx
+            .fp_slot
+            .and_then(|i| cx.tok.fps.get(i))
+            .map(|s| s.count)
+            .unwrap_or(0)
+            + 1;
         if gap <= window {
             let mut score: u32 = 70 + u32::from(fp.distance(&other.fp)).min(6) * 3;
             if fp.scripting && !other.fp.scripting {
@@ -326,8 +331,8 @@ impl Detector for SuspiciousNetwork {
                 "home_events": home,
                 "subject_home_events": subject_home,
                 "class_events": {
-                    "residential": tok.class_events[class_index(NetClass::Residential)],
-                    "mobile": tok.class_events[class_index(NetClass::Mobile)],
+                    "residential": tok.class_count(NetClass::Residential),
+                    "mobile": tok.class_count(NetClass::Mobile),
                 },
             }),
         })

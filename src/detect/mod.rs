@@ -8,6 +8,9 @@
 //! timestamps, so replaying the same input (at any speed, in any batch
 //! size, shuffled within the lateness bound) gives the same findings.
 
+// The pure core is total: no indexing or string slicing that can panic.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 pub mod context;
 pub mod detectors;
 pub mod state;
@@ -536,9 +539,11 @@ impl Engine {
         // 1. Windows: close finished minutes into the baseline, add this event.
         if minute > tok.open_minute {
             let open = tok.open_minute;
-            let n = tok.buckets.len();
-            let b = tok.buckets[open as usize % n];
-            if b.minute == state::minute_tag(open) && b.requests > 0 {
+            let n = tok.buckets.len().max(1);
+            if let Some(b) = tok.buckets.get(open as usize % n).copied()
+                && b.minute == state::minute_tag(open)
+                && b.requests > 0
+            {
                 tok.baseline.feed(&b, *ewma_alpha);
                 let base = tok.baseline;
                 if let Some(p) = subject_key.and_then(|k| subjects.get_mut(&k)) {
@@ -550,17 +555,18 @@ impl Engine {
             }
             tok.open_minute = minute;
         }
-        let n = tok.buckets.len();
-        let slot = &mut tok.buckets[minute as usize % n];
-        if slot.minute != state::minute_tag(minute) || slot.requests == 0 {
-            *slot = state::Bucket::new(minute);
+        let n = tok.buckets.len().max(1);
+        if let Some(slot) = tok.buckets.get_mut(minute as usize % n) {
+            if slot.minute != state::minute_tag(minute) || slot.requests == 0 {
+                *slot = state::Bucket::new(minute);
+            }
+            slot.add(
+                e.event.bytes_sent,
+                e.event.status,
+                e.event.object,
+                e.event.page,
+            );
         }
-        slot.add(
-            e.event.bytes_sent,
-            e.event.status,
-            e.event.object,
-            e.event.page,
-        );
 
         // 2. Detectors see the token as it was, plus the current window.
         let fp_slot = tok
@@ -572,13 +578,17 @@ impl Engine {
                     .iter()
                     .position(|s| s.count > 0 && s.fp.distance(&e.fp) < 2)
             });
+        // Class 0 (the default) always exists; `rc` indexes the classes.
+        let Some(route_class) = route_classes.get(rc).or_else(|| route_classes.first()) else {
+            return;
+        };
         let signals: Vec<(usize, Signal)> = {
             let cx = Context {
                 ev: e,
                 tok,
                 subject: subject_key.and_then(|k| subjects.get(&k)).map(|p| &**p),
                 client: client_key.and_then(|k| clients.get(&k)).map(|p| &**p),
-                route_class: &route_classes[rc],
+                route_class,
                 fp_slot,
             };
             detectors
@@ -592,12 +602,13 @@ impl Engine {
                 .collect()
         };
         for (i, sig) in signals {
-            let d = &detectors[i];
+            let Some(d) = detectors.get(i) else { continue };
             let kind = d.detector.kind();
+            let k = kind.index();
             let severity = sig.severity.unwrap_or(d.severity);
             let (last_s, last_sev) = (
-                tok.last_finding_s[kind.index()],
-                tok.last_finding_sev[kind.index()],
+                tok.last_finding_s.get(k).copied().unwrap_or(0),
+                tok.last_finding_sev.get(k).copied().unwrap_or(0),
             );
             let in_cooldown = last_s != 0 && ts / 1000 - i64::from(last_s) < d.cooldown_ms / 1000;
             // Within the cooldown only an escalation (higher severity) gets through.
@@ -609,9 +620,15 @@ impl Engine {
                 stats.suppressed_allowlist += 1;
                 continue;
             }
-            tok.last_finding_s[kind.index()] = (ts / 1000).max(1) as u32;
-            tok.last_finding_sev[kind.index()] = severity as u8 + 1;
-            stats.findings[kind.index()] += 1;
+            if let Some(x) = tok.last_finding_s.get_mut(k) {
+                *x = (ts / 1000).max(1) as u32;
+            }
+            if let Some(x) = tok.last_finding_sev.get_mut(k) {
+                *x = severity as u8 + 1;
+            }
+            if let Some(x) = stats.findings.get_mut(k) {
+                *x += 1;
+            }
             out.push(make_finding(e, tok, kind, severity, d.mode, sig, fp_slot));
         }
 
@@ -619,9 +636,10 @@ impl Engine {
         tok.last = tok.last.max(ts);
         match fp_slot {
             Some(i) => {
-                let s = &mut tok.fps[i];
-                s.seen(ts);
-                s.fp.major = s.fp.major.max(e.fp.major);
+                if let Some(s) = tok.fps.get_mut(i) {
+                    s.seen(ts);
+                    s.fp.major = s.fp.major.max(e.fp.major);
+                }
             }
             None => {
                 let i = tok
@@ -629,15 +647,22 @@ impl Engine {
                     .iter()
                     .position(|s| s.count == 0)
                     .unwrap_or_else(|| {
-                        (0..tok.fps.len())
-                            .min_by_key(|i| tok.fps[*i].last())
+                        tok.fps
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|(_, s)| s.last())
+                            .map(|(i, _)| i)
                             .unwrap_or(0)
                     });
-                tok.fps[i] = state::FpSlot::new(e.fp, ts);
+                if let Some(s) = tok.fps.get_mut(i) {
+                    *s = state::FpSlot::new(e.fp, ts);
+                }
             }
         }
         let ci = class_index(e.net.class);
-        tok.class_events[ci] = tok.class_events[ci].saturating_add(1);
+        if let Some(c) = tok.class_events.get_mut(ci) {
+            *c = c.saturating_add(1);
+        }
         if let Some(place) = &e.net.place {
             update_place(tok, place, e, *min_move_km);
         }
@@ -712,7 +737,7 @@ fn make_finding(
     h.update(ev.ts.to_le_bytes());
     h.update(e.order_key.to_le_bytes());
     let digest = h.finalize();
-    let id: String = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
+    let id: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
     let place = e.net.place.as_ref();
     Finding {
         id: format!("f-{id}"),
@@ -743,6 +768,7 @@ fn make_finding(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests {
     use std::net::IpAddr;
 
@@ -789,6 +815,78 @@ mod tests {
             source_ts: -1,
             event,
         }
+    }
+
+    fn ev_as(token: &str, ts: EventTime, agent: &str, identity: IdentityKind) -> Enriched {
+        let mut e = ev(token, ts);
+        e.ua = Arc::new(ua::parse(agent));
+        e.fp = ua::fingerprint(&e.ua, None, None, None);
+        e.event.user_agent = Some(agent.into());
+        e.event.identity = identity;
+        e
+    }
+
+    /// A browser and python-requests on one identity at once, 5 minutes in.
+    fn two_clients(identity: IdentityKind) -> Vec<Finding> {
+        let mut e = Engine::new(&Config::default());
+        let mut out = Vec::new();
+        let t0 = 1_767_600_000_000;
+        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+        let mut evs: Vec<Enriched> = (0..30)
+            .map(|i| ev_as("k", t0 + i * 20_000, chrome, identity))
+            .chain((0..10).map(|i| {
+                ev_as(
+                    "k",
+                    t0 + 300_000 + i * 15_000 + 1,
+                    "python-requests/2.32.3",
+                    identity,
+                )
+            }))
+            .collect();
+        evs.sort_by_key(|x| x.event.ts);
+        for x in evs {
+            e.push(x, &mut out);
+        }
+        e.flush(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_shared_credential_is_never_a_replayed_token() {
+        let token = two_clients(IdentityKind::Token);
+        assert!(
+            token.iter().any(|f| f.kind == FindingKind::TokenReplay),
+            "a token is: {token:?}"
+        );
+        let cred = two_clients(IdentityKind::Credential);
+        assert!(
+            cred.iter().all(|f| !f.kind.token_scoped()),
+            "an OAuth app's credential used by two people is not a replay: {cred:?}"
+        );
+    }
+
+    #[test]
+    fn rejected_requests_teach_nothing() {
+        let mut e = Engine::new(&Config::default());
+        let mut out = Vec::new();
+        let t0 = 1_767_600_000_000;
+        for i in 0..20 {
+            let mut x = ev_as(
+                "forged",
+                t0 + i * 1000,
+                "python-requests/2.32.3",
+                IdentityKind::Token,
+            );
+            x.event.rejected = true;
+            x.event.status = 401;
+            x.event.subject = Some(Arc::from("admin@corp.example"));
+            e.push(x, &mut out);
+        }
+        e.flush(&mut out);
+        assert!(out.is_empty());
+        assert_eq!(e.tracked_tokens(), 0, "no token state");
+        assert!(e.subjects.is_empty(), "no subject profile");
+        assert_eq!(e.stats.rejected, 20, "but counted");
     }
 
     #[test]

@@ -111,7 +111,9 @@ impl Bucket {
             .saturating_add(bytes.div_ceil(1024).min(u64::from(u32::MAX)) as u32);
         if let Some(o) = object {
             let bit = mix(o) >> 58;
-            self.objects[(bit / 32) as usize] |= 1u32 << (bit % 32);
+            if let Some(w) = self.objects.get_mut((bit / 32) as usize) {
+                *w |= 1u32 << (bit % 32);
+            }
         }
         if let Some(p) = page {
             self.max_page = self.max_page.max(p.min(u32::from(u16::MAX)) as u16);
@@ -217,7 +219,11 @@ impl TokenState {
     }
 
     pub fn class_count(&self, c: NetClass) -> u32 {
-        u32::from(self.class_events[class_index(c)])
+        self.class_events
+            .get(class_index(c))
+            .copied()
+            .map(u32::from)
+            .unwrap_or(0)
     }
 
     /// Sum the buckets of the last `minutes` minutes up to `now_minute`.
@@ -277,17 +283,14 @@ impl Profile {
             return;
         }
         // Replace the least recently seen slot.
-        let mut oldest = 0;
-        for (i, d) in self.devices.iter().enumerate() {
-            if d.1 < self.devices[oldest].1 {
-                oldest = i;
-            }
+        if let Some(oldest) = self.devices.iter_mut().min_by_key(|d| d.1) {
+            *oldest = (key, secs);
         }
-        self.devices[oldest] = (key, secs);
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests {
     use super::*;
 

@@ -7,6 +7,9 @@
 //! or unknown address is simply "no place"). Caches make hot IPs and user
 //! agents cost a hash lookup; they never change results.
 
+// The pure core is total: no indexing or string slicing that can panic.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 pub mod netclass;
 pub mod ua;
 
