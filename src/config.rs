@@ -27,6 +27,8 @@ pub use response::*;
 pub struct Config {
     /// How records are read and turned into events.
     pub input: InputConfig,
+    /// Verified identity: the keys JWT access tokens must be signed with.
+    pub identity: IdentityConfig,
     /// MaxMind-format databases for geo and network enrichment.
     pub geoip: GeoIpConfig,
     /// Extra ASN → network-class assignments, on top of the built-in list.
@@ -366,6 +368,48 @@ impl Default for InputConfig {
             credential_kind: CredentialKind::Shared,
             token_hash_key: None,
             token_hash_key_env: "TOKENWATCH_HASH_KEY".into(),
+        }
+    }
+}
+
+/// `[identity]`: verify JWT access tokens against the issuer's keys. Without
+/// keys a JWT's claims are read unverified (the gateway verified it, unless
+/// the route is unauthenticated); with keys, a JWT that does not verify is
+/// treated as a rejected request: counted, never learnt from or acted on.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// The JWKS: `file:/path/jwks.json` (relative to the config file) or an
+    /// `https://` URL (fetched at start, refreshed every `refresh_secs`).
+    pub jwks: Option<String>,
+    /// Signature algorithms accepted (`none` never is; HMAC ones only if
+    /// listed here and the JWKS carries the secret).
+    pub algorithms: Vec<String>,
+    /// Accepted `iss` values; empty: any.
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values (one must match); empty: not checked.
+    pub audiences: Vec<String>,
+    /// Clock-skew tolerance for `exp` and `nbf`, checked against the
+    /// gateway's event time (so a replay gives the same verdicts).
+    pub leeway_secs: u64,
+    /// How often a JWKS URL is fetched again (key rotation).
+    pub refresh_secs: u64,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            jwks: None,
+            algorithms: [
+                "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            leeway_secs: 60,
+            refresh_secs: 3600,
         }
     }
 }

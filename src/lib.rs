@@ -10,6 +10,7 @@
 //! - [`kafka`]: the streaming service (`tokenwatch run`) and `replay --to-kafka`.
 //! - [`decide`]: findings → incidents → action requests (pure).
 //! - [`act`]: the dispatcher: revocations and alerts from the outbox.
+//! - [`jwks`]: the issuer's keys for JWT verification, loaded and refreshed.
 //! - [`custody`]: raw tokens, sealed in memory, for RFC 7009 revocation.
 //! - [`store`]: SQLite: checkpoints, findings, incidents, outbox, audit.
 //! - [`telemetry`]: every metric, through the `metrics` facade.
@@ -29,6 +30,7 @@ pub mod detect;
 pub mod enrich;
 pub mod eval;
 pub mod event;
+pub mod jwks;
 pub mod kafka;
 pub mod live;
 pub mod ops;

@@ -356,6 +356,18 @@ fn act_cmd(config_path: &Path, by: &str, act: Act) -> Result<()> {
     }
 }
 
+/// Decode settings for `cfg`, with JWT verification when `[identity]`
+/// names keys (paths relative to `base`, the config file's folder).
+fn decode_settings(cfg: &Config, base: &Path) -> Result<DecodeSettings> {
+    let settings = DecodeSettings::new(cfg, &hash_key(cfg)).map_err(anyhow::Error::msg)?;
+    Ok(
+        match tokenwatch::jwks::load(&cfg.identity, base).map_err(anyhow::Error::msg)? {
+            Some(v) => settings.with_verifier(v),
+            None => settings,
+        },
+    )
+}
+
 fn hash_key(cfg: &Config) -> Vec<u8> {
     if let Ok(k) = std::env::var(&cfg.input.token_hash_key_env)
         && !k.is_empty()
@@ -470,8 +482,7 @@ fn run(cli: Cli) -> Result<()> {
                     "note: no GeoIP City database (--geoip-city): impossible-travel detection is off"
                 );
             }
-            let settings =
-                DecodeSettings::new(&cfg, &hash_key(&cfg)).map_err(anyhow::Error::msg)?;
+            let settings = decode_settings(&cfg, &base)?;
             let mut sources = Vec::new();
             for i in &inputs {
                 sources.push(LineSource::open(i).with_context(|| format!("opening {i}"))?);
@@ -568,8 +579,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let enricher =
                 Arc::new(Enricher::from_config(&cfg, &base).context("loading GeoIP databases")?);
-            let settings =
-                DecodeSettings::new(&cfg, &hash_key(&cfg)).map_err(anyhow::Error::msg)?;
+            let settings = decode_settings(&cfg, &base)?;
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let flag = stop.clone();
             ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))

@@ -17,6 +17,7 @@ fn shipped_rules_toml_is_valid_and_documents_the_defaults() {
     );
     assert_eq!(format!("{:?}", cfg.engine), format!("{:?}", d.engine));
     assert_eq!(format!("{:?}", cfg.input), format!("{:?}", d.input));
+    assert_eq!(cfg.identity, d.identity);
     assert_eq!(cfg.store, d.store);
     assert_eq!(cfg.policy, d.policy);
     assert_eq!(cfg.response, d.response);

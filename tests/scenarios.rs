@@ -72,6 +72,11 @@ struct TokenDef {
     /// An opaque token (its id is the keyed hash `h:…`).
     #[serde(default)]
     opaque: bool,
+    /// Really signed (ES256, `tests/data/jwks/es256-test-key.pem`, the key
+    /// of `tests/data/jwks/jwks.json`): verifies when a case configures
+    /// `[identity] jwks = "file:tests/data/jwks/jwks.json"`.
+    #[serde(default)]
+    signed: bool,
 }
 
 fn rs256() -> String {
@@ -244,6 +249,18 @@ fn jwt(tokens: &[TokenDef], t: &TokenDef) -> String {
     if let Some(a) = &t.azp {
         claims["azp"] = json!(a);
     }
+    if t.signed {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some("test-es256".into());
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(
+            &std::fs::read("tests/data/jwks/es256-test-key.pem").unwrap(),
+        )
+        .unwrap();
+        return format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&h, &claims, &key).unwrap()
+        );
+    }
     let sig = if t.alg == "none" { "" } else { "c2ln" };
     format!(
         "Bearer {}.{}.{sig}",
@@ -313,7 +330,10 @@ fn run_case(dir: &Path) -> Result<(), String> {
         NetClassifier::new(&cfg.network_classes),
         0,
     ));
-    let settings = DecodeSettings::new(&cfg, b"k").unwrap();
+    let mut settings = DecodeSettings::new(&cfg, b"k").unwrap();
+    if let Some(v) = tokenwatch::jwks::load(&cfg.identity, Path::new(".")).unwrap() {
+        settings = settings.with_verifier(v);
+    }
     let mut p = Pipeline::new(&cfg, settings, enricher);
     p.actions = Some(Vec::new());
     let mut found: Vec<Finding> = Vec::new();

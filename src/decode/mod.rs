@@ -14,6 +14,7 @@
 pub mod json;
 pub mod presets;
 pub mod token;
+pub mod verify;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -219,6 +220,9 @@ pub struct DecodeSettings {
     custom: BTreeMap<String, Arc<FieldMap>>,
     /// Where raw tokens go when a revocation strategy needs them.
     custody: Option<Arc<crate::custody::Custody>>,
+    /// The issuer's keys (`[identity] jwks`): a JWT that does not verify is
+    /// a rejected request.
+    verifier: Option<Arc<verify::Verifier>>,
 }
 
 impl DecodeSettings {
@@ -251,6 +255,7 @@ impl DecodeSettings {
                 == crate::config::CredentialKind::PerToken,
             custom,
             custody: None,
+            verifier: None,
         })
     }
 
@@ -258,6 +263,13 @@ impl DecodeSettings {
     /// token id, so a revocation strategy can present it later.
     pub fn with_custody(mut self, custody: Arc<crate::custody::Custody>) -> DecodeSettings {
         self.custody = Some(custody);
+        self
+    }
+
+    /// Verify every JWT with these keys; one that does not verify is
+    /// treated as rejected by the gateway.
+    pub fn with_verifier(mut self, verifier: Arc<verify::Verifier>) -> DecodeSettings {
+        self.verifier = Some(verifier);
         self
     }
 
@@ -314,6 +326,13 @@ struct ParsedToken {
     sid: Option<String>,
     iss: Option<String>,
     opaque_id: Arc<str>,
+    /// `nbf` in milliseconds.
+    nbf: Option<i64>,
+    /// The token is a JWT (its payload decoded).
+    is_jwt: bool,
+    /// With keys configured: the verdict on a JWT, and the key generation
+    /// it was reached with.
+    verdict: Option<(verify::Verdict, u64)>,
     /// Handed to custody already (on its first accepted request).
     kept: std::sync::atomic::AtomicBool,
 }
@@ -352,16 +371,33 @@ impl TokenCache {
         a
     }
 
-    /// The parsed token.
-    fn get(&mut self, token: &str, hasher: &TokenHasher) -> Arc<ParsedToken> {
+    /// The parsed token (claims decoded, signature checked against the
+    /// keys when configured: once per distinct token, and again after a key
+    /// refresh for a token that failed).
+    fn get(
+        &mut self,
+        token: &str,
+        hasher: &TokenHasher,
+        verifier: Option<&verify::Verifier>,
+    ) -> Arc<ParsedToken> {
         use std::hash::Hasher;
         let mut h = siphasher::sip128::SipHasher13::new_with_key(&self.sip_key);
         h.write(token.as_bytes());
         let key = siphasher::sip128::Hasher128::finish128(&h).as_u128();
         if let Some(p) = self.map.get(&key) {
-            return p.clone();
+            let stale = match (verifier, &p.verdict) {
+                (Some(v), Some((verify::Verdict::Failed(_), g))) => *g != v.generation(),
+                _ => false,
+            };
+            if !stale {
+                return p.clone();
+            }
         }
         let claims = token::jwt_claims(token);
+        let verdict = match (verifier, &claims) {
+            (Some(v), Some(_)) => Some(v.verify(token)),
+            _ => None,
+        };
         let arc = |v: Option<String>| v.map(Arc::from);
         let parsed = Arc::new(match claims {
             Some(c) => ParsedToken {
@@ -372,6 +408,9 @@ impl TokenCache {
                 sid: c.sid,
                 iss: c.iss,
                 opaque_id: Arc::from(hasher.id(token)),
+                nbf: c.nbf.map(|e| (e * 1000.0) as i64),
+                is_jwt: true,
+                verdict,
                 kept: false.into(),
             },
             None => ParsedToken {
@@ -382,6 +421,9 @@ impl TokenCache {
                 sid: None,
                 iss: None,
                 opaque_id: Arc::from(hasher.id(token)),
+                nbf: None,
+                is_jwt: false,
+                verdict: None,
                 kept: false.into(),
             },
         });
@@ -770,7 +812,8 @@ impl<'a> Extract<'a, '_> {
             .as_deref()
             .map(token::strip_bearer)
             .filter(|t| !token::is_absent(t));
-        let parsed = auth.map(|a| cache.get(a, &self.settings.hasher));
+        let verifier = self.settings.verifier.as_deref();
+        let parsed = auth.map(|a| cache.get(a, &self.settings.hasher, verifier));
         let mut token_id: Option<Arc<str>> = None;
         let mut identity = IdentityKind::Token;
         for ident in &self.settings.identity {
@@ -797,7 +840,12 @@ impl<'a> Extract<'a, '_> {
                         .map(token::strip_bearer)
                         .filter(|t| !token::is_absent(t))
                     {
-                        Some(t) => Some(cache.get(t, &self.settings.hasher).opaque_id.clone()),
+                        Some(t) => Some(
+                            cache
+                                .get(t, &self.settings.hasher, verifier)
+                                .opaque_id
+                                .clone(),
+                        ),
                         None => parsed.as_ref().map(|p| p.opaque_id.clone()),
                     }
                 }
@@ -844,7 +892,19 @@ impl<'a> Extract<'a, '_> {
         let rejected = self.settings.rejected_statuses.contains(&status)
             || self
                 .string(F::ResponseFlags)?
-                .is_some_and(|f| f.split(',').any(|x| x.trim() == "UAEX"));
+                .is_some_and(|f| f.split(',').any(|x| x.trim() == "UAEX"))
+            || match (verifier, &parsed) {
+                // With keys: a JWT is believed only if it verifies and is
+                // valid at the event's time.
+                (Some(v), Some(p)) if p.is_jwt => {
+                    !matches!(p.verdict, Some((verify::Verdict::Verified, _)))
+                        || p.exp
+                            .is_some_and(|exp| exp.saturating_add(v.leeway_ms) < ts)
+                        || p.nbf
+                            .is_some_and(|nbf| ts.saturating_add(v.leeway_ms) < nbf)
+                }
+                _ => false,
+            };
         let token_exp = parsed.as_ref().and_then(|c| c.exp);
         if !rejected
             && let (Some(custody), Some(raw), Some(p)) = (&self.settings.custody, auth, &parsed)
