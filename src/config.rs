@@ -462,6 +462,11 @@ pub struct EngineConfig {
     pub token_idle_ttl_secs: u64,
     /// Per-subject and per-client history is forgotten after this long.
     pub profile_ttl_secs: u64,
+    /// At most this many tokens (and as many subject and client profiles)
+    /// are tracked per engine (per input partition); past it the least
+    /// recently seen are evicted first, counted as `tokens_evicted_cap`.
+    /// Bounds memory under a flood of distinct tokens (≈ 520 bytes each).
+    pub max_tracked_tokens: usize,
 }
 
 impl Default for EngineConfig {
@@ -470,6 +475,7 @@ impl Default for EngineConfig {
             lateness_secs: 10,
             token_idle_ttl_secs: 6 * 3600,
             profile_ttl_secs: 30 * 86400,
+            max_tracked_tokens: 1_000_000,
         }
     }
 }

@@ -155,9 +155,12 @@ impl Custody {
         String::from_utf8(pt.to_vec()).ok().map(Zeroizing::new)
     }
 
-    /// Keep a token seen at wall-clock `now_ms`, expiring at `exp_ms` if known.
-    /// Called once per distinct token (decode caches tokens). Returns false
-    /// when custody is full.
+    /// Keep a token first seen at `now_ms`, for at most
+    /// `min(exp, first seen + max_age_secs)`: a token claiming an `exp`
+    /// years away (anyone can write one) is still forgotten after the max
+    /// age, and seeing it again never extends that. Called once per
+    /// distinct token (decode caches tokens). Returns false when custody is
+    /// full (counted in `refused`).
     pub fn keep(
         &self,
         token_id: &Arc<str>,
@@ -166,9 +169,9 @@ impl Custody {
         exp_ms: Option<i64>,
         now_ms: i64,
     ) -> bool {
-        let until_ms = exp_ms.unwrap_or_else(|| now_ms.saturating_add(self.max_age_ms));
-        if let Some(mut e) = self.entries.get_mut(token_id.as_ref()) {
-            e.until_ms = e.until_ms.max(until_ms);
+        let max_age = now_ms.saturating_add(self.max_age_ms);
+        let until_ms = exp_ms.map_or(max_age, |exp| exp.min(max_age));
+        if self.entries.contains_key(token_id.as_ref()) {
             return true;
         }
         if self.entries.len() >= self.max_tokens {
@@ -251,6 +254,17 @@ mod tests {
         assert_eq!(c.purge_expired(59_999), 0);
         assert_eq!(c.purge_expired(60_000), 1, "b forgotten after max age");
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_far_exp_never_outlives_the_max_age_and_a_resighting_does_not_extend() {
+        let c = custody();
+        let a: Arc<str> = Arc::from("a");
+        // exp claims the year 2286: kept max_age (60 s) from first seen.
+        assert!(c.keep(&a, "ta", TokenFacts::default(), Some(i64::MAX / 2), 0));
+        assert!(c.keep(&a, "ta", TokenFacts::default(), Some(i64::MAX / 2), 50_000));
+        assert_eq!(c.purge_expired(59_999), 0);
+        assert_eq!(c.purge_expired(60_000), 1, "min(exp, first seen + max age)");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct Summary {
     /// denials, tokens failing JWKS verification): counted, never learnt
     /// from or acted on.
     pub rejected: u64,
+    /// Tokens and profiles evicted at `engine.max_tracked_tokens`.
+    pub tokens_evicted_cap: u64,
     pub elapsed_secs: f64,
     pub events_per_sec: f64,
     pub formats: BTreeMap<String, String>,
@@ -117,6 +119,12 @@ impl Summary {
             self.tokens_tracked,
             self.findings.values().sum::<u64>()
         ));
+        if self.tokens_evicted_cap > 0 {
+            s.push_str(&format!(
+                "evicted at cap {:>12} (engine.max_tracked_tokens reached: least recently seen first)\n",
+                self.tokens_evicted_cap
+            ));
+        }
         for (k, v) in &self.findings {
             s.push_str(&format!("  {k:<20}{v:>9}\n"));
         }
@@ -368,6 +376,8 @@ impl Pipeline {
         summary.suppressed_cooldown = self.engine.stats.suppressed_cooldown;
         summary.suppressed_allowlist = self.engine.stats.suppressed_allowlist;
         summary.rejected = self.engine.stats.rejected;
+        summary.tokens_evicted_cap = self.engine.stats.tokens_evicted_cap;
+        crate::telemetry::tokens_evicted_cap(summary.tokens_evicted_cap);
         crate::telemetry::rejected(summary.rejected);
         summary.elapsed_secs = started.elapsed().as_secs_f64();
         summary.events_per_sec = summary.events as f64 / summary.elapsed_secs.max(1e-9);

@@ -23,6 +23,17 @@ pub fn rejected(n: u64) {
     counter!("tokenwatch_rejected_requests_total").increment(n);
 }
 
+/// Tokens and profiles evicted at `engine.max_tracked_tokens`.
+pub fn tokens_evicted_cap(n: u64) {
+    counter!("tokenwatch_tokens_evicted_cap_total").increment(n);
+}
+
+/// Raw tokens custody refused to keep (full): their revocations cannot
+/// present the token (RFC 7009). Absolute: custody counts them itself.
+pub fn custody_refused(total: u64) {
+    counter!("tokenwatch_custody_refused_total").absolute(total);
+}
+
 pub fn dropped(reason: DropReason, n: u64) {
     counter!("tokenwatch_dropped_total", "reason" => reason.as_str()).increment(n);
 }

@@ -364,6 +364,9 @@ impl Dispatcher {
             if let Some(c) = &self.shared.custody {
                 c.purge_expired(now);
                 crate::telemetry::custody_tokens(c.len());
+                crate::telemetry::custody_refused(
+                    c.refused.load(std::sync::atomic::Ordering::Relaxed),
+                );
             }
             crate::telemetry::outbox_backlog(self.store.outbox_backlog()?);
         }

@@ -133,6 +133,8 @@ pub struct EngineStats {
     pub suppressed_allowlist: u64,
     /// Events whose credential the gateway rejected: counted, never learnt from.
     pub rejected: u64,
+    /// Tokens (and profiles) evicted because `max_tracked_tokens` was reached.
+    pub tokens_evicted_cap: u64,
 }
 
 struct Allow {
@@ -222,6 +224,7 @@ pub struct Engine {
     lateness_ms: i64,
     token_ttl_ms: i64,
     profile_ttl_ms: i64,
+    max_tracked: usize,
     gc_every_ms: i64,
     buckets: usize,
     ewma_alpha: f32,
@@ -322,6 +325,7 @@ impl Engine {
             lateness_ms: (cfg.engine.lateness_secs * 1000) as i64,
             token_ttl_ms,
             profile_ttl_ms: (cfg.engine.profile_ttl_secs * 1000) as i64,
+            max_tracked: cfg.engine.max_tracked_tokens.max(1),
             gc_every_ms: (token_ttl_ms / 8).clamp(60_000, 3_600_000),
             buckets: buckets.max(1),
             ewma_alpha: d.bulk_siphon.ewma_alpha as f32,
@@ -473,6 +477,11 @@ impl Engine {
         self.tokens.shrink_to(self.tokens.len() * 2);
     }
 
+    /// Tokens and profiles evicted at the cap so far.
+    pub fn evicted_at_cap(&self) -> u64 {
+        self.stats.tokens_evicted_cap
+    }
+
     fn process(&mut self, e: &Enriched, out: &mut Vec<Finding>) {
         let ts = e.event.ts;
         self.stats.events += 1;
@@ -488,6 +497,19 @@ impl Engine {
         if e.event.rejected {
             self.stats.rejected += 1;
             return;
+        }
+        // Bounded state: at the cap, make room before a new token (or
+        // profile) is tracked.
+        let cap = self.max_tracked;
+        if self.tokens.len() >= cap && !self.tokens.contains_key(&e.event.token_key) {
+            self.stats.tokens_evicted_cap += evict_least_recent(&mut self.tokens, cap, |t| t.last);
+        }
+        if self.subjects.len() >= cap {
+            self.stats.tokens_evicted_cap +=
+                evict_least_recent(&mut self.subjects, cap, |p| p.last);
+        }
+        if self.clients.len() >= cap {
+            self.stats.tokens_evicted_cap += evict_least_recent(&mut self.clients, cap, |p| p.last);
         }
         let subject_key = e
             .event
@@ -767,6 +789,33 @@ fn make_finding(
     }
 }
 
+/// Evict the least recently seen 1/32 of `cap` entries (at least one), so
+/// the scan is paid once per `cap / 32` insertions, not on each. Returns
+/// how many were evicted.
+fn evict_least_recent<V>(
+    map: &mut FxHashMap<u64, Box<V>>,
+    cap: usize,
+    last: impl Fn(&V) -> EventTime,
+) -> u64 {
+    let n = (cap / 32).max(1).min(map.len());
+    if n == 0 {
+        return 0;
+    }
+    let mut ages: Vec<EventTime> = map.values().map(|v| last(v)).collect();
+    let (_, cut, _) = ages.select_nth_unstable(n - 1);
+    let cut = *cut;
+    let mut left = n;
+    map.retain(|_, v| {
+        if left > 0 && last(v) <= cut {
+            left -= 1;
+            false
+        } else {
+            true
+        }
+    });
+    (n - left) as u64
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests {
@@ -863,6 +912,24 @@ mod tests {
             cred.iter().all(|f| !f.kind.token_scoped()),
             "an OAuth app's credential used by two people is not a replay: {cred:?}"
         );
+    }
+
+    #[test]
+    fn tracked_tokens_stay_within_the_cap_least_recent_first() {
+        let mut cfg = Config::default();
+        cfg.engine.max_tracked_tokens = 64;
+        let mut e = Engine::new(&cfg);
+        let mut out = Vec::new();
+        let t0 = 1_767_600_000_000;
+        for i in 0..1000 {
+            e.push(ev(&format!("forged-{i}"), t0 + i * 10), &mut out);
+        }
+        e.flush(&mut out);
+        assert!(e.tracked_tokens() <= 64, "{}", e.tracked_tokens());
+        assert!(e.evicted_at_cap() >= 1000 - 64);
+        let newest = stable_hash(b"forged-999");
+        assert!(e.tokens.contains_key(&newest), "the most recent stays");
+        assert!(!e.tokens.contains_key(&stable_hash(b"forged-0")));
     }
 
     #[test]
