@@ -81,3 +81,63 @@ fn recall_and_false_positives_on_a_labeled_dataset() {
         report.render()
     );
 }
+
+/// The generated tokens carry `client_id` and `azp` together (as RFC 9068
+/// tokens of OIDC clients do): every finding names the token's jti and its
+/// subject, never a keyed-hash fallback.
+#[test]
+fn tokens_with_client_id_and_azp_are_reported_by_jti_and_subject() {
+    let sc = Scenario {
+        seed: 7,
+        users: 300,
+        hours: 3,
+        services: 2,
+        formats: vec!["envoy".into(), "nginx".into()],
+        attacks: FindingKind::ALL.iter().map(|k| (*k, 2)).collect(),
+        ..Scenario::default()
+    };
+    let ds = synth::generate(&sc, "azp", b"azp-key").expect("dataset");
+    let cfg = Config::default();
+    let mut p = Pipeline::new(
+        &cfg,
+        DecodeSettings::new(&cfg, b"azp-key").unwrap(),
+        Arc::new(world::enricher(&cfg)),
+    );
+    let sources = ds
+        .files
+        .iter()
+        .map(|(f, d)| LineSource::from_bytes(f, d.clone()))
+        .collect();
+    let mut found = Vec::new();
+    let opts = ReplayOptions {
+        format: "auto".into(),
+        ..Default::default()
+    };
+    p.run(sources, &opts, &mut |f| found.push(f.clone()))
+        .unwrap();
+    let attacked: std::collections::BTreeMap<&str, &Option<String>> = ds
+        .labels
+        .attacks
+        .iter()
+        .map(|l| (l.token_id.as_str(), &l.subject))
+        .collect();
+    assert!(!found.is_empty());
+    for f in &found {
+        assert!(
+            !f.token_id.as_str().starts_with("h:"),
+            "identity lost: {}",
+            f.token_id
+        );
+    }
+    let mut on_attacks = 0;
+    for f in &found {
+        if let Some(subject) = attacked.get(f.token_id.as_str()) {
+            on_attacks += 1;
+            assert_eq!(f.subject.as_deref(), subject.as_deref(), "{}", f.token_id);
+        }
+    }
+    assert!(
+        on_attacks >= 10,
+        "findings on the attacked jtis: {on_attacks}"
+    );
+}

@@ -748,6 +748,10 @@ fn jwt(t: &Token) -> String {
     });
     if let Some(s) = &t.subject {
         claims["sub"] = json!(s);
+        // RFC 9068 tokens issued to an OIDC client carry `azp` as well
+        // (Keycloak, Auth0 and others add it): both must be read.
+        claims["azp"] = json!(t.client_id);
+        claims["aud"] = json!(["https://api.example.com", "account"]);
     }
     let payload = e.encode(claims.to_string());
     format!("Bearer {header}.{payload}.c2lnbmF0dXJl")
