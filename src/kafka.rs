@@ -1292,6 +1292,7 @@ impl Service<'_> {
                             }
                             if ev.rejected {
                                 crate::telemetry::rejected(1);
+                                self.health.live.add_rejected(1);
                             }
                             let mut en = self.enricher.enrich(ev);
                             en.source_offset = off;

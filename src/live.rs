@@ -19,6 +19,7 @@ pub struct Hub {
     tx: broadcast::Sender<Arc<str>>,
     events: AtomicU64,
     findings: AtomicU64,
+    rejected: AtomicU64,
     lag: Mutex<HashMap<(String, i32), i64>>,
 }
 
@@ -37,6 +38,7 @@ impl Default for Hub {
             tx: broadcast::channel(CAPACITY).0,
             events: AtomicU64::new(0),
             findings: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             lag: Mutex::new(HashMap::new()),
         }
     }
@@ -94,6 +96,15 @@ impl Hub {
 
     pub fn add_events(&self, n: u64) {
         self.events.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Requests whose credential the gateway rejected (not learnt from).
+    pub fn add_rejected(&self, n: u64) {
+        self.rejected.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     pub fn add_findings(&self, n: u64) {

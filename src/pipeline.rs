@@ -376,6 +376,9 @@ impl Pipeline {
         summary.suppressed_cooldown = self.engine.stats.suppressed_cooldown;
         summary.suppressed_allowlist = self.engine.stats.suppressed_allowlist;
         summary.rejected = self.engine.stats.rejected;
+        if let Some(h) = &self.live {
+            h.live.add_rejected(summary.rejected);
+        }
         summary.tokens_evicted_cap = self.engine.stats.tokens_evicted_cap;
         crate::telemetry::tokens_evicted_cap(summary.tokens_evicted_cap);
         crate::telemetry::rejected(summary.rejected);

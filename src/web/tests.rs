@@ -18,6 +18,7 @@ use crate::store::StoredFinding;
 struct App {
     router: Router,
     _dir: tempfile::TempDir,
+    health: Arc<Health>,
 }
 
 fn finding(n: usize, kind: FindingKind) -> Finding {
@@ -114,10 +115,12 @@ fn app(n: usize) -> App {
     })
     .collect();
     let auth = Auth::new(&cfg.dashboard, &users, false).unwrap();
-    let st = WebState::new(Arc::new(cfg), auth, Arc::new(Health::default()), None, None);
+    let health = Arc::new(Health::default());
+    let st = WebState::new(Arc::new(cfg), auth, health.clone(), None, None);
     App {
         router: router(st.expect("web state")),
         _dir: dir,
+        health,
     }
 }
 
@@ -502,6 +505,17 @@ async fn roles_decide_who_may_act() {
         body.contains("user:rui") && body.contains("user:key:bot") && body.contains("user:ada"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn the_overview_counts_rejected_requests() {
+    let app = app(1);
+    app.health.live.add_rejected(4_242);
+    let (session, _) = login(&app, "ana").await;
+    let (s, _, page) = send(&app, get_session("/", &session)).await;
+    assert_eq!(s, StatusCode::OK);
+    let at = page.find("Rejected requests").expect("the card");
+    assert!(page[at..].contains("4242"), "{page}");
 }
 
 #[tokio::test]
