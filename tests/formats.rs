@@ -289,3 +289,82 @@ fn custom_format_with_pointers_fallbacks_and_transforms() {
     assert_eq!(e.status, 404);
     assert_eq!(e.route.as_ref(), "/v1/items/{id}");
 }
+
+/// Upstream-shaped records (tests/data/upstream, copied from
+/// ../shared/samples/upstream with its PROVENANCE.md).
+fn decode_upstream(format: &str, file: &str, cfg: &Config) -> Vec<Result<AccessEvent, Drop>> {
+    let s = settings(cfg);
+    let mut d = s.decoder(format).expect("known format");
+    let text =
+        std::fs::read_to_string(format!("tests/data/upstream/{file}")).expect("sample exists");
+    let mut out = Vec::new();
+    for line in text.lines() {
+        d.decode(line.as_bytes(), &mut out);
+    }
+    out
+}
+
+#[test]
+fn kong_jwt_plugin_credentials_are_shared_identities_unless_declared_per_token() {
+    // Kong's jwt plugin sets authenticated_entity to the consumer's
+    // jwt_secret (oauth2: the client app): one id for many tokens.
+    use tokenwatch::event::IdentityKind;
+    let v = decode_upstream(
+        "kong",
+        "kong/assembled-jwt-plugin-batch.jsonl",
+        &Config::default(),
+    );
+    assert!(!v.is_empty());
+    for r in &v {
+        let e = r.as_ref().expect("decoded");
+        assert!(e.token.as_str().starts_with("c:"), "{}", e.token);
+        assert_eq!(e.identity, IdentityKind::Credential);
+        assert!(!e.rejected);
+    }
+    let mut cfg = Config::default();
+    cfg.input.credential_kind = config::CredentialKind::PerToken;
+    let v = decode_upstream("kong", "kong/assembled-jwt-plugin-batch.jsonl", &cfg);
+    assert!(
+        v.iter()
+            .all(|r| r.as_ref().unwrap().identity == IdentityKind::Token)
+    );
+}
+
+#[test]
+fn tyk_keyless_zero_key_is_no_identity() {
+    let v = decode_upstream("tyk", "tyk/assembled-kafka-pump.jsonl", &Config::default());
+    let text =
+        std::fs::read_to_string("tests/data/upstream/tyk/assembled-kafka-pump.jsonl").unwrap();
+    for (line, r) in text.lines().zip(&v) {
+        if line.contains(r#""api_key":"00000000""#) {
+            let d = r
+                .as_ref()
+                .expect_err("keyless traffic is not one giant token");
+            assert_eq!(d.reason, DropReason::NoToken);
+        }
+    }
+    assert!(v.iter().any(|r| r.is_err()));
+}
+
+#[test]
+fn a_request_the_gateway_rejected_is_marked_rejected() {
+    let s = settings(&Config::default());
+    let mut d = s.decoder("envoy").unwrap();
+    let mut out = Vec::new();
+    let rec = |status: u16, flags: &str| {
+        format!(
+            r#"{{"start_time":"2026-01-01T00:00:01.000Z","method":"GET","path":"/v1/r","response_code":{status},"response_flags":"{flags}","bytes_sent":10,"downstream_remote_address":"198.51.100.23:1","authorization":"Bearer opaque-1"}}"#
+        )
+    };
+    for (status, flags) in [
+        (200, "-"),
+        (401, "-"),
+        (407, "-"),
+        (403, "UAEX"),
+        (403, "-"),
+    ] {
+        d.decode(rec(status, flags).as_bytes(), &mut out);
+    }
+    let rejected: Vec<bool> = out.iter().map(|r| r.as_ref().unwrap().rejected).collect();
+    assert_eq!(rejected, [false, true, true, true, false]);
+}
