@@ -380,7 +380,8 @@ impl Default for InputConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityConfig {
     /// The JWKS: `file:/path/jwks.json` (relative to the config file) or an
-    /// `https://` URL (fetched at start, refreshed every `refresh_secs`).
+    /// `https://` URL (fetched at start, refreshed every `refresh_secs`;
+    /// plain `http://` only to 127.0.0.1, for tests).
     pub jwks: Option<String>,
     /// Signature algorithms accepted (`none` never is; HMAC ones only if
     /// listed here and the JWKS carries the secret).

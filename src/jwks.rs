@@ -127,6 +127,39 @@ mod tests {
         );
     }
 
+    /// A JWKS served over HTTP on 127.0.0.1 (as an IdP's jwks_uri would be).
+    #[test]
+    fn keys_load_from_a_url() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/jwks",
+                    axum::routing::get(|| async { include_str!("../tests/data/jwks/jwks.json") }),
+                );
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                axum::serve(l, app).await.unwrap();
+            });
+        });
+        let addr = rx.recv().unwrap();
+        let cfg = IdentityConfig {
+            jwks: Some(format!("http://{addr}/jwks")),
+            ..IdentityConfig::default()
+        };
+        let v = load(&cfg, Path::new(".")).unwrap().unwrap();
+        assert_eq!(v.key_count(), 1);
+        let cfg = IdentityConfig {
+            jwks: Some(format!("http://{addr}/missing")),
+            ..IdentityConfig::default()
+        };
+        assert!(load(&cfg, Path::new(".")).unwrap_err().contains("HTTP 404"));
+    }
+
     #[test]
     fn bad_sources_say_what_to_configure() {
         let e = source("ftp://x", Path::new(".")).unwrap_err();
