@@ -344,6 +344,11 @@ struct ParsedToken {
 struct TokenCache {
     sip_key: [u8; 16],
     map: FxHashMap<u128, Arc<ParsedToken>>,
+    /// Which raw token (cache key) a jti belongs to: the first seen. A
+    /// second, different token naming the same jti is a forgery of one of
+    /// them, so it is known by its keyed hash instead: one id never stands
+    /// for two raw tokens (custody, state and revocation stay each its own).
+    jti_owner: FxHashMap<u128, u128>,
     routes: FxHashMap<Box<str>, Arc<str>>,
 }
 
@@ -354,6 +359,7 @@ impl TokenCache {
         TokenCache {
             sip_key,
             map: FxHashMap::default(),
+            jti_owner: FxHashMap::default(),
             routes: FxHashMap::default(),
         }
     }
@@ -393,7 +399,19 @@ impl TokenCache {
                 return p.clone();
             }
         }
-        let claims = token::jwt_claims(token);
+        let mut claims = token::jwt_claims(token);
+        if let Some(c) = claims.as_mut()
+            && let Some(j) = &c.jti
+        {
+            let mut h = siphasher::sip128::SipHasher13::new_with_key(&self.sip_key);
+            h.write(b"jti\0");
+            h.write(j.as_bytes());
+            let jk = siphasher::sip128::Hasher128::finish128(&h).as_u128();
+            let owner = *self.jti_owner.entry(jk).or_insert(key);
+            if owner != key {
+                c.jti = None;
+            }
+        }
         let verdict = match (verifier, &claims) {
             (Some(v), Some(_)) => Some(v.verify(token)),
             _ => None,
@@ -429,6 +447,7 @@ impl TokenCache {
         });
         if self.map.len() >= TOKEN_CACHE_ENTRIES {
             self.map.clear();
+            self.jti_owner.clear();
         }
         self.map.insert(key, parsed.clone());
         parsed
