@@ -114,17 +114,17 @@ impl Summary {
             "rejected       {:>12} (credential refused by the gateway: not learnt from)\n",
             self.rejected
         ));
-        s.push_str(&format!(
-            "tokens tracked {:>12}\nfindings       {:>12}\n",
-            self.tokens_tracked,
-            self.findings.values().sum::<u64>()
-        ));
         if self.tokens_evicted_cap > 0 {
             s.push_str(&format!(
                 "evicted at cap {:>12} (engine.max_tracked_tokens reached: least recently seen first)\n",
                 self.tokens_evicted_cap
             ));
         }
+        s.push_str(&format!(
+            "tokens tracked {:>12}\nfindings       {:>12}\n",
+            self.tokens_tracked,
+            self.findings.values().sum::<u64>()
+        ));
         for (k, v) in &self.findings {
             s.push_str(&format!("  {k:<20}{v:>9}\n"));
         }
