@@ -80,7 +80,7 @@ fn main() {
                 object: Some(i as u64),
                 page: Some(1),
                 status: 200,
-                bytes_sent: 20_000,
+                bytes_sent: Some(20_000),
                 user_agent: None,
                 accept_language: None,
                 ja3: None,

@@ -321,8 +321,10 @@ pub struct InputConfig {
     /// Records longer than this are dropped as `too_large`.
     pub max_record_bytes: usize,
     /// Order in which token identities are tried: `jwt` (the `jti` of a JWT
-    /// bearer token), `jti_field`, `credential` (a consumer or credential id
-    /// field), `opaque_hash` (keyed hash of an opaque token).
+    /// bearer token), `jti_field`, `credential` (a credential id field, or
+    /// the keyed hash of a Basic or API-key credential), `opaque_hash`
+    /// (keyed hash of an opaque token), `consumer` (the gateway's consumer
+    /// name: every credential of a user or app; last resort).
     pub token_identity: Vec<TokenIdentity>,
     /// Response statuses that mean the gateway rejected the credential
     /// (default 401 and 407; Envoy's `UAEX` ext_authz flag always counts).
@@ -363,6 +365,7 @@ impl Default for InputConfig {
                 TokenIdentity::JtiField,
                 TokenIdentity::Credential,
                 TokenIdentity::OpaqueHash,
+                TokenIdentity::Consumer,
             ],
             rejected_statuses: vec![401, 407],
             credential_kind: CredentialKind::Shared,
@@ -429,6 +432,7 @@ pub enum TokenIdentity {
     JtiField,
     Credential,
     OpaqueHash,
+    Consumer,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -40,13 +40,18 @@ impl fmt::Display for TokenId {
 /// travel, network) run on tokens only. A `Credential` (an API key, a
 /// consumer's JWT secret, an OAuth app: Kong's `authenticated_entity`,
 /// AWS's `apiKeyId`) may be shared by many tokens and people, so it gets
-/// baselines, siphoning and enumeration, never "replayed token".
+/// baselines, siphoning and enumeration, never "replayed token". A
+/// `Consumer` is the gateway's name for the user or app behind every one
+/// of its credentials (APISIX `consumer.username`, Tyk `alias`): the
+/// identity of last resort, shared like a credential and never revoked
+/// automatically.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentityKind {
     #[default]
     Token,
     Credential,
+    Consumer,
 }
 
 impl IdentityKind {
@@ -54,6 +59,7 @@ impl IdentityKind {
         match self {
             IdentityKind::Token => "token",
             IdentityKind::Credential => "credential",
+            IdentityKind::Consumer => "consumer",
         }
     }
 }
@@ -86,7 +92,9 @@ pub struct AccessEvent {
     /// Pagination depth: `page=N`, or `offset / limit` (+1).
     pub page: Option<u32>,
     pub status: u16,
-    pub bytes_sent: u64,
+    /// Response bytes; `None` when the gateway did not say (AWS's `-`, Tyk,
+    /// a recipe without the field): unknown, not zero.
+    pub bytes_sent: Option<u64>,
     pub user_agent: Option<Box<str>>,
     /// Hash of the primary accept-language tag (`fr-fr` of `fr-FR,fr;q=0.9`).
     pub accept_language: Option<u16>,
@@ -303,6 +311,9 @@ impl DropReason {
 pub struct Drop {
     pub reason: DropReason,
     pub detail: String,
+    /// What to configure so records like this one are read (for
+    /// `no_token`: how to make this gateway log a token or credential).
+    pub hint: Option<&'static str>,
 }
 
 impl Drop {
@@ -310,7 +321,13 @@ impl Drop {
         Drop {
             reason,
             detail: detail.into(),
+            hint: None,
         }
+    }
+
+    pub fn with_hint(mut self, hint: Option<&'static str>) -> Self {
+        self.hint = hint;
+        self
     }
 }
 

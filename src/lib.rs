@@ -7,6 +7,7 @@
 //! - [`enrich`]: geo, ASN, network class, client fingerprint.
 //! - [`detect`]: the event-time engine, per-token state and the detectors.
 //! - [`pipeline`]: wiring for replays (merging inputs by event time).
+//! - [`explain`]: `tokenwatch explain`, what the decoder read from each record.
 //! - [`kafka`]: the streaming service (`tokenwatch run`) and `replay --to-kafka`.
 //! - [`decide`]: findings → incidents → action requests (pure).
 //! - [`act`]: the dispatcher: revocations and alerts from the outbox.
@@ -30,6 +31,7 @@ pub mod detect;
 pub mod enrich;
 pub mod eval;
 pub mod event;
+pub mod explain;
 pub mod jwks;
 pub mod kafka;
 pub mod live;

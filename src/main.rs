@@ -170,6 +170,36 @@ enum Command {
     },
     /// Validate a configuration file and explain every error with key and line.
     CheckConfig { file: PathBuf },
+    /// Show what tokenwatch reads from a log source, record by record,
+    /// before you trust it with that source: one JSON line per record with
+    /// the event it became (time, client IP, identity, route, object,
+    /// status, bytes, user agent, TLS fingerprints) or why it was dropped
+    /// and what to configure at the gateway, then a summary of the fields
+    /// the source never fills (on stderr; `--summary-json` for a file).
+    /// Raw tokens are never printed: identities appear as tokenwatch keys
+    /// them (jti, keyed hash `h:…`, credential `c:…`, consumer `u:…`).
+    ///
+    /// Example: `tokenwatch explain --format envoy access.log | head`
+    Explain {
+        /// Input files (plain or .gz); `-` reads stdin.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+        /// Configuration file (rules.toml): identity order, trusted
+        /// proxies, custom formats; without it, built-in defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Gateway format: auto (default: input.format), a preset or a
+        /// [formats.NAME] from the config.
+        #[arg(long, short)]
+        format: Option<String>,
+        /// Print at most this many records per input (the summary still
+        /// covers every record).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Also write the summary as JSON here.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
+    },
     /// Hash a dashboard password (Argon2id) for `[[dashboard.users]]`. Reads
     /// the password from stdin (one line), prints the hash.
     HashPassword,
@@ -382,6 +412,46 @@ fn hash_key(cfg: &Config) -> Vec<u8> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Explain {
+            inputs,
+            config,
+            format,
+            limit,
+            summary_json,
+        } => {
+            let (cfg, base) = load_config(config.as_deref())?;
+            let settings = decode_settings(&cfg, &base)?;
+            let format = format.unwrap_or_else(|| cfg.input.format.clone());
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut summaries = Vec::new();
+            for input in &inputs {
+                let mut ex = tokenwatch::explain::Explainer::new(&settings, &format)
+                    .map_err(anyhow::Error::msg)?;
+                let mut src = LineSource::open(input).with_context(|| format!("opening {input}"))?;
+                let mut line = Vec::new();
+                let mut printed = 0u64;
+                while let Some(coord) = src
+                    .next_line(&mut line)
+                    .with_context(|| format!("reading {input}"))?
+                {
+                    for v in ex.record(&coord.to_string(), &line) {
+                        if limit.is_none_or(|l| printed < l) {
+                            writeln!(out, "{v}")?;
+                            printed += 1;
+                        }
+                    }
+                }
+                out.flush()?;
+                eprintln!("{input}: {}", ex.summary_text());
+                summaries.push(ex.summary());
+            }
+            if let Some(p) = summary_json {
+                std::fs::write(&p, serde_json::to_string_pretty(&summaries)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            Ok(())
+        }
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(cfg) => {
                 let base = file.parent().unwrap_or(Path::new("."));

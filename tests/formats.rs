@@ -49,7 +49,7 @@ fn envoy_sample() {
     assert_eq!(e.token_exp, Some(1_767_228_600_000));
     assert_eq!(e.client_ip, ip("198.51.100.23"));
     assert_eq!(e.status, 200);
-    assert_eq!(e.bytes_sent, 184_233);
+    assert_eq!(e.bytes_sent, Some(184_233));
     assert_eq!(e.route.as_ref(), "records");
     assert_eq!(e.page, Some(9));
     assert_eq!(
@@ -72,7 +72,7 @@ fn kong_sample_with_redacted_header_and_batch() {
     assert_eq!(e.subject.as_deref(), Some("u-10442"));
     assert_eq!(e.client_ip, ip("198.51.100.23"));
     assert_eq!(e.route.as_ref(), "records");
-    assert_eq!(e.bytes_sent, 18_233);
+    assert_eq!(e.bytes_sent, Some(18_233));
     assert_eq!(e.accept_language, tokenwatch::event::lang_tag("en-gb"));
     let b = ok(&v, 2);
     assert_eq!(b.ts, 1_767_225_601_650);
@@ -112,7 +112,7 @@ fn traefik_sample() {
     assert_eq!(e.client_ip, ip("198.51.100.23"));
     assert_eq!(e.token.as_str(), JTI);
     assert_eq!(e.route.as_ref(), "records@file");
-    assert_eq!(e.bytes_sent, 184_233);
+    assert_eq!(e.bytes_sent, Some(184_233));
 }
 
 #[test]
@@ -124,7 +124,7 @@ fn aws_sample_all_strings_and_dashes() {
     assert_eq!(e.subject.as_deref(), Some("u-10442"));
     assert_eq!(e.client_id.as_deref(), Some("android-app"));
     assert_eq!(e.status, 200);
-    assert_eq!(e.bytes_sent, 184_233);
+    assert_eq!(e.bytes_sent, Some(184_233));
 }
 
 #[test]

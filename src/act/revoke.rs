@@ -401,7 +401,7 @@ async fn templated(
     put("sub", t.subject);
     put("client_id", t.client_id);
     put("reason", Some(t.summary));
-    if !t.token_id.starts_with("h:") && !t.token_id.starts_with("c:") {
+    if !["h:", "c:", "u:"].iter().any(|p| t.token_id.starts_with(p)) {
         put("jti", Some(t.token_id));
     }
     put(

@@ -499,6 +499,17 @@ impl Decider {
         if let Some(why) = never {
             return (target, ActionState::Skipped(why));
         }
+        if f.token_id.as_str().starts_with("u:") {
+            // A consumer is every credential of a user or app at once.
+            return (
+                target,
+                ActionState::Skipped(format!(
+                    "{} is a gateway consumer (all of its credentials), not one token: \
+                     revoke one of its tokens by hand",
+                    f.token_id
+                )),
+            );
+        }
         if let Some(why) = self.protected(f) {
             return (target, ActionState::AwaitingApproval(why));
         }

@@ -11,6 +11,7 @@
 // The pure core is total: no indexing or string slicing that can panic.
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
+pub mod envelope;
 pub mod json;
 pub mod presets;
 pub mod token;
@@ -51,6 +52,7 @@ pub const CANONICAL_FIELDS: &[&str] = &[
     "ja3",
     "ja4",
     "response_flags",
+    "consumer",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,8 +77,9 @@ enum F {
     Ja3,
     Ja4,
     ResponseFlags,
+    Consumer,
 }
-const NFIELDS: usize = 19;
+const NFIELDS: usize = 20;
 
 impl F {
     /// The canonical name of the field (for messages).
@@ -107,6 +110,15 @@ pub enum Transform {
     HostPort,
     /// An X-Forwarded-For list → its right-most address not in the trusted proxies.
     XffRightmostUntrusted,
+    /// A secret (an API key header) → its keyed hash, `h:<16 hex>`: the
+    /// value itself is never kept.
+    Hash,
+    /// An NGINX request line (`GET /path?q HTTP/1.1`) → its method; any
+    /// other value is kept as it is.
+    RequestLineMethod,
+    /// An NGINX request line → its target (`/path?q`); any other value is
+    /// kept as it is.
+    RequestLinePath,
 }
 
 impl Transform {
@@ -120,12 +132,16 @@ impl Transform {
             "dash_null" => Transform::DashNull,
             "host_port" => Transform::HostPort,
             "xff" | "xff_rightmost_untrusted" => Transform::XffRightmostUntrusted,
+            "hash" => Transform::Hash,
+            "request_line_method" => Transform::RequestLineMethod,
+            "request_line_path" => Transform::RequestLinePath,
             _ => match s.strip_prefix("jwt_claim:") {
                 Some(c) if !c.is_empty() => Transform::JwtClaim(c.to_string()),
                 _ => {
                     return Err(format!(
                         "unknown transform `{s}`; known: epoch_ms, epoch_s, epoch_ns, rfc3339, \
-                         strip_bearer, jwt_claim:<claim>, dash_null, host_port, xff"
+                         strip_bearer, jwt_claim:<claim>, dash_null, host_port, xff, hash, \
+                         request_line_method, request_line_path"
                     ));
                 }
             },
@@ -148,6 +164,10 @@ pub struct FieldMap {
     /// Top-level keys any pointer starts with → slot; a record is parsed
     /// once into these slots and everything else is skipped.
     index: FxHashMap<Box<str>, u16>,
+    /// Slots of the keys that mark an envelope ([`envelope::KEYS`]).
+    envelope: [u16; 3],
+    /// The preset this map is (or is based on), for hints.
+    pub base: Option<String>,
 }
 
 impl FieldMap {
@@ -182,15 +202,26 @@ impl FieldMap {
                 });
             }
         }
+        let envelope = envelope::KEYS.map(|k| {
+            let n = index.len() as u16;
+            *index.entry(k.into()).or_insert(n)
+        });
         Ok(FieldMap {
             name: name.into(),
             fields,
             index,
+            envelope,
+            base: presets::no_token_hint(name).map(|_| name.to_string()),
         })
     }
 
     pub fn preset(name: &str) -> Option<FieldMap> {
         presets::preset(name).and_then(|m| FieldMap::compile(name, &m).ok())
+    }
+
+    /// What to configure at the gateway when a record has no identity.
+    fn no_token_hint(&self) -> Option<&'static str> {
+        self.base.as_deref().and_then(presets::no_token_hint)
     }
 }
 
@@ -236,12 +267,10 @@ impl DecodeSettings {
                 None => BTreeMap::new(),
             };
             fields.extend(f.fields.clone());
-            custom.insert(
-                name.clone(),
-                Arc::new(
-                    FieldMap::compile(name, &fields).map_err(|e| format!("formats.{name}: {e}"))?,
-                ),
-            );
+            let mut map =
+                FieldMap::compile(name, &fields).map_err(|e| format!("formats.{name}: {e}"))?;
+            map.base = f.base.clone();
+            custom.insert(name.clone(), Arc::new(map));
         }
         let hasher = TokenHasher::new(hash_key);
         Ok(DecodeSettings {
@@ -306,6 +335,7 @@ impl DecodeSettings {
             settings: self.clone(),
             format,
             tokens: TokenCache::new(self.sip_key),
+            seen: None,
         })
     }
 
@@ -468,7 +498,28 @@ pub struct Decoder {
     settings: DecodeSettings,
     format: Format,
     tokens: TokenCache,
+    /// `tokenwatch explain`: what each decoded object's hashed fields said,
+    /// one entry per result pushed (`None` for a drop).
+    seen: Option<Vec<Option<Seen>>>,
 }
+
+/// The values behind an event's hashed fields, kept only when explaining
+/// (see [`Decoder::explain`]): the hot path keeps hashes only.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Seen {
+    pub ja3: Option<String>,
+    pub ja4: Option<String>,
+    pub accept_language: Option<String>,
+    /// The id-like path segment the event's `object` hashes.
+    pub object: Option<String>,
+    /// Canonical fields the record did not fill (a default or nothing was
+    /// used instead).
+    pub unfilled: Vec<&'static str>,
+}
+
+/// Envelopes inside envelopes are not opened: a record is at most one
+/// envelope deep.
+const MAX_ENVELOPE_DEPTH: u8 = 1;
 
 impl Decoder {
     /// The format in use (`None` while `auto` has not seen a record yet).
@@ -479,26 +530,68 @@ impl Decoder {
         }
     }
 
+    /// The preset the format in use is (or is based on).
+    pub fn format_base(&self) -> Option<&str> {
+        match &self.format {
+            Format::Fixed(m) | Format::Auto(Some(m)) => m.base.as_deref(),
+            Format::Auto(None) => None,
+        }
+    }
+
+    /// Keep, for every result [`Decoder::decode`] pushes, the values behind
+    /// its hashed fields; take them with [`Decoder::take_seen`].
+    pub fn explain(mut self) -> Decoder {
+        self.seen = Some(Vec::new());
+        self
+    }
+
+    /// What the results pushed since the last call read (explain mode),
+    /// one entry per result, in order.
+    pub fn take_seen(&mut self) -> Vec<Option<Seen>> {
+        self.seen.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     /// Decode one record (one line): pushes one result per JSON object.
     pub fn decode(&mut self, record: &[u8], out: &mut Vec<Result<AccessEvent, Drop>>) {
+        self.decode_at(record, 0, out);
+    }
+
+    fn push(&mut self, r: Result<(AccessEvent, Option<Seen>), Drop>, out: &mut Vec<Result<AccessEvent, Drop>>) {
+        match r {
+            Ok((e, seen)) => {
+                if let Some(v) = &mut self.seen {
+                    v.push(seen);
+                }
+                out.push(Ok(e));
+            }
+            Err(d) => self.drop(d, out),
+        }
+    }
+
+    fn drop(&mut self, d: Drop, out: &mut Vec<Result<AccessEvent, Drop>>) {
+        if let Some(v) = &mut self.seen {
+            v.push(None);
+        }
+        out.push(Err(d));
+    }
+
+    fn decode_at(&mut self, record: &[u8], depth: u8, out: &mut Vec<Result<AccessEvent, Drop>>) {
         if record.len() > self.settings.max_record_bytes {
-            out.push(Err(Drop::new(
+            let d = Drop::new(
                 DropReason::TooLarge,
                 format!(
                     "record is {} bytes, over input.max_record_bytes = {}",
                     record.len(),
                     self.settings.max_record_bytes
                 ),
-            )));
+            );
+            self.drop(d, out);
             return;
         }
         let text = match std::str::from_utf8(record) {
             Ok(t) => t.trim(),
             Err(e) => {
-                out.push(Err(Drop::new(
-                    DropReason::NotJson,
-                    format!("not UTF-8: {e}"),
-                )));
+                self.drop(Drop::new(DropReason::NotJson, format!("not UTF-8: {e}")), out);
                 return;
             }
         };
@@ -506,31 +599,43 @@ impl Decoder {
             Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
                 Ok(items) => {
                     for item in items {
-                        out.push(self.decode_object(item.get()));
+                        self.decode_object(item.get(), depth, out);
                     }
                 }
-                Err(e) => out.push(Err(Drop::new(
-                    DropReason::NotJson,
-                    format!("invalid JSON array: {e}"),
-                ))),
+                Err(e) => self.drop(
+                    Drop::new(DropReason::NotJson, format!("invalid JSON array: {e}")),
+                    out,
+                ),
             },
-            Some(b'{') => out.push(self.decode_object(text)),
+            Some(b'{') => self.decode_object(text, depth, out),
             Some(_) => {
                 let reason = if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
                     DropReason::NotObject
                 } else {
                     DropReason::NotJson
                 };
-                out.push(Err(Drop::new(
-                    reason,
-                    "a record must be a JSON object or an array of objects",
-                )));
+                self.drop(
+                    Drop::new(reason, "a record must be a JSON object or an array of objects"),
+                    out,
+                );
             }
             None => {}
         }
     }
 
-    fn decode_object(&mut self, text: &str) -> Result<AccessEvent, Drop> {
+    /// An envelope's contents, decoded as records of their own.
+    fn open_envelope(&mut self, inner: envelope::Inner<'_>, depth: u8, out: &mut Vec<Result<AccessEvent, Drop>>) {
+        match inner {
+            envelope::Inner::Lines(lines) => {
+                for l in lines {
+                    self.decode_at(l.as_bytes(), depth + 1, out);
+                }
+            }
+            envelope::Inner::Object(o) => self.decode_object(o, depth + 1, out),
+        }
+    }
+
+    fn decode_object(&mut self, text: &str, depth: u8, out: &mut Vec<Result<AccessEvent, Drop>>) {
         let bad_json = |e: serde_json::Error| {
             let reason = if text.starts_with('{') {
                 DropReason::NotJson
@@ -542,29 +647,59 @@ impl Decoder {
         let map = match &mut self.format {
             Format::Fixed(m) => m.clone(),
             Format::Auto(Some(m)) => m.clone(),
-            Format::Auto(slot @ None) => {
-                let obj = LazyObject::parse(text).map_err(bad_json)?;
+            Format::Auto(None) => {
+                let obj = match LazyObject::parse(text) {
+                    Ok(o) => o,
+                    Err(e) => return self.drop(bad_json(e), out),
+                };
+                if depth < MAX_ENVELOPE_DEPTH
+                    && let Some(inner) = envelope::open(envelope::KEYS.map(|k| obj.get(k)))
+                {
+                    return self.open_envelope(inner, depth, out);
+                }
                 let keys: Vec<&str> = obj.keys().collect();
-                let name = presets::detect(&keys).ok_or_else(|| {
-                    Drop::new(
+                let Some(name) = presets::detect(&keys) else {
+                    let d = Drop::new(
                         DropReason::UnknownFormat,
-                        "cannot tell the gateway format from the keys; pass --format",
-                    )
-                })?;
-                let m = Arc::new(FieldMap::preset(name).expect("detect returns known presets"));
-                *slot = Some(m.clone());
+                        "cannot tell the gateway format from the keys; pass --format \
+                         (or input.format) with a preset or a [formats.NAME] block",
+                    );
+                    return self.drop(d, out);
+                };
+                let Some(m) = FieldMap::preset(name) else {
+                    return self.drop(Drop::new(DropReason::UnknownFormat, name), out);
+                };
+                let m = Arc::new(m);
+                self.format = Format::Auto(Some(m.clone()));
                 m
             }
         };
         let mut slots: Vec<Option<&RawValue>> = vec![None; map.index.len()];
-        json::parse_slots(text, &map.index, &mut slots).map_err(bad_json)?;
-        Extract {
+        if let Err(e) = json::parse_slots(text, &map.index, &mut slots) {
+            return self.drop(bad_json(e), out);
+        }
+        if depth < MAX_ENVELOPE_DEPTH
+            && map.envelope.iter().any(|s| slots.get(usize::from(*s)).is_some_and(Option::is_some))
+            && let Some(inner) = envelope::open(
+                map.envelope.map(|s| slots.get(usize::from(s)).copied().flatten()),
+            )
+        {
+            return self.open_envelope(inner, depth, out);
+        }
+        let ext = Extract {
             slots: &slots,
             nested: std::cell::RefCell::new(Vec::new()),
             map: &map,
             settings: &self.settings,
-        }
-        .event(&mut self.tokens)
+        };
+        let r = ext.event(&mut self.tokens).and_then(|e| {
+            let seen = match self.seen {
+                Some(_) => Some(ext.seen(&e)?),
+                None => None,
+            };
+            Ok((e, seen))
+        });
+        self.push(r, out);
     }
 }
 
@@ -608,7 +743,11 @@ impl<'a> Extract<'a, '_> {
             let Some(raw) = self.resolve(*slot, rest) else {
                 continue;
             };
-            let mut v = Scalar::from_raw(raw);
+            let mut v = match Scalar::from_raw(raw) {
+                // A header sent more than once (Kong, APISIX: a JSON array).
+                Scalar::Composite(a) if a.starts_with('[') => repeated(a, f),
+                v => v,
+            };
             for t in &cf.transforms {
                 v = self.apply(t, v, f)?;
             }
@@ -655,6 +794,17 @@ impl<'a> Extract<'a, '_> {
                     None => Scalar::Null,
                 }
             }
+            (Transform::Hash, Scalar::Str(s)) => {
+                Scalar::Str(Cow::Owned(self.settings.hasher.id(s.trim())))
+            }
+            (Transform::RequestLineMethod, Scalar::Str(s)) => match request_line(&s) {
+                Some((m, _)) => Scalar::Str(Cow::Owned(m.to_string())),
+                None => Scalar::Str(s),
+            },
+            (Transform::RequestLinePath, Scalar::Str(s)) => match request_line(&s) {
+                Some((_, t)) => Scalar::Str(Cow::Owned(t.to_string())),
+                None => Scalar::Str(s),
+            },
             (Transform::HostPort, Scalar::Str(s)) => match parse_ip_loose(&s) {
                 Some(ip) => Scalar::Str(Cow::Owned(ip.to_string())),
                 None => Scalar::Str(s),
@@ -827,10 +977,15 @@ impl<'a> Extract<'a, '_> {
         let client_ip = self.client_ip(peer.as_deref(), xff.as_deref())?;
 
         let authorization = self.string(F::Authorization)?;
-        let auth = authorization
-            .as_deref()
-            .map(token::strip_bearer)
-            .filter(|t| !token::is_absent(t));
+        // A Basic credential is a password: known by its keyed hash as a
+        // credential, never parsed as a token or kept in custody.
+        let (auth, basic) = match authorization.as_deref() {
+            Some(a) if is_basic(a) => (None, Some(a.trim())),
+            a => (
+                a.map(token::strip_bearer).filter(|t| !token::is_absent(t)),
+                None,
+            ),
+        };
         let verifier = self.settings.verifier.as_deref();
         let parsed = auth.map(|a| cache.get(a, &self.settings.hasher, verifier));
         let mut token_id: Option<Arc<str>> = None;
@@ -848,9 +1003,16 @@ impl<'a> Extract<'a, '_> {
                     } else {
                         IdentityKind::Credential
                     };
-                    self.string(F::Credential)?
+                    match self.string(F::Credential)?.filter(|s| !token::is_absent(s)) {
+                        Some(s) => Some(Arc::from(format!("c:{s}"))),
+                        None => basic.map(|b| Arc::from(format!("c:{}", self.settings.hasher.id(b)))),
+                    }
+                }
+                TokenIdentity::Consumer => {
+                    identity = IdentityKind::Consumer;
+                    self.string(F::Consumer)?
                         .filter(|s| !token::is_absent(s))
-                        .map(|s| Arc::from(format!("c:{s}")))
+                        .map(|s| Arc::from(format!("u:{s}")))
                 }
                 TokenIdentity::OpaqueHash => {
                     let raw = self.string(F::Token)?;
@@ -870,18 +1032,23 @@ impl<'a> Extract<'a, '_> {
                 }
             };
             if token_id.is_some() {
-                if *ident != TokenIdentity::Credential {
+                if !matches!(ident, TokenIdentity::Credential | TokenIdentity::Consumer) {
                     identity = IdentityKind::Token;
                 }
-                // (a shared credential stays `Credential`)
+                // (a shared credential stays `Credential`, a consumer `Consumer`)
                 break;
             }
         }
         let token_id = token_id.ok_or_else(|| {
             Drop::new(
                 DropReason::NoToken,
-                "no token identity (authorization, jti, credential or token field)",
+                format!(
+                    "no identity in this record (authorization, jti, credential, token or \
+                     consumer field of format `{}`)",
+                    self.map.name
+                ),
             )
+            .with_hint(self.map.no_token_hint())
         })?;
 
         let subject = match parsed.as_ref().and_then(|c| c.sub.clone()) {
@@ -948,7 +1115,7 @@ impl<'a> Extract<'a, '_> {
             Some(r) if !r.is_empty() => r,
             _ => Cow::Owned(template_path(path)),
         };
-        let bytes = self.number(F::BytesSent)?.unwrap_or(0.0).max(0.0);
+        let bytes = self.number(F::BytesSent)?.map(|b| b.max(0.0) as u64);
         let opt = |f: F| -> Result<Option<Box<str>>, Drop> {
             Ok(self.string(f)?.map(|s| Box::from(s.as_ref())))
         };
@@ -971,7 +1138,7 @@ impl<'a> Extract<'a, '_> {
             page: page_of(query),
             path: path.into(),
             status,
-            bytes_sent: bytes as u64,
+            bytes_sent: bytes,
             user_agent: opt(F::UserAgent)?,
             accept_language: self
                 .string(F::AcceptLanguage)?
@@ -980,6 +1147,93 @@ impl<'a> Extract<'a, '_> {
             ja4: hashed(F::Ja4)?,
         })
     }
+}
+
+impl Extract<'_, '_> {
+    /// The values behind `e`'s hashed fields, read by the same getters.
+    fn seen(&self, e: &AccessEvent) -> Result<Seen, Drop> {
+        let s = |f: F| -> Result<Option<String>, Drop> {
+            Ok(self
+                .string(f)?
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty() && v != "-"))
+        };
+        let mut seen = Seen {
+            ja3: s(F::Ja3)?,
+            ja4: s(F::Ja4)?,
+            accept_language: s(F::AcceptLanguage)?,
+            object: object_segment(&e.path).map(str::to_string),
+            unfilled: Vec::new(),
+        };
+        for f in [
+            F::Method,
+            F::Path,
+            F::Route,
+            F::Status,
+            F::BytesSent,
+            F::ForwardedFor,
+        ] {
+            if self.get(f)?.is_none() {
+                seen.unfilled.push(f.name());
+            }
+        }
+        for (name, filled) in [
+            ("user_agent", e.user_agent.is_some()),
+            ("subject", e.subject.is_some()),
+            ("client_id", e.client_id.is_some()),
+            ("accept_language", seen.accept_language.is_some()),
+            ("ja3", seen.ja3.is_some()),
+            ("ja4", seen.ja4.is_some()),
+        ] {
+            if !filled {
+                seen.unfilled.push(name);
+            }
+        }
+        Ok(seen)
+    }
+}
+
+/// A header the client sent more than once, as Kong and APISIX log it (a
+/// JSON array, in the order sent): X-Forwarded-For hops are joined, as a
+/// proxy joins repeated lines; any other field takes the first value, the
+/// one the gateway's own header lookup returns.
+fn repeated(array: &str, f: F) -> Scalar<'_> {
+    let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(array) else {
+        return Scalar::Composite(array);
+    };
+    if f == F::ForwardedFor {
+        let hops: Vec<String> = items
+            .iter()
+            .filter_map(|i| match Scalar::from_raw(i) {
+                Scalar::Str(s) => Some(s.into_owned()),
+                _ => None,
+            })
+            .collect();
+        return Scalar::Str(Cow::Owned(hops.join(", ")));
+    }
+    items.first().map_or(Scalar::Null, |i| Scalar::from_raw(i))
+}
+
+/// `Authorization: Basic …`
+fn is_basic(v: &str) -> bool {
+    v.trim_start()
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case("basic "))
+}
+
+/// `GET /path?q HTTP/1.1` → (`GET`, `/path?q`); `None` for anything that is
+/// not a request line (a bare path or method).
+fn request_line(s: &str) -> Option<(&str, &str)> {
+    let (method, rest) = s.trim().split_once(' ')?;
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let rest = rest.trim();
+    let target = match rest.rsplit_once(' ') {
+        Some((t, proto)) if proto.starts_with("HTTP/") => t.trim_end(),
+        _ => rest,
+    };
+    (!target.is_empty()).then_some((method, target))
 }
 
 fn method_name(m: Option<&str>) -> &'static str {
@@ -1066,11 +1320,14 @@ pub fn template_path(path: &str) -> String {
     out
 }
 
-/// Hash of the last id-like path segment: the object a request addresses.
+/// The last id-like path segment: the object a request addresses.
+fn object_segment(path: &str) -> Option<&str> {
+    path.rsplit('/').find(|s| is_id_segment(s))
+}
+
+/// Hash of [`object_segment`].
 fn object_id(path: &str) -> Option<u64> {
-    path.rsplit('/')
-        .find(|s| is_id_segment(s))
-        .map(|s| stable_hash(s.as_bytes()))
+    object_segment(path).map(|s| stable_hash(s.as_bytes()))
 }
 
 /// Pagination depth from `page=N` or `offset=N&limit=M`.

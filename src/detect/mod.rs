@@ -583,7 +583,7 @@ impl Engine {
                 *slot = state::Bucket::new(minute);
             }
             slot.add(
-                e.event.bytes_sent,
+                e.event.bytes_sent.unwrap_or(0),
                 e.event.status,
                 e.event.object,
                 e.event.page,
@@ -843,7 +843,7 @@ mod tests {
             object: None,
             page: None,
             status: 200,
-            bytes_sent: 10,
+            bytes_sent: Some(10),
             user_agent: None,
             accept_language: None,
             ja3: None,
