@@ -428,7 +428,8 @@ fn run(cli: Cli) -> Result<()> {
             for input in &inputs {
                 let mut ex = tokenwatch::explain::Explainer::new(&settings, &format)
                     .map_err(anyhow::Error::msg)?;
-                let mut src = LineSource::open(input).with_context(|| format!("opening {input}"))?;
+                let mut src =
+                    LineSource::open(input).with_context(|| format!("opening {input}"))?;
                 let mut line = Vec::new();
                 let mut printed = 0u64;
                 while let Some(coord) = src

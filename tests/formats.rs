@@ -14,16 +14,21 @@ fn settings(cfg: &Config) -> DecodeSettings {
     DecodeSettings::new(cfg, b"test-key").expect("valid settings")
 }
 
-fn decode_file(format: &str, file: &str) -> Vec<Result<AccessEvent, Drop>> {
-    let s = settings(&Config::default());
+/// Decode every line of `tests/data/{dir}/{file}` in `format` under `cfg`.
+fn decode_in(dir: &str, format: &str, file: &str, cfg: &Config) -> Vec<Result<AccessEvent, Drop>> {
+    let s = settings(cfg);
     let mut d = s.decoder(format).expect("known format");
-    let text =
-        std::fs::read_to_string(format!("tests/data/samples/{file}")).expect("sample exists");
+    let text = std::fs::read_to_string(format!("tests/data/{dir}/{file}")).expect("sample exists");
     let mut out = Vec::new();
     for line in text.lines() {
         d.decode(line.as_bytes(), &mut out);
     }
     out
+}
+
+/// The project's own samples (tests/data/samples, from ../shared/samples).
+fn decode_file(format: &str, file: &str) -> Vec<Result<AccessEvent, Drop>> {
+    decode_in("samples", format, file, &Config::default())
 }
 
 fn ok(v: &[Result<AccessEvent, Drop>], i: usize) -> &AccessEvent {
@@ -291,17 +296,10 @@ fn custom_format_with_pointers_fallbacks_and_transforms() {
 }
 
 /// Upstream-shaped records (tests/data/upstream, copied from
-/// ../shared/samples/upstream with its PROVENANCE.md).
+/// ../shared/samples/upstream with its PROVENANCE.md; tests/upstream.rs
+/// covers every file).
 fn decode_upstream(format: &str, file: &str, cfg: &Config) -> Vec<Result<AccessEvent, Drop>> {
-    let s = settings(cfg);
-    let mut d = s.decoder(format).expect("known format");
-    let text =
-        std::fs::read_to_string(format!("tests/data/upstream/{file}")).expect("sample exists");
-    let mut out = Vec::new();
-    for line in text.lines() {
-        d.decode(line.as_bytes(), &mut out);
-    }
-    out
+    decode_in("upstream", format, file, cfg)
 }
 
 #[test]

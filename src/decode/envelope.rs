@@ -48,7 +48,9 @@ pub fn open<'a>(values: [Option<&'a RawValue>; 3]) -> Option<Inner<'a>> {
             return Some(Inner::Lines(Vec::new()));
         }
         let events: Vec<LogEvent<'a>> = serde_json::from_str(events.get()).ok()?;
-        return Some(Inner::Lines(events.into_iter().map(|e| e.message).collect()));
+        return Some(Inner::Lines(
+            events.into_iter().map(|e| e.message).collect(),
+        ));
     }
     let tyk = tyk?.get();
     tyk.starts_with('{').then_some(Inner::Object(tyk))

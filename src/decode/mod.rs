@@ -556,7 +556,11 @@ impl Decoder {
         self.decode_at(record, 0, out);
     }
 
-    fn push(&mut self, r: Result<(AccessEvent, Option<Seen>), Drop>, out: &mut Vec<Result<AccessEvent, Drop>>) {
+    fn push(
+        &mut self,
+        r: Result<(AccessEvent, Option<Seen>), Drop>,
+        out: &mut Vec<Result<AccessEvent, Drop>>,
+    ) {
         match r {
             Ok((e, seen)) => {
                 if let Some(v) = &mut self.seen {
@@ -591,7 +595,10 @@ impl Decoder {
         let text = match std::str::from_utf8(record) {
             Ok(t) => t.trim(),
             Err(e) => {
-                self.drop(Drop::new(DropReason::NotJson, format!("not UTF-8: {e}")), out);
+                self.drop(
+                    Drop::new(DropReason::NotJson, format!("not UTF-8: {e}")),
+                    out,
+                );
                 return;
             }
         };
@@ -615,7 +622,10 @@ impl Decoder {
                     DropReason::NotJson
                 };
                 self.drop(
-                    Drop::new(reason, "a record must be a JSON object or an array of objects"),
+                    Drop::new(
+                        reason,
+                        "a record must be a JSON object or an array of objects",
+                    ),
                     out,
                 );
             }
@@ -624,7 +634,12 @@ impl Decoder {
     }
 
     /// An envelope's contents, decoded as records of their own.
-    fn open_envelope(&mut self, inner: envelope::Inner<'_>, depth: u8, out: &mut Vec<Result<AccessEvent, Drop>>) {
+    fn open_envelope(
+        &mut self,
+        inner: envelope::Inner<'_>,
+        depth: u8,
+        out: &mut Vec<Result<AccessEvent, Drop>>,
+    ) {
         match inner {
             envelope::Inner::Lines(lines) => {
                 for l in lines {
@@ -679,9 +694,13 @@ impl Decoder {
             return self.drop(bad_json(e), out);
         }
         if depth < MAX_ENVELOPE_DEPTH
-            && map.envelope.iter().any(|s| slots.get(usize::from(*s)).is_some_and(Option::is_some))
+            && map
+                .envelope
+                .iter()
+                .any(|s| slots.get(usize::from(*s)).is_some_and(Option::is_some))
             && let Some(inner) = envelope::open(
-                map.envelope.map(|s| slots.get(usize::from(s)).copied().flatten()),
+                map.envelope
+                    .map(|s| slots.get(usize::from(s)).copied().flatten()),
             )
         {
             return self.open_envelope(inner, depth, out);
@@ -1005,7 +1024,9 @@ impl<'a> Extract<'a, '_> {
                     };
                     match self.string(F::Credential)?.filter(|s| !token::is_absent(s)) {
                         Some(s) => Some(Arc::from(format!("c:{s}"))),
-                        None => basic.map(|b| Arc::from(format!("c:{}", self.settings.hasher.id(b)))),
+                        None => {
+                            basic.map(|b| Arc::from(format!("c:{}", self.settings.hasher.id(b))))
+                        }
                     }
                 }
                 TokenIdentity::Consumer => {

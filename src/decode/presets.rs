@@ -48,7 +48,11 @@ pub struct Preset {
 }
 
 const ENVOY: Spec = &[
-    ("timestamp", &["/start_time", "/@timestamp", "/timestamp"], &[]),
+    (
+        "timestamp",
+        &["/start_time", "/@timestamp", "/timestamp"],
+        &[],
+    ),
     (
         "peer_ip",
         &[
@@ -71,7 +75,11 @@ const ENVOY: Spec = &[
     ("route", &["/route_name"], &["dash_null"]),
     ("status", &["/response_code", "/status"], &[]),
     ("bytes_sent", &["/bytes_sent"], &["dash_null"]),
-    ("user_agent", &["/user_agent", "/user-agent"], &["dash_null"]),
+    (
+        "user_agent",
+        &["/user_agent", "/user-agent"],
+        &["dash_null"],
+    ),
     (
         "accept_language",
         &["/accept_language", "/accept-language"],
@@ -129,12 +137,7 @@ const APISIX: Spec = &[
     ),
     (
         "method",
-        &[
-            "/request/method",
-            "/request_method",
-            "/method",
-            "/request",
-        ],
+        &["/request/method", "/request_method", "/method", "/request"],
         &["dash_null", "request_line_method"],
     ),
     (
@@ -156,10 +159,7 @@ const APISIX: Spec = &[
     ),
     (
         "accept_language",
-        &[
-            "/request/headers/accept-language",
-            "/http_accept_language",
-        ],
+        &["/request/headers/accept-language", "/http_accept_language"],
         &["dash_null"],
     ),
     (
@@ -383,7 +383,10 @@ const ALL: &[Preset] = &[
                 "path",
                 "with a custom log_format add \"request_uri\": \"$request_uri\"",
             ),
-            ("status", "with a custom log_format add \"status\": \"$status\""),
+            (
+                "status",
+                "with a custom log_format add \"status\": \"$status\"",
+            ),
             (
                 "bytes_sent",
                 "with a custom log_format add \"body_bytes_sent\": \"$body_bytes_sent\"",
@@ -452,12 +455,15 @@ const ALL: &[Preset] = &[
         no_token_hint: "add \"jti\": \"$context.authorizer.claims.jti\" (JWT and Cognito authorizers) or \
              \"apiKeyId\": \"$context.identity.apiKeyId\" (API keys) to the stage's access log format",
         missing: &[
-            ("user_agent", "add \"userAgent\": \"$context.identity.userAgent\""),
-            ("bytes_sent", "add \"responseLength\": \"$context.responseLength\""),
             (
-                "subject",
-                "add \"sub\": \"$context.authorizer.claims.sub\"",
+                "user_agent",
+                "add \"userAgent\": \"$context.identity.userAgent\"",
             ),
+            (
+                "bytes_sent",
+                "add \"responseLength\": \"$context.responseLength\"",
+            ),
+            ("subject", "add \"sub\": \"$context.authorizer.claims.sub\""),
             (
                 "client_id",
                 "add \"client_id\": \"$context.authorizer.claims.client_id\"",
@@ -468,7 +474,10 @@ const ALL: &[Preset] = &[
             ),
             ("ja4", "API Gateway logs no TLS fingerprint"),
             ("ja3", "API Gateway logs no TLS fingerprint"),
-            ("accept_language", "API Gateway has no header variables in access logs"),
+            (
+                "accept_language",
+                "API Gateway has no header variables in access logs",
+            ),
         ],
     },
     Preset {
@@ -484,8 +493,14 @@ const ALL: &[Preset] = &[
             ),
             ("ja4", "Tyk logs no TLS fingerprint"),
             ("ja3", "Tyk logs no TLS fingerprint"),
-            ("accept_language", "Tyk's analytics record has no request headers"),
-            ("forwarded_for", "Tyk logs one address (ip_address): see README (Tyk)"),
+            (
+                "accept_language",
+                "Tyk's analytics record has no request headers",
+            ),
+            (
+                "forwarded_for",
+                "Tyk logs one address (ip_address): see README (Tyk)",
+            ),
         ],
     },
 ];
@@ -551,8 +566,7 @@ pub fn detect(keys: &[&str]) -> Option<&'static str> {
         ])
     {
         Some("envoy")
-    } else if has("route_id") || has("apisix_latency") || (has("start_time") && has("client_ip"))
-    {
+    } else if has("route_id") || has("apisix_latency") || (has("start_time") && has("client_ip")) {
         Some("apisix")
     } else if any(&[
         "request_uri",
