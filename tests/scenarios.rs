@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use tokenwatch::config::{self, Config};
 use tokenwatch::decode::DecodeSettings;
@@ -48,6 +48,11 @@ struct Case {
     expect_revoked: Option<Vec<String>>,
     #[serde(default)]
     expect_incidents: Option<u64>,
+    /// The Envoy JSON key set the records are written with: `istio`
+    /// (default) or `envoy_gateway` (Envoy Gateway's default: hyphenated
+    /// header keys, `x-envoy-origin-path`, every value a string).
+    #[serde(default)]
+    shape: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -290,7 +295,7 @@ fn records_of(case: &Case, world: &World) -> Vec<u8> {
             } else {
                 "-".into()
             };
-            let rec = json!({
+            let mut rec = json!({
                 "start_time": tokenwatch::event::fmt_time(ts),
                 "method": "GET",
                 "path": s.path.replace("{i}", &(i + 1).to_string()),
@@ -303,6 +308,9 @@ fn records_of(case: &Case, world: &World) -> Vec<u8> {
                 "ja4": s.ja4.clone().unwrap_or_else(|| "-".into()),
                 "accept_language": s.lang.clone().unwrap_or_else(|| "-".into()),
             });
+            if case.shape.as_deref() == Some("envoy_gateway") {
+                rec = envoy_gateway_shape(rec);
+            }
             recs.push((ts, rec.to_string()));
         }
     }
@@ -313,6 +321,28 @@ fn records_of(case: &Case, world: &World) -> Vec<u8> {
         out.push(b'\n');
     }
     out
+}
+
+/// An Istio-keyed record in Envoy Gateway's default key set.
+fn envoy_gateway_shape(rec: Value) -> Value {
+    let Value::Object(o) = rec else { return rec };
+    let out: serde_json::Map<String, Value> = o
+        .into_iter()
+        .map(|(k, v)| {
+            let k = match k.as_str() {
+                "path" => "x-envoy-origin-path".to_string(),
+                "user_agent" => "user-agent".to_string(),
+                "accept_language" => "accept-language".to_string(),
+                _ => k,
+            };
+            let v = match v {
+                Value::Number(n) => Value::String(n.to_string()),
+                v => v,
+            };
+            (k, v)
+        })
+        .collect();
+    Value::Object(out)
 }
 
 fn run_case(dir: &Path) -> Result<(), String> {
