@@ -517,3 +517,44 @@ fn explain_on_the_command_line_prints_json_lines_and_a_summary() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_cloudwatch_envelope_gives_each_of_its_lines_and_keeps_the_good_around_a_bad_one() {
+    let line = |jti: &str, ts: u64| {
+        json!({"requestId": "r", "ip": "198.51.100.23", "requestTimeEpoch": ts.to_string(),
+            "httpMethod": "GET", "path": "/v1/a/7", "status": "200", "responseLength": "10", "jti": jti})
+        .to_string()
+    };
+    let envelope = |messages: Vec<String>| {
+        json!({"messageType": "DATA_MESSAGE", "owner": "1", "logGroup": "g", "logStream": "s",
+            "subscriptionFilters": ["f"],
+            "logEvents": messages.into_iter().map(|m| json!({"id": "1", "timestamp": 1, "message": m})).collect::<Vec<_>>()})
+        .to_string()
+    };
+    let inner_envelope = envelope(vec![line("j-9", 1_767_225_609_000)]);
+    let rec = envelope(vec![
+        line("j-1", 1_767_225_600_000),
+        "{not json".to_string(),
+        line("j-2", 1_767_225_601_000),
+        inner_envelope,
+    ]);
+    for format in ["auto", "aws_apigw"] {
+        let (out, summary, _) = explain(format, "cw.jsonl", &rec);
+        assert_eq!(out.len(), 4, "{out:?}");
+        assert_eq!(out[0]["event"]["identity"]["id"], "j-1");
+        assert_eq!(out[1]["drop"]["reason"], "not_json");
+        assert_eq!(out[2]["event"]["identity"]["id"], "j-2");
+        // An envelope inside an envelope is not opened: a drop, not a loop.
+        assert!(out[3].get("drop").is_some(), "{}", out[3]);
+        assert!(out.iter().all(|v| v["source"] == "cw.jsonl:1"));
+        assert_eq!(summary["summary"]["events"], 2);
+    }
+    // A control message (sent once when the subscription is made) holds no event.
+    let control =
+        json!({"messageType": "CONTROL_MESSAGE", "owner": "CloudwatchLogs", "logGroup": "",
+        "logStream": "", "subscriptionFilters": [], "logEvents": [{"id": "", "timestamp": 1,
+        "message": "CWL CONTROL MESSAGE: Checking health of destination Kinesis stream."}]})
+        .to_string();
+    let (out, _, _) = explain("aws_apigw", "cw.jsonl", &control);
+    assert!(out.is_empty(), "{out:?}");
+}

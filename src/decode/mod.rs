@@ -1395,6 +1395,71 @@ mod tests {
     }
 
     #[test]
+    fn splits_request_lines_and_leaves_other_values() {
+        assert_eq!(
+            request_line("GET /v1/records?page=1 HTTP/1.1"),
+            Some(("GET", "/v1/records?page=1"))
+        );
+        assert_eq!(request_line("DELETE /a HTTP/2.0"), Some(("DELETE", "/a")));
+        assert_eq!(
+            request_line("GET /no-protocol"),
+            Some(("GET", "/no-protocol"))
+        );
+        assert_eq!(request_line("/v1/records"), None);
+        assert_eq!(request_line("GET"), None);
+        assert_eq!(request_line("get /lower HTTP/1.1"), None);
+        assert_eq!(request_line("GЕT /cyrillic-e HTTP/1.1"), None);
+    }
+
+    #[test]
+    fn repeated_headers_join_hops_and_take_the_first_value_otherwise() {
+        let xff = repeated(r#"["198.51.100.40","10.0.0.7"]"#, F::ForwardedFor);
+        assert_eq!(xff, Scalar::Str("198.51.100.40, 10.0.0.7".into()));
+        let ua = repeated(r#"["app/1.0","CFNetwork/1410"]"#, F::UserAgent);
+        assert_eq!(ua, Scalar::Str("app/1.0".into()));
+        assert_eq!(repeated("[]", F::UserAgent), Scalar::Null);
+        assert!(matches!(
+            repeated("[1,", F::UserAgent),
+            Scalar::Composite(_)
+        ));
+    }
+
+    #[test]
+    fn basic_is_recognised_in_any_case_and_nothing_else_is() {
+        assert!(is_basic("Basic dXNlcjpwYXNz"));
+        assert!(is_basic("  basic dXNlcjpwYXNz"));
+        assert!(!is_basic("Bearer abc"));
+        assert!(!is_basic("Basi"));
+        assert!(!is_basic("Basicé"));
+    }
+
+    #[test]
+    fn envelopes_open_only_when_they_are_envelopes() {
+        let raw = |s: &str| serde_json::value::RawValue::from_string(s.to_string()).unwrap();
+        let events = raw(r#"[{"id":"1","timestamp":1,"message":"{\"a\":1}"},{"message":"x"}]"#);
+        let data = raw(r#""DATA_MESSAGE""#);
+        let control = raw(r#""CONTROL_MESSAGE""#);
+        match envelope::open([Some(&events), Some(&data), None]) {
+            Some(envelope::Inner::Lines(l)) => assert_eq!(l, vec![r#"{"a":1}"#, "x"]),
+            _ => panic!("a data message holds lines"),
+        }
+        match envelope::open([Some(&events), Some(&control), None]) {
+            Some(envelope::Inner::Lines(l)) => assert!(l.is_empty()),
+            _ => panic!("a control message holds none"),
+        }
+        // logEvents without messageType, or of the wrong shape: not an envelope.
+        assert!(envelope::open([Some(&events), None, None]).is_none());
+        let bad = raw(r#"[{"no_message":1}]"#);
+        assert!(envelope::open([Some(&bad), Some(&data), None]).is_none());
+        let tyk = raw(r#"{"method":"GET"}"#);
+        assert!(matches!(
+            envelope::open([None, None, Some(&tyk)]),
+            Some(envelope::Inner::Object(_))
+        ));
+        assert!(envelope::open([None, None, Some(&raw("\"s\""))]).is_none());
+    }
+
+    #[test]
     fn parses_loose_ips() {
         assert_eq!(
             parse_ip_loose("198.51.100.23:51544"),
