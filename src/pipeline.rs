@@ -289,7 +289,16 @@ impl Pipeline {
                                 note(
                                     &mut summary,
                                     opts,
-                                    format!("{coord}: {}: {}", d.reason.as_str(), d.detail),
+                                    match d.hint {
+                                        Some(h) => format!(
+                                            "{coord}: {}: {}; {h}",
+                                            d.reason.as_str(),
+                                            d.detail
+                                        ),
+                                        None => {
+                                            format!("{coord}: {}: {}", d.reason.as_str(), d.detail)
+                                        }
+                                    },
                                 );
                             }
                         }

@@ -144,9 +144,12 @@ fn every_sample_decodes_or_lacks_only_an_identity_and_is_detected() {
     }
 }
 
-/// (file, the key an identity is added under when the record has none,
-/// the fields of each event in order; `null` asserts absence).
-fn expectations() -> Vec<(&'static str, Option<(&'static str, Value)>, Vec<Value>)> {
+/// One sample: its file, the key an identity is added under when its
+/// records have none, and the fields of each event in order (`null`
+/// asserts absence).
+type Expectation = (&'static str, Option<(&'static str, Value)>, Vec<Value>);
+
+fn expectations() -> Vec<Expectation> {
     let bearer = json!("Bearer opaque-test-token-1");
     vec![
         (
