@@ -1,5 +1,5 @@
-//! The pure core is total: any bytes, in every format, through decode and
-//! the engine, and any text through the token helpers, never panic.
+//! The pure core is total: any bytes, in every format, through decode,
+//! envelopes, `explain` and the engine, and any text through the token helpers, never panic.
 //!
 //! cargo +nightly fuzz run decode -- -max_total_time=60
 #![no_main]
@@ -41,4 +41,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     engine.flush(&mut findings);
+    // `explain` reads the same records again through the explaining decoder.
+    let mut ex = tokenwatch::explain::Explainer::new(settings(), "auto").unwrap();
+    let _ = ex.record("fuzz:1", data);
+    let _ = ex.summary();
 });
