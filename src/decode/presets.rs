@@ -47,6 +47,8 @@ pub struct Preset {
     missing: &'static [(&'static str, &'static str)],
 }
 
+/// Istio's keys first, then Envoy Gateway's (`x-envoy-origin-path`,
+/// `user-agent`, `x-forwarded-for`) and Contour's `@timestamp`.
 const ENVOY: Spec = &[
     (
         "timestamp",
@@ -91,6 +93,9 @@ const ENVOY: Spec = &[
     ("response_flags", &["/response_flags"], &["dash_null"]),
 ];
 
+/// `kong.log.serialize()`; `authenticated_entity` is the credential.
+/// The consumer is not an identity here: an `anonymous` consumer would
+/// pool every unauthenticated caller into one.
 const KONG: Spec = &[
     ("timestamp", &["/started_at"], &[]),
     ("peer_ip", &["/client_ip"], &[]),
