@@ -711,12 +711,9 @@ impl Decoder {
             map: &map,
             settings: &self.settings,
         };
-        let r = ext.event(&mut self.tokens).and_then(|e| {
-            let seen = match self.seen {
-                Some(_) => Some(ext.seen(&e)?),
-                None => None,
-            };
-            Ok((e, seen))
+        let r = ext.event(&mut self.tokens).map(|e| {
+            let seen = self.seen.as_ref().map(|_| ext.seen(&e));
+            (e, seen)
         });
         self.push(r, out);
     }
@@ -1171,18 +1168,21 @@ impl<'a> Extract<'a, '_> {
 }
 
 impl Extract<'_, '_> {
-    /// The values behind `e`'s hashed fields, read by the same getters.
-    fn seen(&self, e: &AccessEvent) -> Result<Seen, Drop> {
-        let s = |f: F| -> Result<Option<String>, Drop> {
-            Ok(self
-                .string(f)?
+    /// The values behind `e`'s hashed fields, read by the same getters
+    /// that built `e` (so they succeed again: explaining never turns an
+    /// event into a drop).
+    fn seen(&self, e: &AccessEvent) -> Seen {
+        let s = |f: F| -> Option<String> {
+            self.string(f)
+                .ok()
+                .flatten()
                 .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty() && v != "-"))
+                .filter(|v| !v.is_empty() && v != "-")
         };
         let mut seen = Seen {
-            ja3: s(F::Ja3)?,
-            ja4: s(F::Ja4)?,
-            accept_language: s(F::AcceptLanguage)?,
+            ja3: s(F::Ja3),
+            ja4: s(F::Ja4),
+            accept_language: s(F::AcceptLanguage),
             object: object_segment(&e.path).map(str::to_string),
             unfilled: Vec::new(),
         };
@@ -1194,7 +1194,7 @@ impl Extract<'_, '_> {
             F::BytesSent,
             F::ForwardedFor,
         ] {
-            if self.get(f)?.is_none() {
+            if self.get(f).ok().flatten().is_none() {
                 seen.unfilled.push(f.name());
             }
         }
@@ -1210,7 +1210,7 @@ impl Extract<'_, '_> {
                 seen.unfilled.push(name);
             }
         }
-        Ok(seen)
+        seen
     }
 }
 
