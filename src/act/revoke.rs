@@ -101,6 +101,18 @@ pub fn render(
             {
                 let name = &after[..j];
                 match vars.get(name) {
+                    // `.`, `..` and empty values would survive encoding and
+                    // be normalised away by the HTTP client: `…/tokens/../revoke`
+                    // calls `…/revoke` with the admin credentials.
+                    Some(v)
+                        if esc == Escape::Url
+                            && name != "base_url"
+                            && matches!(v.trim(), "" | "." | "..") =>
+                    {
+                        return Err(format!(
+                            "`{name}` is `{v}`, which would change the URL's path; refused"
+                        ));
+                    }
                     Some(v) => match esc {
                         Escape::Url if name != "base_url" => out.push_str(&pct(v)),
                         Escape::Json => {
@@ -430,7 +442,16 @@ async fn templated(
         }
     }
     for (k, v) in &r.headers {
-        match render(v, &vars, Escape::None).and_then(|v| resolve_secret(&v)) {
+        // A secret reference is resolved in the configured value only, never
+        // in one a placeholder produced: a token id `env:NAME` (from an
+        // unverified JWT, or typed into the revoke form) must not read a
+        // local secret and send it away.
+        let value = if v.starts_with("env:") || v.starts_with("file:") {
+            resolve_secret(v)
+        } else {
+            render(v, &vars, Escape::None)
+        };
+        match value {
             Ok(v) => headers.push((k.clone(), v)),
             Err(why) => {
                 return Outcome::Skipped {
@@ -582,6 +603,108 @@ pub fn set_claims(r: &RevokerConfig, t: &Target<'_>, now_ms: i64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A templated revoker at a receiver on 127.0.0.1 that records the
+    /// request line and headers of every call.
+    async fn recorded(
+        token_id: &str,
+    ) -> (
+        Outcome,
+        Vec<(String, std::collections::HashMap<String, String>)>,
+    ) {
+        use std::sync::{Arc, Mutex};
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let c = calls.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let c = c.clone();
+            async move {
+                let headers = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                c.lock()
+                    .unwrap()
+                    .push((req.uri().path().to_string(), headers));
+                "ok"
+            }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        unsafe { std::env::set_var("TW_TEST_REVOKER_KEY", "s3cret-admin-key") };
+        let r: RevokerConfig = toml::from_str(&format!(
+            "name = \"h\"\nkind = \"http\"\nmethod = \"POST\"\n\
+             url = \"http://{addr}/tokens/{{token_id}}/revoke\"\n\
+             headers = {{ x-revoked-token = \"{{token_id}}\", x-admin-key = \"env:TW_TEST_REVOKER_KEY\" }}"
+        ))
+        .unwrap();
+        let t = Target {
+            action_id: "a-1",
+            delivery_id: "d-1",
+            incident_id: "i-1",
+            token_id,
+            subject: None,
+            client_id: None,
+            summary: "s",
+            raw: None,
+            facts: None,
+        };
+        let out = templated(
+            &reqwest::Client::new(),
+            &AdminTokens::default(),
+            &r,
+            &t,
+            Duration::from_secs(5),
+            0,
+        )
+        .await;
+        let calls = calls.lock().unwrap().clone();
+        (out, calls)
+    }
+
+    /// Issue 14, point 7: a token id naming a secret is sent as it is; only
+    /// the configured `env:` reference is resolved.
+    #[tokio::test]
+    async fn a_token_id_that_names_a_secret_is_never_resolved() {
+        let (out, calls) = recorded("env:TW_TEST_REVOKER_KEY").await;
+        assert!(matches!(out, Outcome::Delivered { .. }), "{out:?}");
+        assert_eq!(calls.len(), 1);
+        let h = &calls[0].1;
+        assert_eq!(h["x-revoked-token"], "env:TW_TEST_REVOKER_KEY");
+        assert_eq!(h["x-admin-key"], "s3cret-admin-key");
+        assert_eq!(calls[0].0, "/tokens/env%3ATW_TEST_REVOKER_KEY/revoke");
+    }
+
+    /// Issue 14, point 8: `..` never reaches the admin API as a path.
+    #[tokio::test]
+    async fn a_dot_segment_token_id_is_refused_before_any_call() {
+        for id in ["..", "."] {
+            let (out, calls) = recorded(id).await;
+            assert!(matches!(out, Outcome::Skipped { .. }), "{id}: {out:?}");
+            assert!(calls.is_empty(), "{id}: {calls:?}");
+        }
+    }
+
+    /// Issue 14, points 7 and 8.
+    #[test]
+    fn values_never_climb_a_url_or_name_a_secret() {
+        let mut v = BTreeMap::new();
+        v.insert("base_url".to_string(), "https://idp.example".to_string());
+        for bad in ["..", ".", "", " .. "] {
+            v.insert("jti".to_string(), bad.to_string());
+            let r = render("{base_url}/tokens/{jti}/revoke", &v, Escape::Url);
+            assert!(r.is_err(), "{bad:?}: {r:?}");
+        }
+        v.insert("jti".to_string(), "a..b".to_string());
+        assert_eq!(
+            render("{base_url}/tokens/{jti}/revoke", &v, Escape::Url).unwrap(),
+            "https://idp.example/tokens/a..b/revoke"
+        );
+        // A value is never resolved as a secret reference.
+        v.insert("jti".to_string(), "env:HOME".to_string());
+        assert_eq!(render("{jti}", &v, Escape::None).unwrap(), "env:HOME");
+    }
 
     #[test]
     fn templates_render_escaped_and_name_what_is_missing() {

@@ -47,7 +47,10 @@ pub struct OidcConfig {
     pub redirect_url: String,
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
-    /// The ID-token claim naming the person (falls back to `sub`).
+    /// The ID-token claim naming the person, the key of `roles`: `sub`
+    /// (default; unique under the verified issuer) or e.g. `email`, which
+    /// is accepted only with `email_verified: true`. Never a fallback from
+    /// one to the other.
     #[serde(default = "default_username_claim")]
     pub username_claim: String,
     /// Roles by user name; people not listed get `default_role`, or are refused.
@@ -65,7 +68,7 @@ fn default_scopes() -> Vec<String> {
 }
 
 fn default_username_claim() -> String {
-    "email".into()
+    "sub".into()
 }
 
 fn default_label() -> String {

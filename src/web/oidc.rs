@@ -176,11 +176,16 @@ pub async fn callback(
         return Err(WebError::NotFound("single sign-on is not configured".into()).into());
     };
     if let Some(e) = q.error {
-        return Err(WebError::Forbidden(format!(
-            "the identity provider refused the login: {e} {}",
-            q.error_description.unwrap_or_default()
-        ))
-        .into());
+        // The provider's words are not shown: anyone can craft this URL.
+        let shown: String = e.chars().take(64).collect();
+        let detail: String = q
+            .error_description
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
+        tracing::info!(error = %shown.escape_debug(), detail = %detail.escape_debug(), "sso: the provider refused the login");
+        return Err(WebError::Forbidden(provider_refusal(&e).into()).into());
     }
     let (Some(code), Some(state)) = (q.code, q.state) else {
         return Err(
@@ -231,12 +236,18 @@ pub async fn callback(
             WebError::Forbidden("the ID token's nonce does not match this login".into()).into(),
         );
     }
-    let user = claims
-        .get(&oidc.cfg.username_claim)
-        .or_else(|| claims.get("sub"))
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
+    let user = match username(&claims, &oidc.cfg.username_claim) {
+        Ok(u) => u,
+        Err(why) => {
+            let _ = st
+                .db(move |s| s.audit(now, "sso", "login refused (sso)", "dashboard", why))
+                .await;
+            return Err(WebError::Forbidden(format!(
+                "the provider's answer cannot name you here: {why}"
+            ))
+            .into());
+        }
+    };
     let Some(role) = oidc.role_of(&user) else {
         let who = user.clone();
         let _ = st
@@ -269,8 +280,9 @@ pub async fn callback(
     })
     .await?;
     // A page of our own moves on: a redirect chain started by the provider
-    // would not carry the new SameSite=Strict cookie.
-    let next = pending.next.replace('"', "");
+    // would not carry the new SameSite=Strict cookie (so no 303 here). The
+    // target is checked again and HTML-escaped: only a dashboard path.
+    let next = html_escape(&super::pages::safe_next(Some(&pending.next)));
     let body = format!(
         "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0;url={next}\"><title>Signed in</title><p>Signed in. <a href=\"{next}\">Continue</a></p>"
     );
@@ -284,6 +296,56 @@ pub async fn callback(
         res.headers_mut().append(header::SET_COOKIE, v);
     }
     Ok(res)
+}
+
+/// Who signed in, by the configured claim, with no fallback between
+/// namespaces: `sub` (unique under the configured, verified issuer) or a
+/// claim such as `email`, which counts only when the provider says it is
+/// verified (`email_verified: true`): anyone can register an unverified
+/// address at many providers.
+fn username(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    claim: &str,
+) -> Result<String, &'static str> {
+    let value = claims
+        .get(claim)
+        .and_then(|v| v.as_str())
+        .filter(|v| !v.is_empty())
+        .ok_or("the ID token lacks the configured username_claim")?;
+    if claim == "email" && claims.get("email_verified").and_then(|v| v.as_bool()) != Some(true) {
+        return Err("the ID token's email is not verified (email_verified is not true)");
+    }
+    Ok(value.to_string())
+}
+
+/// A fixed message for an OAuth error code (RFC 6749 §4.1.2.1).
+fn provider_refusal(code: &str) -> &'static str {
+    match code {
+        "access_denied" => "the identity provider refused the login (access denied)",
+        "login_required" | "interaction_required" | "consent_required" => {
+            "the identity provider needs you to sign in there first"
+        }
+        "temporarily_unavailable" | "server_error" => {
+            "the identity provider is unavailable; try again later"
+        }
+        _ => "the identity provider refused the login",
+    }
+}
+
+/// Escape text for an HTML attribute or element.
+fn html_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
 }
 
 async fn verify_id_token(
@@ -331,6 +393,32 @@ mod tests {
         let c = challenge("dBjftJeZ4CVP-mJ92K9qlWTFQ9jT8mmnN7lmH9TQE0A");
         assert_eq!(c, "5KioTEAG4XHLk90L219vscoam8Y5RA9ynGrvylUK8sw");
         assert_eq!(c.len(), 43);
+    }
+
+    /// Issue 14, point 3: roles by `sub`, or by an email only when verified.
+    #[test]
+    fn the_user_is_named_by_one_claim_and_an_email_only_when_verified() {
+        let c = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let sub_only = c(serde_json::json!({"sub": "u-1", "email": "ada@example.com"}));
+        assert_eq!(username(&sub_only, "sub").unwrap(), "u-1");
+        assert!(
+            username(&sub_only, "email").is_err(),
+            "unverified email refused"
+        );
+        let verified = c(
+            serde_json::json!({"sub": "u-1", "email": "ada@example.com", "email_verified": true}),
+        );
+        assert_eq!(username(&verified, "email").unwrap(), "ada@example.com");
+        let as_text =
+            c(serde_json::json!({"sub": "u-1", "email": "a@x", "email_verified": "true"}));
+        assert!(username(&as_text, "email").is_err());
+        // No silent fallback to another namespace.
+        let no_email = c(serde_json::json!({"sub": "ada@example.com"}));
+        assert!(username(&no_email, "email").is_err());
+        assert_eq!(
+            provider_refusal("<b>call 555</b>"),
+            "the identity provider refused the login"
+        );
     }
 
     #[test]

@@ -179,12 +179,44 @@ struct NextQuery {
     next: Option<String>,
 }
 
-/// Only local paths: never an open redirect.
+/// The dashboard's own pages a login may return to.
+const NEXT_PREFIXES: [&str; 6] = [
+    "/live",
+    "/incidents",
+    "/actions",
+    "/audit",
+    "/rules",
+    "/tokens",
+];
+
+/// Only a local path made of safe characters under one of the dashboard's
+/// pages, else `/`: never an open redirect. Browsers drop TAB and newline
+/// and read `\` as `/` (`/\t/evil` → `//evil`), so only unreserved
+/// characters, `/`, `?`, `=`, `&`, `%` and `+` pass, at most 512 of them.
 pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
-        _ => "/".into(),
-    }
+    let Some(n) = next else { return "/".into() };
+    let safe = n.len() <= 512
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~/?=&%+".contains(&b))
+        && !n.contains("//")
+        && (n == "/"
+            || NEXT_PREFIXES.iter().any(|p| {
+                n.strip_prefix(p)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
+            }));
+    if safe { n.into() } else { "/".into() }
+}
+
+/// The fixed messages a page may show after an act (`?done=`): the query
+/// names one, it never supplies text.
+fn flash_message(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "acknowledged" => "Acknowledged.",
+        "resolved" => "Resolved.",
+        "false_positive" => "Marked as a false positive and resolved.",
+        "revocation_queued" => "Revocation queued.",
+        _ => return None,
+    })
 }
 
 const LOGIN_COOKIE: &str = "tw_login";
@@ -852,6 +884,9 @@ fn allow_suggestion(d: &IncidentData) -> String {
 struct IncidentQuery {
     fp: Option<String>,
     done: Option<String>,
+    /// With `done=revocation_queued`: the action's id (shown only if it
+    /// looks like one).
+    action: Option<String>,
 }
 
 async fn incident(
@@ -900,7 +935,16 @@ async fn incident(
     tokens.sort();
     tokens.dedup();
     let suggestion = q.fp.is_some().then(|| allow_suggestion(&d));
-    let flash = q.done.map(|d| d.replace(['<', '>'], ""));
+    let action_id = q.action.as_deref().filter(|a| {
+        !a.is_empty()
+            && a.len() <= 64
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    let flash = match (q.done.as_deref(), action_id) {
+        (Some("revocation_queued"), Some(a)) => Some(format!("Revocation {a} queued.")),
+        (d, _) => d.and_then(flash_message).map(str::to_string),
+    };
     let actions = d
         .actions
         .iter()
@@ -1022,7 +1066,7 @@ async fn incident_act(
         "acknowledge" => (
             st.db(move |s| s.set_status(&iid, "acknowledged", &who, &note, now))
                 .await?,
-            "done=Acknowledged".to_string(),
+            "done=acknowledged".to_string(),
         ),
         "resolve" => (
             st.db(move |s| {
@@ -1031,7 +1075,7 @@ async fn incident_act(
                 Ok(known)
             })
             .await?,
-            "done=Resolved".to_string(),
+            "done=resolved".to_string(),
         ),
         "false-positive" => (
             st.db(move |s| {
@@ -1040,7 +1084,7 @@ async fn incident_act(
                 Ok(known)
             })
             .await?,
-            "fp=1&done=Marked+as+a+false+positive+and+resolved".to_string(),
+            "fp=1&done=false_positive".to_string(),
         ),
         other => {
             return Err(WebError::NotFound(format!("no action `{other}` on incidents")).into());
@@ -1113,7 +1157,7 @@ async fn revoke(
         .await?;
     let back = match f.incident.filter(|i| !i.is_empty()) {
         Some(i) => format!(
-            "/incidents/{}?done=Revocation+{}+queued",
+            "/incidents/{}?done=revocation_queued&action={}",
             url_escape(&i),
             url_escape(&action)
         ),

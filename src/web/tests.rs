@@ -453,7 +453,12 @@ async fn roles_decide_who_may_act() {
     )
     .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
-    assert!(h[header::LOCATION].to_str().unwrap().contains("Revocation"));
+    assert!(
+        h[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .contains("done=revocation_queued")
+    );
     let (s, _, _) = send(
         &app,
         post_form(
@@ -660,4 +665,76 @@ async fn the_api_answers_every_documented_read_with_the_documented_fields() {
         checked += 1;
     }
     assert!(checked >= 9, "{checked}");
+}
+
+/// Issue 14, point 2: only a dashboard path survives, whatever a browser
+/// would make of the rest.
+#[test]
+fn login_returns_only_to_dashboard_paths() {
+    use super::pages::safe_next;
+    for evil in [
+        "/\t/evil.example/phish",
+        "/\n/evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "/&#47;evil.example",
+        "https://evil.example/",
+        "/livex",
+        "/incidents//evil.example",
+        "/rules%2F%2Fevil.example",
+        "javascript:alert(1)",
+        "/\"><script>",
+    ] {
+        assert_eq!(safe_next(Some(evil)), "/", "{evil:?}");
+    }
+    for ok in [
+        "/",
+        "/live",
+        "/incidents/inc-1?done=resolved",
+        "/rules/",
+        "/audit?page=2",
+    ] {
+        assert_eq!(safe_next(Some(ok)), ok);
+    }
+    assert_eq!(safe_next(Some(&format!("/live?{}", "a".repeat(600)))), "/");
+    assert_eq!(safe_next(None), "/");
+}
+
+/// Issue 14, point 6: `?done=` names a fixed message; it never supplies text.
+#[tokio::test]
+async fn flash_messages_are_fixed_texts_never_the_query() {
+    let app = app(3);
+    let (session, _) = login(&app, "ana").await;
+    let (rows, _) = first_incidents(&app).await;
+    let id = rows[0]["id"].as_str().unwrap();
+    let (s, _, page) = send(
+        &app,
+        get_session(
+            format!("/incidents/{id}?done=Your+account+is+locked%2C+call+555-0100"),
+            &session,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!page.contains("call 555-0100"), "reflected text");
+    assert!(
+        !page.contains("class=\"flash\""),
+        "no flash for an unknown code"
+    );
+    let (_, _, page) = send(
+        &app,
+        get_session(format!("/incidents/{id}?done=resolved"), &session),
+    )
+    .await;
+    assert!(page.contains("Resolved."));
+    let (_, _, page) = send(
+        &app,
+        get_session(
+            format!("/incidents/{id}?done=revocation_queued&action=m-1%3Cb%3E"),
+            &session,
+        ),
+    )
+    .await;
+    assert!(page.contains("Revocation queued."), "a bad id is not shown");
+    assert!(!page.contains("m-1<b>") && !page.contains("m-1&lt;b"));
 }
