@@ -268,6 +268,15 @@ pub fn standard_webhooks_signature(
     Ok(format!("v1,{}", b64.encode(mac.finalize().into_bytes())))
 }
 
+/// Slack's control characters in `mrkdwn` text (`<!channel>`, `<url|text>`
+/// links): log content (a user agent, a route, a subject) is text, never
+/// markup.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 pub fn slack_payload(v: &AlertView) -> Value {
     let icon = match v.severity {
         Severity::Critical => ":rotating_light:",
@@ -277,23 +286,30 @@ pub fn slack_payload(v: &AlertView) -> Value {
     };
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&v.title, 150)}}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("{icon} {}", truncate(&v.summary, 2900))}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("{icon} {}", slack_escape(&truncate(&v.summary, 2900)))}}),
     ];
     if !v.evidence.is_empty() {
-        blocks.push(json!({"type": "section", "fields": v.evidence.iter().take(10).map(|e| json!({"type": "mrkdwn", "text": truncate(e, 1900)})).collect::<Vec<_>>()}));
+        blocks.push(json!({"type": "section", "fields": v.evidence.iter().take(10).map(|e| json!({"type": "mrkdwn", "text": slack_escape(&truncate(e, 1900))})).collect::<Vec<_>>()}));
     }
-    blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Done automatically*\n{}", v.done.iter().map(|d| format!("• {d}")).collect::<Vec<_>>().join("\n"))}}));
+    blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Done automatically*\n{}", v.done.iter().map(|d| format!("• {}", slack_escape(d))).collect::<Vec<_>>().join("\n"))}}));
     blocks.push(json!({"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Open incident"}, "url": v.link}]}));
     json!({"text": v.title, "blocks": blocks})
 }
 
+/// Plain text in an adaptive card: a `TextRun` inside a `RichTextBlock` is
+/// never read as Markdown (a `TextBlock` or a `FactSet` value is), so log
+/// content cannot become a link or formatting.
+fn teams_text(text: &str, strong: bool) -> Value {
+    let mut run = json!({"type": "TextRun", "text": text});
+    if strong {
+        run["weight"] = json!("Bolder");
+        run["size"] = json!("Large");
+    }
+    json!({"type": "RichTextBlock", "inlines": [run]})
+}
+
 pub fn teams_payload(v: &AlertView) -> Value {
-    let facts: Vec<Value> = v
-        .evidence
-        .iter()
-        .filter_map(|e| e.split_once(": "))
-        .map(|(k, val)| json!({"title": k, "value": val}))
-        .collect();
+    let facts: Vec<Value> = v.evidence.iter().map(|e| teams_text(e, false)).collect();
     json!({
         "type": "message",
         "attachments": [{
@@ -304,11 +320,12 @@ pub fn teams_payload(v: &AlertView) -> Value {
                 "type": "AdaptiveCard",
                 "version": "1.4",
                 "body": [
-                    {"type": "TextBlock", "size": "Large", "weight": "Bolder", "wrap": true, "text": v.title,
-                     "color": if v.severity >= Severity::High { "Attention" } else { "Warning" }},
-                    {"type": "TextBlock", "wrap": true, "text": v.summary},
-                    {"type": "FactSet", "facts": facts},
-                    {"type": "TextBlock", "wrap": true, "text": format!("Done automatically: {}", v.done.join("; "))}
+                    {"type": "Container",
+                     "style": if v.severity >= Severity::High { "attention" } else { "warning" },
+                     "items": [teams_text(&v.title, true)]},
+                    teams_text(&v.summary, false),
+                    {"type": "Container", "items": facts},
+                    teams_text(&format!("Done automatically: {}", v.done.join("; ")), false)
                 ],
                 "actions": [{"type": "Action.OpenUrl", "title": "Open incident", "url": v.link}]
             }
@@ -629,6 +646,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    /// Issue 14, point 9: log content is text in Slack and Teams.
+    #[test]
+    fn log_content_never_becomes_markup_in_chat() {
+        let mut v = view();
+        v.summary = "ua <!channel> <https://evil.example|click here> [login](https://evil.example) **now** & more".into();
+        v.evidence = vec!["route: <https://evil.example|/v1>".into()];
+        let s = slack_payload(&v).to_string();
+        assert!(
+            !s.contains("<!channel>") && !s.contains("<https://evil"),
+            "{s}"
+        );
+        assert!(s.contains("&lt;!channel&gt;") && s.contains("&amp; more"));
+        let t = teams_payload(&v);
+        fn texts(v: &Value, out: &mut Vec<(String, String)>) {
+            match v {
+                Value::Object(o) => {
+                    if let (Some(k), Some(t)) = (o.get("type"), o.get("text")) {
+                        out.push((
+                            k.as_str().unwrap_or("").into(),
+                            t.as_str().unwrap_or("").into(),
+                        ));
+                    }
+                    o.values().for_each(|x| texts(x, out));
+                }
+                Value::Array(a) => a.iter().for_each(|x| texts(x, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        texts(&t, &mut all);
+        assert!(
+            all.iter()
+                .any(|(_, t)| t.contains("[login](https://evil.example)"))
+        );
+        for (kind, text) in &all {
+            assert_eq!(kind, "TextRun", "{kind} would render Markdown: {text}");
+        }
+        assert!(!t.to_string().contains("FactSet"));
     }
 
     #[test]
