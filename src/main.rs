@@ -428,8 +428,9 @@ fn run(cli: Cli) -> Result<()> {
             for input in &inputs {
                 let mut ex = tokenwatch::explain::Explainer::new(&settings, &format)
                     .map_err(anyhow::Error::msg)?;
-                let mut src =
-                    LineSource::open(input).with_context(|| format!("opening {input}"))?;
+                let mut src = LineSource::open(input)
+                    .with_context(|| format!("opening {input}"))?
+                    .with_max_line(cfg.input.max_record_bytes);
                 let mut line = Vec::new();
                 let mut printed = 0u64;
                 while let Some(coord) = src
@@ -837,7 +838,9 @@ fn load_kafka(
     let format = format.unwrap_or_else(|| cfg.input.format.clone());
     let mut total = 0;
     for input in inputs {
-        let mut src = LineSource::open(input).with_context(|| format!("opening {input}"))?;
+        let mut src = LineSource::open(input)
+            .with_context(|| format!("opening {input}"))?
+            .with_max_line(cfg.input.max_record_bytes);
         let decoder = if key_by_token {
             Some(settings.decoder(&format).map_err(anyhow::Error::msg)?)
         } else {

@@ -229,7 +229,7 @@ impl Pipeline {
         for src in sources {
             streams.push(Stream {
                 decoder: self.settings.decoder(&opts.format)?,
-                src,
+                src: src.with_max_line(self.settings.max_record_bytes()),
                 buf: VecDeque::new(),
                 done: false,
             });
@@ -452,6 +452,49 @@ mod tests {
         assert_eq!(
             got.get("tokenwatch_dropped_total{reason=not_object}"),
             Some(&1)
+        );
+    }
+
+    /// Issue 14, point 13: one line over `max_record_bytes` is a counted
+    /// drop; the records around it are read.
+    #[test]
+    fn a_huge_line_is_one_drop_between_good_records() {
+        let mut cfg = Config::default();
+        cfg.input.max_record_bytes = 4096;
+        let enricher = Arc::new(Enricher::new(
+            None,
+            None,
+            NetClassifier::new(&cfg.network_classes),
+            0,
+        ));
+        let mut p = Pipeline::new(&cfg, DecodeSettings::new(&cfg, b"k").unwrap(), enricher);
+        let good = |s: u32| {
+            format!(
+                "{{\"start_time\":\"2026-01-01T00:00:0{s}Z\",\"downstream_remote_address\":\"1.2.3.4:5\",\"authorization\":\"Bearer abc\"}}\n"
+            )
+        };
+        let mut input = good(1).into_bytes();
+        input.extend_from_slice(b"{\"path\":\"");
+        input.extend(std::iter::repeat_n(b'a', 8 << 20));
+        input.extend_from_slice(b"\"}\n");
+        input.extend_from_slice(good(2).as_bytes());
+        let opts = ReplayOptions {
+            format: "envoy".into(),
+            max_examples: 10,
+            ..Default::default()
+        };
+        let summary = p
+            .run(vec![LineSource::from_bytes("t", input)], &opts, &mut |_| {})
+            .unwrap();
+        assert_eq!((summary.records, summary.events), (3, 2));
+        assert_eq!(summary.dropped.get("too_large"), Some(&1));
+        assert!(
+            summary
+                .drop_examples
+                .iter()
+                .any(|e| e.starts_with("t:2: too_large")),
+            "{:?}",
+            summary.drop_examples
         );
     }
 }

@@ -47,7 +47,13 @@ pub struct LineSource {
     pub progress: Arc<AtomicU64>,
     /// Size on disk, when known.
     pub size: Option<u64>,
+    /// Longest line kept in memory: the rest of a longer line is skipped
+    /// as it is read, so one huge line never takes the process's memory.
+    max_line: usize,
 }
+
+/// Lines kept whole by default (a caller sets its `max_record_bytes`).
+const DEFAULT_MAX_LINE: usize = 64 << 20;
 
 impl LineSource {
     /// Open `path` (`-` for stdin); `.gz` files are decompressed.
@@ -64,6 +70,7 @@ impl LineSource {
                 line: 0,
                 progress,
                 size: None,
+                max_line: DEFAULT_MAX_LINE,
             });
         }
         let file = File::open(path)?;
@@ -87,6 +94,7 @@ impl LineSource {
             line: 0,
             progress,
             size,
+            max_line: DEFAULT_MAX_LINE,
         })
     }
 
@@ -104,6 +112,7 @@ impl LineSource {
             line: 0,
             progress,
             size: Some(size),
+            max_line: DEFAULT_MAX_LINE,
         }
     }
 
@@ -111,12 +120,20 @@ impl LineSource {
         &self.name
     }
 
+    /// Keep at most `max + 1` bytes of a line: a longer one arrives cut at
+    /// `max + 1` bytes (so the decoder drops it as `too_large`) and the
+    /// rest of it is skipped without being buffered.
+    pub fn with_max_line(mut self, max: usize) -> LineSource {
+        self.max_line = max;
+        self
+    }
+
     /// Read the next line into `buf` (without the newline). Returns its
     /// coordinates, or `None` at end of input. Read errors are returned so
     /// the caller can count them and stop this source only.
     pub fn next_line(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<Coord>> {
         buf.clear();
-        let n = self.reader.read_until(b'\n', buf)?;
+        let n = read_line_bounded(&mut self.reader, buf, self.max_line.saturating_add(1))?;
         if n == 0 {
             return Ok(None);
         }
@@ -128,5 +145,65 @@ impl LineSource {
             source: self.name.clone(),
             line: self.line,
         }))
+    }
+}
+
+/// `read_until(b'\n')` that keeps at most `keep` bytes of the line in `buf`
+/// and consumes the rest of it unbuffered. Returns the bytes consumed.
+fn read_line_bounded(r: &mut dyn BufRead, buf: &mut Vec<u8>, keep: usize) -> io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(total);
+        }
+        let (n, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        let room = keep.saturating_sub(buf.len()).min(n);
+        buf.extend_from_slice(avail.get(..room).unwrap_or_default());
+        r.consume(n);
+        total += n;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, point 13: a huge line is cut and skipped as it is read.
+    #[test]
+    fn a_line_longer_than_the_limit_is_cut_without_being_buffered() {
+        let mut data = b"{\"a\":1}\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 50 << 20));
+        data.extend_from_slice(b"\n{\"b\":2}\r\nlast");
+        let mut src = LineSource::from_bytes("t", data).with_max_line(1 << 20);
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        while let Some(c) = src.next_line(&mut buf).unwrap() {
+            assert!(
+                buf.capacity() <= 4 << 20,
+                "buffer grew to {}",
+                buf.capacity()
+            );
+            lines.push((c.line, buf.len(), buf.first().copied()));
+        }
+        assert_eq!(
+            lines,
+            vec![
+                (1, 7, Some(b'{')),
+                (2, (1 << 20) + 1, Some(b'x')),
+                (3, 7, Some(b'{')),
+                (4, 4, Some(b'l'))
+            ]
+        );
     }
 }

@@ -342,6 +342,11 @@ impl DecodeSettings {
     pub fn hasher(&self) -> &TokenHasher {
         &self.hasher
     }
+
+    /// `input.max_record_bytes`: sources cut longer lines at one byte more.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
 }
 
 /// What a bearer token says about itself, cached per token so a JWT is
@@ -584,8 +589,8 @@ impl Decoder {
             let d = Drop::new(
                 DropReason::TooLarge,
                 format!(
-                    "record is {} bytes, over input.max_record_bytes = {}",
-                    record.len(),
+                    "record is over input.max_record_bytes = {} (raise it if your gateway \
+                     writes records this large)",
                     self.settings.max_record_bytes
                 ),
             );
