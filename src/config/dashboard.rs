@@ -21,8 +21,15 @@ pub struct DashboardConfig {
     pub idle_timeout_secs: u64,
     /// …and after this long in any case.
     pub absolute_timeout_secs: u64,
-    /// Failed logins allowed per client address and per user name, per minute.
+    /// Failed logins allowed per client network (IPv4 address, IPv6 /64)
+    /// and per user name from that network before each further failure
+    /// doubles the wait (1 s, 2 s, 4 s… at most 15 min; forgotten after an
+    /// hour). A correct password from another network is never refused.
     pub login_attempts_per_minute: u32,
+    /// Reverse proxies in front of the dashboard (CIDRs): from these peers
+    /// the client is the right-most X-Forwarded-For address not listed
+    /// here. Empty (default): the peer address is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Mark cookies `Secure`. Default: when `response.dashboard_url` is https
     /// (the dashboard behind a TLS-terminating proxy).
     pub secure_cookies: Option<bool>,
@@ -85,6 +92,7 @@ impl Default for DashboardConfig {
             idle_timeout_secs: 1800,
             absolute_timeout_secs: 43200,
             login_attempts_per_minute: 5,
+            trusted_proxies: Vec::new(),
             secure_cookies: None,
             ops_endpoints: true,
             oidc: None,

@@ -14,6 +14,7 @@
 
 mod api;
 pub mod auth;
+mod limit;
 mod oidc;
 mod pages;
 mod view;
@@ -169,6 +170,8 @@ pub enum WebError {
     NotFound(String),
     BadRequest(String),
     TooManyRequests,
+    /// Busy or at a bound: try again later (503).
+    Unavailable(String),
     Internal(String),
 }
 
@@ -180,6 +183,7 @@ impl WebError {
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -187,7 +191,10 @@ impl WebError {
     fn message(&self) -> String {
         match self {
             WebError::Unauthorized => "log in first".into(),
-            WebError::Forbidden(m) | WebError::NotFound(m) | WebError::BadRequest(m) => m.clone(),
+            WebError::Forbidden(m)
+            | WebError::NotFound(m)
+            | WebError::BadRequest(m)
+            | WebError::Unavailable(m) => m.clone(),
             WebError::TooManyRequests => "too many attempts; wait a minute and try again".into(),
             WebError::Internal(detail) => {
                 let reference = auth::random_token()[..8].to_string();

@@ -22,6 +22,8 @@ use crate::config::{OidcConfig, Role};
 const STATE_COOKIE: &str = "tw_oidc";
 /// How long a started login may take at the provider.
 const PENDING_MS: i64 = 10 * 60_000;
+/// Single sign-on logins in progress at most (started, not finished).
+const MAX_PENDING: usize = 10_000;
 
 #[derive(Debug, Clone, Deserialize)]
 struct Discovery {
@@ -122,6 +124,14 @@ pub async fn start(
     let d = oidc.discovery().await?;
     let now = crate::act::now_ms();
     oidc.pending.retain(|_, p| now - p.created_ms < PENDING_MS);
+    // Anyone may start a login: the logins in progress are bounded (each
+    // entry is small: `next` is a checked path of at most 512 bytes).
+    if oidc.pending.len() >= MAX_PENDING {
+        return Err(WebError::Unavailable(
+            "too many single sign-on logins are in progress; try again in a few minutes".into(),
+        )
+        .into());
+    }
     let (state, nonce, verifier) = (random_token(), random_token(), random_token());
     let url = format!(
         "{}?response_type=code&client_id={}&redirect_uri={}&scope={}&state={state}&nonce={nonce}&code_challenge={}&code_challenge_method=S256",

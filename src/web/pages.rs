@@ -179,6 +179,11 @@ struct NextQuery {
     next: Option<String>,
 }
 
+/// Longest user name and password a login form may carry (longer ones
+/// fail without being hashed or stored).
+const MAX_USERNAME: usize = 128;
+const MAX_PASSWORD: usize = 1024;
+
 /// The dashboard's own pages a login may return to.
 const NEXT_PREFIXES: [&str; 6] = [
     "/live",
@@ -262,11 +267,18 @@ struct LoginForm {
 }
 
 async fn login(State(st): State<WebState>, req: Request) -> PageResult {
-    let addr = req
+    let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "local".into());
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let addr = super::limit::client_ip(
+        peer,
+        req.headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok()),
+        &st.auth.trusted_proxies,
+    );
     let headers = req.headers().clone();
     let Form(f): Form<LoginForm> = Form::from_request(req, &st)
         .await
@@ -282,29 +294,52 @@ async fn login(State(st): State<WebState>, req: Request) -> PageResult {
         );
     }
     let now = crate::act::now_ms();
-    let (by_addr, by_user) = (
-        format!("addr:{addr}"),
-        format!("user:{}", f.username.to_lowercase()),
-    );
-    // Both limits count every attempt.
-    let addr_ok = st.auth.allow_attempt(&by_addr, now);
-    let user_ok = st.auth.allow_attempt(&by_user, now);
-    if !(addr_ok && user_ok) {
-        tracing::warn!("dashboard: login rate limit for {} from {addr}", f.username);
+    // What is logged and audited of a submitted name: at most 64 characters.
+    let shown: String = f.username.chars().take(64).collect::<String>();
+    let shown = shown.escape_debug().to_string();
+    let limiter = &st.auth.limiter;
+    let (by_addr, by_user) = (limiter.network(addr), limiter.user_at(&f.username, addr));
+    let wait = limiter
+        .wait_ms(by_addr, now)
+        .max(limiter.wait_ms(by_user, now));
+    if wait > 0 {
+        tracing::warn!(user = %shown, %addr, wait_ms = wait, "dashboard: login backing off");
         return login_form(
             &st,
             next,
-            Some("Too many attempts; wait a minute and try again.".into()),
+            Some(format!(
+                "Too many failed attempts; wait {} seconds and try again.",
+                (wait + 999) / 1000
+            )),
             StatusCode::TOO_MANY_REQUESTS,
         );
     }
-    let auth_st = st.clone();
-    let (name, password) = (f.username.clone(), f.password);
-    let role = tokio::task::spawn_blocking(move || auth_st.auth.check_password(&name, &password))
+    let role = if f.username.len() > MAX_USERNAME || f.password.len() > MAX_PASSWORD {
+        None
+    } else {
+        let Ok(Ok(_slot)) = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            st.auth.verify_slots.acquire(),
+        )
         .await
-        .map_err(|e| WebError::Internal(e.to_string()))?;
+        else {
+            return login_form(
+                &st,
+                next,
+                Some("The server is busy checking other logins; try again in a moment.".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+        };
+        let auth_st = st.clone();
+        let (name, password) = (f.username.clone(), f.password);
+        tokio::task::spawn_blocking(move || auth_st.auth.check_password(&name, &password))
+            .await
+            .map_err(|e| WebError::Internal(e.to_string()))?
+    };
     let Some(role) = role else {
-        let who = f.username.clone();
+        limiter.failed(by_addr, now);
+        limiter.failed(by_user, now);
+        let who = shown.clone();
         let _ = st
             .db(move |s| s.audit(now, &format!("user:{who}"), "login failed", "dashboard", ""))
             .await;
@@ -315,7 +350,7 @@ async fn login(State(st): State<WebState>, req: Request) -> PageResult {
             StatusCode::UNAUTHORIZED,
         );
     };
-    st.auth.clear_attempts(&by_user);
+    limiter.succeeded(by_user);
     let old = super::cookie_value(&headers, st.auth.cookie_name()).map(str::to_string);
     let id = st.auth.login(&f.username, role, old.as_deref(), now);
     let who = f.username.clone();

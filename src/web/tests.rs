@@ -323,7 +323,53 @@ async fn login_attempts_are_rate_limited() {
     );
     let (s, _, body) = send(&app, post_form("/login", &lc, &form)).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
-    assert!(body.contains("wait a minute"));
+    assert!(body.contains("and try again"));
+}
+
+/// A login form posted from `addr`.
+async fn login_from(app: &App, addr: &str, user: &str, password: &str) -> (StatusCode, String) {
+    let (_, h, body) = send(app, Request::get("/login").body(Body::empty()).unwrap()).await;
+    let lc = cookie_pair(&cookies(&h)[0]);
+    let form = format!(
+        "username={user}&password={password}&csrf={}",
+        hidden(&body, "csrf")
+    );
+    let mut req = post_form("/login", &lc, &form);
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo::<std::net::SocketAddr>(
+            addr.parse().unwrap(),
+        ));
+    let (s, _, body) = send(app, req).await;
+    (s, body)
+}
+
+/// Issue 14, point 5: failures from one network never lock the user out
+/// of another, and a huge user name is neither stored nor hashed.
+#[tokio::test]
+async fn guesses_from_one_network_do_not_refuse_the_owner_elsewhere() {
+    let app = app(1);
+    for _ in 0..8 {
+        login_from(&app, "203.0.113.66:4000", "rui", "guess").await;
+    }
+    let (s, _) = login_from(&app, "203.0.113.66:4001", "rui", "rui-password-1").await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the guessing network waits"
+    );
+    let (s, _) = login_from(&app, "198.51.100.7:5000", "rui", "rui-password-1").await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "the owner elsewhere logs in");
+    // IPv6: one /64 is one network.
+    for _ in 0..8 {
+        login_from(&app, "[2001:db8:9:9::1]:1", "eve", "guess").await;
+    }
+    let (s, _) = login_from(&app, "[2001:db8:9:9::ffff]:1", "rui", "rui-password-1").await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    // A 1 MiB name fails at once and is not kept whole anywhere.
+    let long = "n".repeat(1 << 20);
+    let (s, body) = login_from(&app, "192.0.2.50:1", &long, "x").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(!body.contains(&"n".repeat(100)));
 }
 
 #[tokio::test]
