@@ -3,9 +3,10 @@
 //! Revoking a token at its authorization server (RFC 7009) needs the token
 //! itself, which gateway logs carry (APISIX, custom Envoy formats) and
 //! tokenwatch otherwise never keeps. Custody holds each watched token
-//! sealed with AES-256-GCM (random per-process nonce prefix + counter; the
-//! token id is the associated data, so a sealed blob cannot be swapped to
-//! another id), in memory only, and forgets it at the token's `exp` (or
+//! sealed with XChaCha20-Poly1305 under a random 192-bit nonce per seal
+//! (safe with one long-lived key shared by instances and restarts, where a
+//! per-process prefix and counter were not; the token id is the associated
+//! data, so a sealed blob cannot be swapped to another id), in memory only, and forgets it at the token's `exp` (or
 //! `max_age_secs` after it was last seen, for tokens that do not say).
 //!
 //! Architecture Invariant: a raw token is never logged, never formatted
@@ -19,10 +20,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+/// The first byte of a blob sealed with XChaCha20-Poly1305.
+const SEALED_V2: u8 = 2;
 use dashmap::DashMap;
 use zeroize::Zeroizing;
 
-/// A token sealed under the custody key: 12-byte nonce + ciphertext + tag.
+/// A token sealed under the custody key: version byte 2, 24-byte nonce,
+/// ciphertext and tag. (Blobs stored by earlier versions, AES-256-GCM with
+/// a 12-byte nonce, still open.)
 #[derive(Clone, PartialEq, Eq)]
 pub struct Sealed(pub Vec<u8>);
 
@@ -52,9 +59,10 @@ struct Entry {
 
 /// Encrypted, bounded, expiring store of raw tokens by token id.
 pub struct Custody {
-    cipher: Aes256Gcm,
-    nonce_prefix: u32,
-    counter: AtomicU64,
+    cipher: XChaCha20Poly1305,
+    /// Opens blobs sealed before XChaCha20-Poly1305 (kept in the outbox
+    /// across an upgrade).
+    legacy: Aes256Gcm,
     entries: DashMap<Arc<str>, Entry>,
     max_tokens: usize,
     max_age_ms: i64,
@@ -102,9 +110,8 @@ pub fn parse_key(text: &str) -> Result<Zeroizing<[u8; 32]>, KeyError> {
 impl Custody {
     pub fn new(key: &[u8; 32], max_tokens: usize, max_age_secs: u64) -> Custody {
         Custody {
-            cipher: Aes256Gcm::new(key.into()),
-            nonce_prefix: rand::random(),
-            counter: AtomicU64::new(1),
+            cipher: XChaCha20Poly1305::new(key.into()),
+            legacy: Aes256Gcm::new(key.into()),
             entries: DashMap::new(),
             max_tokens,
             max_age_ms: i64::try_from(max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
@@ -114,21 +121,19 @@ impl Custody {
 
     /// Seal `raw` for `token_id` (the id is authenticated with it).
     pub fn seal(&self, token_id: &str, raw: &str) -> Sealed {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut nonce = [0u8; 12];
-        nonce[..4].copy_from_slice(&self.nonce_prefix.to_be_bytes());
-        nonce[4..].copy_from_slice(&n.to_be_bytes());
+        let nonce: [u8; 24] = rand::random();
         let ct = self
             .cipher
             .encrypt(
-                &Nonce::from(nonce),
+                &XNonce::from(nonce),
                 Payload {
                     msg: raw.as_bytes(),
                     aad: token_id.as_bytes(),
                 },
             )
             .unwrap_or_default();
-        let mut out = Vec::with_capacity(12 + ct.len());
+        let mut out = Vec::with_capacity(1 + 24 + ct.len());
+        out.push(SEALED_V2);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         Sealed(out)
@@ -136,13 +141,26 @@ impl Custody {
 
     /// Open a sealed token; `None` if the key, the id or the bytes do not match.
     pub fn open(&self, token_id: &str, sealed: &Sealed) -> Option<Zeroizing<String>> {
+        let aad = token_id.as_bytes();
+        if let Some((&SEALED_V2, rest)) = sealed.0.split_first()
+            && rest.len() >= 24 + 16
+        {
+            let (nonce, ct) = rest.split_at(24);
+            if let Ok(nonce) = XNonce::try_from(nonce)
+                && let Ok(pt) = self.cipher.decrypt(&nonce, Payload { msg: ct, aad })
+            {
+                let pt = Zeroizing::new(pt);
+                return String::from_utf8(pt.to_vec()).ok().map(Zeroizing::new);
+            }
+        }
+        // A blob from before: AES-256-GCM, 12-byte nonce first.
         if sealed.0.len() < 12 + 16 {
             return None;
         }
         let (nonce, ct) = sealed.0.split_at(12);
         let nonce = Nonce::try_from(nonce).ok()?;
         let pt = Zeroizing::new(
-            self.cipher
+            self.legacy
                 .decrypt(
                     &nonce,
                     Payload {
@@ -239,6 +257,36 @@ mod tests {
         let s2 = c.seal("h:1", "secret-token");
         assert_ne!(s, s2, "nonces never repeat");
         assert!(format!("{s:?}").starts_with("Sealed("));
+    }
+
+    /// Issue 14, point 11: random 192-bit nonces, so two processes sharing
+    /// the key (instances, restarts) never reuse one; old blobs still open.
+    #[test]
+    fn nonces_are_random_per_seal_across_instances_and_old_blobs_open() {
+        let (a, b) = (custody(), custody());
+        let mut nonces = std::collections::HashSet::new();
+        for i in 0..2000 {
+            for c in [&a, &b] {
+                let s = c.seal("h:1", &format!("t-{i}"));
+                assert_eq!(s.0[0], SEALED_V2);
+                assert!(nonces.insert(s.0[1..25].to_vec()), "a nonce repeated");
+                assert_eq!(b.open("h:1", &s).unwrap().as_str(), format!("t-{i}"));
+            }
+        }
+        // A blob an earlier version sealed (AES-256-GCM, 12-byte nonce first).
+        let nonce = [9u8; 12];
+        let ct = Aes256Gcm::new((&[7u8; 32]).into())
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: b"old-token",
+                    aad: b"h:1",
+                },
+            )
+            .unwrap();
+        let old = Sealed([nonce.to_vec(), ct].concat());
+        assert_eq!(a.open("h:1", &old).unwrap().as_str(), "old-token");
+        assert!(a.open("h:2", &old).is_none());
     }
 
     #[test]
