@@ -43,7 +43,7 @@ impl Default for ResponseConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CustodyConfig {
-    /// 32-byte AES-256-GCM key (64 hex digits or base64) as `env:NAME` or
+    /// 32-byte custody key (XChaCha20-Poly1305) (64 hex digits or base64) as `env:NAME` or
     /// `file:/path`. Unset: a random key per process, and revocations
     /// pending at a restart can no longer present their token.
     pub key: Option<String>,
