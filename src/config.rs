@@ -18,6 +18,7 @@ use crate::event::NetClass;
 
 mod dashboard;
 mod response;
+pub mod secrets;
 pub use dashboard::*;
 pub use response::*;
 

@@ -456,6 +456,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(cfg) => {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                let inline =
+                    config::secrets::inline_errors(&cfg, &file.display().to_string(), &text);
+                if !inline.is_empty() {
+                    for e in &inline {
+                        eprintln!("{e}");
+                    }
+                    bail!(
+                        "{} secret(s) written inline in {}: move each to env:NAME or file:/path",
+                        inline.len(),
+                        file.display()
+                    );
+                }
                 let base = file.parent().unwrap_or(Path::new("."));
                 Enricher::from_config(&cfg, base).with_context(|| {
                     format!(

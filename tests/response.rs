@@ -216,7 +216,7 @@ kind = "http"
 method = "POST"
 url = "{h}/admin/tokens/{{token_id}}/revoke"
 body = '{{"reason": "{{reason}}"}}'
-admin_auth = {{ token_endpoint = "{o}/token", client_id = "tokenwatch-post", client_secret = "tw-post-secret", auth_method = "client_secret_post" }}
+admin_auth = {{ token_endpoint = "{o}/token", client_id = "tokenwatch-post", client_secret = "file:admin.secret", auth_method = "client_secret_post" }}
 
 [[response.channels]]
 name = "mail"
@@ -235,12 +235,12 @@ secret = "env:TW_TEST_WEBHOOK_SECRET"
 [[response.channels]]
 name = "slack"
 kind = "slack"
-url = "{h}/slack"
+url = "file:slack.url"
 
 [[response.channels]]
 name = "teams"
 kind = "teams"
-url = "{h}/teams"
+url = "file:teams.url"
 
 [[response.channels]]
 name = "pd"
@@ -260,6 +260,15 @@ url = "{h}/alertmanager"
         smtp = s.smtp_port,
     );
     std::fs::write(st.dir.path().join("run.toml"), config).unwrap();
+    // Secrets by reference only (check-config refuses inline ones): the
+    // Slack and Teams URLs are credentials.
+    for (file, value) in [
+        ("admin.secret", "tw-post-secret".to_string()),
+        ("slack.url", format!("{h}/slack")),
+        ("teams.url", format!("{h}/teams")),
+    ] {
+        std::fs::write(st.dir.path().join(file), value).unwrap();
+    }
     let out = Command::new(bin())
         .args(["check-config", "run.toml"])
         .current_dir(st.dir.path())

@@ -436,7 +436,16 @@ pub async fn send(
             }),
         }
     };
-    let url = c.url.clone().unwrap_or_default();
+    // Slack and Teams URLs are credentials: `env:`/`file:` like any secret.
+    let url = match c.url.as_deref().map(resolve_secret).transpose() {
+        Ok(u) => u.unwrap_or_default(),
+        Err(e) => {
+            return Outcome::Failed {
+                status: None,
+                error: format!("url: {e}"),
+            };
+        }
+    };
     let (url, body, mut headers): (String, Vec<u8>, Vec<(String, String)>) = match c.kind {
         ChannelKind::Email => return send_email(c, v, key, timeout).await,
         ChannelKind::Webhook => {

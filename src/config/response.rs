@@ -252,7 +252,9 @@ pub struct ChannelConfig {
     pub max_per_minute: u32,
 
     /// Webhooks: the URL (Alertmanager: its base URL; PagerDuty: defaults
-    /// to the Events v2 endpoint).
+    /// to the Events v2 endpoint). A Slack or Teams URL is itself the
+    /// credential: give it as `env:NAME` or `file:/path` (`check-config`
+    /// refuses it inline).
     #[serde(default)]
     pub url: Option<String>,
     /// webhook: the Standard Webhooks secret (`whsec_…` base64), `env:`/`file:`.

@@ -1435,9 +1435,13 @@ async fn rules(State(st): State<WebState>, Extension(caller): Extension<Caller>)
         })
         .collect();
     let cfg = &st.cfg;
+    // Never a secret on a page, whatever the role: how each is set, only.
     let effective = format!(
-        "detectors = {:#?}\n\nallow = {:#?}\n\npolicy = {:#?}\n\nresponse = {:#?}",
-        cfg.detectors, cfg.allow, cfg.policy, cfg.response
+        "detectors = {:#?}\n\nallow = {:#?}\n\npolicy = {:#?}\n\n[response]\n{}",
+        cfg.detectors,
+        cfg.allow,
+        cfg.policy,
+        crate::config::secrets::redacted_response(cfg)
     );
     render(&Rules {
         c: chrome(&caller, "rules", None),

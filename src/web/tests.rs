@@ -100,6 +100,21 @@ fn app(n: usize) -> App {
         },
     ];
     cfg.dashboard.login_attempts_per_minute = 5;
+    // Secrets written inline, as a careless config would: never on a page.
+    cfg.response.channels = vec![
+        toml::from_str(
+            "name = \"slack\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T0/B0/SLACKSECRET\"",
+        )
+        .unwrap(),
+        toml::from_str("name = \"pd\"\nkind = \"pagerduty\"\nrouting_key = \"PDROUTINGSECRET\"")
+            .unwrap(),
+    ];
+    cfg.response.revokers = vec![
+        toml::from_str(
+            "name = \"idp\"\nkind = \"http\"\nurl = \"https://idp.example/t/{jti}\"\nauthorization = \"Bearer ADMINSECRET\"",
+        )
+        .unwrap(),
+    ];
     let users: Vec<(String, Role, String)> = [
         ("ana", Role::Viewer),
         ("rui", Role::Responder),
@@ -783,4 +798,30 @@ async fn flash_messages_are_fixed_texts_never_the_query() {
     .await;
     assert!(page.contains("Revocation queued."), "a bad id is not shown");
     assert!(!page.contains("m-1<b>") && !page.contains("m-1&lt;b"));
+}
+
+/// Issue 14, point 1: the rules page shows how each secret is set, never
+/// its value, to every role.
+#[tokio::test]
+async fn the_rules_page_never_shows_a_secret() {
+    let app = app(1);
+    for user in ["ana", "ada"] {
+        let (session, _) = login(&app, user).await;
+        let (s, _, page) = send(&app, get_session("/rules", &session)).await;
+        assert_eq!(s, StatusCode::OK);
+        for secret in [
+            "SLACKSECRET",
+            "PDROUTINGSECRET",
+            "ADMINSECRET",
+            "hooks.slack.com/services",
+        ] {
+            assert!(!page.contains(secret), "{user} sees {secret}");
+        }
+        assert!(page.contains("inline (refused by check-config"), "{user}");
+    }
+    let (s, _, body) = send(&app, get_key("/api/v1/rules", &"v".repeat(40))).await;
+    assert_eq!(s, StatusCode::OK);
+    for secret in ["SLACKSECRET", "PDROUTINGSECRET", "ADMINSECRET"] {
+        assert!(!body.contains(secret), "the API shows {secret}");
+    }
 }
