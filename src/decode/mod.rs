@@ -1159,7 +1159,7 @@ impl<'a> Extract<'a, '_> {
             route: cache.route(&route),
             object: object_id(path),
             page: page_of(query),
-            path: path.into(),
+            path: redact_path(path).as_ref().into(),
             status,
             bytes_sent: bytes,
             user_agent: opt(F::UserAgent)?,
@@ -1333,12 +1333,49 @@ fn is_id_segment(seg: &str) -> bool {
     (hexish && b.len() >= 8 && digits > 0) || (b.len() >= 16 && digits * 4 >= b.len())
 }
 
+/// A path segment that looks like a credential (a reset or magic-link
+/// token, a JWT, an API key): long, of token characters, and mixing
+/// classes no word or slug mixes. It is never kept: `{secret}`.
+fn is_secret_segment(seg: &str) -> bool {
+    let b = seg.as_bytes();
+    if b.len() < 20
+        || !b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.~=+%".contains(c))
+    {
+        return false;
+    }
+    let upper = b.iter().any(u8::is_ascii_uppercase);
+    let lower = b.iter().any(u8::is_ascii_lowercase);
+    let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
+    let classes = usize::from(upper) + usize::from(lower) + usize::from(digits > 0);
+    (classes == 3 && digits >= 2) || seg.starts_with("eyJ")
+}
+
+/// The path with credential-like segments replaced by `{secret}`.
+fn redact_path(path: &str) -> Cow<'_, str> {
+    if !path.split('/').any(is_secret_segment) {
+        return Cow::Borrowed(path);
+    }
+    let segs: Vec<&str> = path
+        .split('/')
+        .map(|s| if is_secret_segment(s) { "{secret}" } else { s })
+        .collect();
+    Cow::Owned(segs.join("/"))
+}
+
 /// `/v1/accounts/10023/orders` → `/v1/accounts/{id}/orders`.
 pub fn template_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for seg in path.split('/').skip(1) {
         out.push('/');
-        out.push_str(if is_id_segment(seg) { "{id}" } else { seg });
+        out.push_str(if is_secret_segment(seg) {
+            "{secret}"
+        } else if is_id_segment(seg) {
+            "{id}"
+        } else {
+            seg
+        });
     }
     if out.is_empty() {
         out.push('/');
@@ -1346,9 +1383,11 @@ pub fn template_path(path: &str) -> String {
     out
 }
 
-/// The last id-like path segment: the object a request addresses.
+/// The last id-like path segment: the object a request addresses (a
+/// credential-like segment is not an object).
 fn object_segment(path: &str) -> Option<&str> {
-    path.rsplit('/').find(|s| is_id_segment(s))
+    path.rsplit('/')
+        .find(|s| is_id_segment(s) && !is_secret_segment(s))
 }
 
 /// Hash of [`object_segment`].
@@ -1462,6 +1501,42 @@ mod tests {
             Some(envelope::Inner::Object(_))
         ));
         assert!(envelope::open([None, None, Some(&raw("\"s\""))]).is_none());
+    }
+
+    /// Issue 14, point 16: a token in a path never travels in the route.
+    #[test]
+    fn credential_like_segments_are_redacted_not_kept() {
+        for (path, route) in [
+            ("/reset/Zx8kP2mQ9vR4tL7wB1nC5dF3", "/reset/{secret}"),
+            (
+                "/magic/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln/open",
+                "/magic/{secret}/open",
+            ),
+            ("/v1/accounts/10023", "/v1/accounts/{id}"),
+            ("/v1/u/7b11c9e2-5a4d-4c3b-9d8e-0f1a2b3c4d5e", "/v1/u/{id}"),
+            (
+                "/blog/a-very-long-article-title-with-words",
+                "/blog/a-very-long-article-title-with-words",
+            ),
+            ("/v1/ListAllTheThingsNow", "/v1/ListAllTheThingsNow"),
+        ] {
+            assert_eq!(template_path(path), route, "{path}");
+        }
+        assert_eq!(
+            redact_path("/reset/Zx8kP2mQ9vR4tL7wB1nC5dF3"),
+            "/reset/{secret}"
+        );
+        assert_eq!(object_segment("/reset/Zx8kP2mQ9vR4tL7wB1nC5dF3"), None);
+        assert_eq!(object_segment("/v1/accounts/10023"), Some("10023"));
+        assert_eq!(
+            token::invalid_token_id("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"),
+            Some("that is a raw JWT, not a token id: use the id the finding shows")
+        );
+        assert!(token::invalid_token_id("Bearer abc").is_some());
+        assert!(token::invalid_token_id("h:0123456789abcdef").is_none());
+        assert!(
+            token::invalid_token_id("AT.fH3kT9s2m5QwXyZ1aB2cD3eF4gH5iJ6kL7mN8oP9qR0").is_none()
+        );
     }
 
     #[test]

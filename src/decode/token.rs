@@ -188,3 +188,20 @@ impl std::fmt::Debug for TokenHasher {
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests;
+
+/// Why `id` cannot be a token id (the revoke form and API), or `None`: a
+/// token id is what tokenwatch shows (a jti, `h:…`, `c:…`, `u:…`), never a
+/// raw token, so a pasted bearer token or JWT is refused before it can
+/// reach the audit log.
+pub fn invalid_token_id(id: &str) -> Option<&'static str> {
+    if id.is_empty() || id.len() > 256 {
+        return Some("a token id is 1 to 256 characters");
+    }
+    if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("a token id has no spaces (paste the token id, not the Authorization header)");
+    }
+    if jwt_claims(id).is_some() || (id.starts_with("eyJ") && id.matches('.').count() >= 2) {
+        return Some("that is a raw JWT, not a token id: use the id the finding shows");
+    }
+    None
+}

@@ -310,8 +310,8 @@ async fn revoke(
     if !b.confirm {
         return Err(WebError::BadRequest("set `confirm: true` to revoke".into()).into());
     }
-    if token.is_empty() || token.len() > 512 {
-        return Err(WebError::BadRequest("a token id is 1 to 512 characters".into()).into());
+    if let Some(why) = crate::decode::token::invalid_token_id(&token) {
+        return Err(WebError::BadRequest(why.into()).into());
     }
     let now = crate::act::now_ms();
     let (who, t, reason) = (caller.name.clone(), token.clone(), b.reason);

@@ -1152,6 +1152,9 @@ async fn confirm_revoke(
     Query(q): Query<RevokeQuery>,
 ) -> PageResult {
     require(&caller, Role::Responder)?;
+    if let Some(why) = crate::decode::token::invalid_token_id(&token) {
+        return Err(WebError::BadRequest(why.into()).into());
+    }
     render(&ConfirmRevoke {
         c: chrome(&caller, "incidents", None),
         token_id: token,
@@ -1178,6 +1181,9 @@ async fn revoke(
         return Err(
             WebError::BadRequest("tick the confirmation box to revoke the token".into()).into(),
         );
+    }
+    if let Some(why) = crate::decode::token::invalid_token_id(&token) {
+        return Err(WebError::BadRequest(why.into()).into());
     }
     let reason = if f.reason.trim().is_empty() {
         "revoked from the dashboard".to_string()
