@@ -105,6 +105,18 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        // The store holds findings, audit and sealed tokens: created
+        // readable by its owner only (SQLite gives its -wal and -shm files
+        // the database file's mode).
+        #[cfg(unix)]
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
+        }
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(err)?;
@@ -567,6 +579,19 @@ fn write_decisions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14, point 15: the store file is its owner's only.
+    #[cfg(unix)]
+    #[test]
+    fn the_store_is_created_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let s = Store::open(&path).unwrap();
+        drop(s);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
 
     #[test]
     fn checkpoints_keep_the_previous_generation_and_findings_deduplicate() {
