@@ -701,10 +701,16 @@ fn run(cli: Cli) -> Result<()> {
                     .response
                     .revokers
                     .iter()
-                    .any(|r| r.kind == config::RevokerKind::DenyList)
-                    .then(|| tokenwatch::ops::Check {
+                    .find(|r| r.kind == config::RevokerKind::DenyList)
+                    .map(|r| tokenwatch::ops::Check {
                         deny: deny.clone(),
                         settings: settings.clone(),
+                        // Validated with the configuration.
+                        places: r
+                            .token_places
+                            .iter()
+                            .filter_map(|p| config::TokenPlace::parse(p).ok())
+                            .collect(),
                     });
                 tokenwatch::ops::spawn(addr, health.clone(), prometheus, check)
                     .map_err(anyhow::Error::msg)?;

@@ -32,6 +32,67 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
 pub struct Check {
     pub deny: Arc<crate::act::DenyList>,
     pub settings: crate::decode::DecodeSettings,
+    /// Where the gateway accepts tokens from (the deny-list revoker's
+    /// `token_places`): a token it would accept from a query parameter or
+    /// a cookie is checked there too.
+    pub places: Vec<crate::config::TokenPlace>,
+}
+
+impl Check {
+    /// Every token id presented in the request's configured places.
+    fn presented(&self, uri: &axum::http::Uri, headers: &HeaderMap) -> Vec<String> {
+        use crate::config::TokenPlace;
+        let mut ids = Vec::new();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        // The original request's query: in the check URL (ext_authz), or in
+        // the header the proxy forwards it in (auth_request, forwardAuth).
+        let queries: Vec<&str> = [
+            uri.query(),
+            header("x-original-uri").and_then(|u| u.split_once('?').map(|(_, q)| q)),
+            header("x-forwarded-uri").and_then(|u| u.split_once('?').map(|(_, q)| q)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for place in &self.places {
+            match place {
+                TokenPlace::Header(h) => {
+                    for v in headers
+                        .get_all(h.as_str())
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                    {
+                        ids.extend(self.settings.token_ids(v));
+                    }
+                }
+                TokenPlace::Query(name) => {
+                    for q in &queries {
+                        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+                            if k == name.as_str() {
+                                ids.extend(self.settings.token_ids(&v));
+                            }
+                        }
+                    }
+                }
+                TokenPlace::Cookie(name) => {
+                    for c in headers
+                        .get_all("cookie")
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                    {
+                        for pair in c.split(';') {
+                            if let Some((k, v)) = pair.trim().split_once('=')
+                                && k == name
+                            {
+                                ids.extend(self.settings.token_ids(v.trim_matches('"')));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        ids
+    }
 }
 
 #[derive(Clone)]
@@ -64,6 +125,7 @@ pub fn router(health: Arc<Health>, prometheus: PrometheusHandle, check: Option<C
 /// is the gateway's job, not ours).
 async fn check_token(
     State(ops): State<Ops>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     let Some(check) = &ops.check else {
@@ -73,10 +135,7 @@ async fn check_token(
             "no deny-list\n".into(),
         );
     };
-    let mut ids = Vec::new();
-    if let Some(a) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        ids.extend(check.settings.token_ids(a));
-    }
+    let mut ids = check.presented(&uri, &headers);
     if let Some(id) = headers
         .get("x-tokenwatch-token-id")
         .and_then(|v| v.to_str().ok())
@@ -219,7 +278,18 @@ mod tests {
         let app = router(
             Arc::new(Health::default()),
             prom,
-            Some(Check { deny, settings }),
+            Some(Check {
+                deny,
+                settings,
+                places: [
+                    "header:authorization",
+                    "query:access_token",
+                    "cookie:session",
+                ]
+                .iter()
+                .map(|p| crate::config::TokenPlace::parse(p).unwrap())
+                .collect(),
+            }),
         );
         let status = |req: Request<Body>| {
             let app = app.clone();
@@ -252,5 +322,45 @@ mod tests {
             status(Request::get("/v1/check").body(Body::empty()).unwrap()).await,
             StatusCode::OK
         );
+        // Issue 14, point 12: a token the gateway accepts in the query or a
+        // cookie is checked there too.
+        let req = |uri: &str, h: Option<(&str, &str)>| {
+            let mut r = Request::get(uri);
+            if let Some((k, v)) = h {
+                r = r.header(k, v);
+            }
+            r.body(Body::empty()).unwrap()
+        };
+        for (uri, h) in [
+            ("/v1/check/orders/7?access_token=opaque-1", None),
+            (
+                "/v1/check",
+                Some(("x-original-uri", "/orders/7?x=1&access_token=opaque-1")),
+            ),
+            (
+                "/v1/check",
+                Some(("x-forwarded-uri", "/orders/7?access_token=opaque%2D1")),
+            ),
+            (
+                "/v1/check",
+                Some(("cookie", "theme=dark; session=opaque-1")),
+            ),
+        ] {
+            assert_eq!(
+                status(req(uri, h)).await,
+                StatusCode::FORBIDDEN,
+                "{uri} {h:?}"
+            );
+        }
+        assert_eq!(
+            status(req(
+                "/v1/check?access_token=opaque-2",
+                Some(("cookie", "other=opaque-1"))
+            ))
+            .await,
+            StatusCode::OK,
+            "an unconfigured cookie is not a place"
+        );
+        assert!(crate::config::TokenPlace::parse("body:token").is_err());
     }
 }

@@ -202,6 +202,14 @@ pub struct RevokerConfig {
     /// deny_list: how long a token without `exp` stays denied.
     #[serde(default = "default_deny_secs")]
     pub deny_secs: u64,
+    /// deny_list: every place the gateway accepts a token from, for
+    /// `/v1/check` to look at: `header:NAME`, `query:NAME` (in the check
+    /// request's own URL, as Envoy ext_authz forwards it, or in
+    /// `X-Original-URI` / `X-Forwarded-Uri`, as NGINX auth_request and
+    /// Traefik forwardAuth send it) and `cookie:NAME`. Default: the
+    /// Authorization header and RFC 6750's `access_token` parameter.
+    #[serde(default = "default_token_places")]
+    pub token_places: Vec<String>,
 
     /// caep: the SET issuer and audience.
     #[serde(default)]
@@ -221,6 +229,35 @@ pub struct RevokerConfig {
 
 fn default_deny_secs() -> u64 {
     3_600
+}
+
+fn default_token_places() -> Vec<String> {
+    vec!["header:authorization".into(), "query:access_token".into()]
+}
+
+/// Where a gateway may have taken a token from (`token_places`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TokenPlace {
+    Header(String),
+    Query(String),
+    Cookie(String),
+}
+
+impl TokenPlace {
+    pub fn parse(s: &str) -> Result<TokenPlace, String> {
+        let bad = || format!("`{s}`: use header:NAME, query:NAME or cookie:NAME");
+        let (kind, name) = s.split_once(':').ok_or_else(bad)?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(bad());
+        }
+        Ok(match kind.trim() {
+            "header" => TokenPlace::Header(name.to_ascii_lowercase()),
+            "query" => TokenPlace::Query(name.to_string()),
+            "cookie" => TokenPlace::Cookie(name.to_string()),
+            _ => return Err(bad()),
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -349,7 +386,13 @@ impl ResponseConfig {
                     }
                     _ => {}
                 },
-                RevokerKind::DenyList => {}
+                RevokerKind::DenyList => {
+                    for (j, p) in r.token_places.iter().enumerate() {
+                        if let Err(e) = TokenPlace::parse(p) {
+                            err(&k(&format!("token_places[{j}]")), e);
+                        }
+                    }
+                }
                 RevokerKind::Caep => {
                     if r.endpoint.is_none() {
                         err(
