@@ -317,7 +317,9 @@ pub struct InputConfig {
     /// `tyk`), the name of a `[formats.NAME]` block, or `auto` (detect per file).
     pub format: String,
     /// Proxies whose X-Forwarded-For entries are trusted: the client IP is the
-    /// right-most address not in these networks.
+    /// right-most address not in these networks. Empty by default: a private
+    /// peer address (a VPN user, a pod) is not a proxy, and trusting one
+    /// lets it choose its apparent address. List your load balancers.
     pub trusted_proxies: Vec<IpNet>,
     /// Records longer than this are dropped as `too_large`.
     pub max_record_bytes: usize,
@@ -349,17 +351,7 @@ impl Default for InputConfig {
     fn default() -> Self {
         InputConfig {
             format: "auto".into(),
-            trusted_proxies: [
-                "10.0.0.0/8",
-                "172.16.0.0/12",
-                "192.168.0.0/16",
-                "127.0.0.0/8",
-                "::1/128",
-                "fc00::/7",
-            ]
-            .iter()
-            .map(|s| s.parse().expect("valid built-in cidr"))
-            .collect(),
+            trusted_proxies: Vec::new(),
             max_record_bytes: 1 << 20,
             token_identity: vec![
                 TokenIdentity::Jwt,

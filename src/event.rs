@@ -268,10 +268,13 @@ pub enum DropReason {
     Late,
     UnknownFormat,
     Io,
+    /// A record of tokenwatch's own repartition topic that does not open
+    /// under this instance's key (instances with different hash keys).
+    Unsealable,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::NotJson,
         DropReason::NotObject,
         DropReason::TooLarge,
@@ -284,6 +287,7 @@ impl DropReason {
         DropReason::Late,
         DropReason::UnknownFormat,
         DropReason::Io,
+        DropReason::Unsealable,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -299,6 +303,7 @@ impl DropReason {
             DropReason::Late => "late",
             DropReason::UnknownFormat => "unknown_format",
             DropReason::Io => "io",
+            DropReason::Unsealable => "unsealable",
         }
     }
     pub fn index(self) -> usize {

@@ -49,7 +49,7 @@ use crate::config::{Config, KafkaConfig};
 use crate::decode::{DecodeSettings, Decoder};
 use crate::detect::{Engine, Finding};
 use crate::enrich::Enricher;
-use crate::event::Drop;
+use crate::event::{Drop, DropReason};
 use crate::store::{Checkpoint, Store, StoreError, StoredFinding};
 
 /// Errors that stop the service (everything else is retried and logged).
@@ -579,6 +579,11 @@ struct Service<'a> {
     in_flight: HashMap<usize, String>,
     next_ticket: usize,
     decoded: Vec<Result<crate::event::AccessEvent, Drop>>,
+    /// Seals records forwarded through the repartition topic (and opens
+    /// them at the shard): they carry the gateway's raw credentials.
+    seal: crate::seal::RecordSeal,
+    /// Said once: X-Forwarded-For is present but no proxy is trusted.
+    xff_warned: bool,
     stats: RunStats,
     /// Broker timestamp of the triggering record → finding produced, in µs.
     latency: hdrhistogram::Histogram<u64>,
@@ -739,6 +744,7 @@ pub fn run(
     let topics: Vec<&str> = roles.iter().map(|t| t.name.as_str()).collect();
     consumer.subscribe(&topics)?;
 
+    let seal = crate::seal::RecordSeal::new(&settings.forward_key());
     let mut svc = Service {
         cfg,
         kc,
@@ -758,6 +764,8 @@ pub fn run(
         in_flight: HashMap::new(),
         next_ticket: 1,
         decoded: Vec::new(),
+        seal,
+        xff_warned: false,
         stats: RunStats::default(),
         latency: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
             .map_err(|e| ServiceError::Setup(e.to_string()))?,
@@ -1199,6 +1207,7 @@ impl Service<'_> {
                 f.next = Some(off + 1);
                 self.decoded.clear();
                 f.decoder.decode(payload, &mut self.decoded);
+                warn_xff(&mut self.xff_warned, &f.decoder);
                 let mut first_drop: Option<(Drop, usize)> = None;
                 let mut key: Option<String> = None;
                 for r in self.decoded.drain(..) {
@@ -1220,10 +1229,12 @@ impl Service<'_> {
                         ("tokenwatch-source-topic", m.topic()),
                         ("tokenwatch-source-partition", &sp),
                         ("tokenwatch-source-offset", &so),
+                        ("tokenwatch-seal", "1"),
                     ]);
+                    let sealed = self.seal.seal(format, payload);
                     let mut rec = record(topic)
                         .key(k.as_bytes())
-                        .payload(payload)
+                        .payload(&sealed)
                         .headers(headers);
                     if let Some(ts) = m.timestamp().to_millis() {
                         rec = rec.timestamp(ts);
@@ -1281,7 +1292,23 @@ impl Service<'_> {
                     .decoder(&self.settings, &format)
                     .map_err(ServiceError::Setup)?;
                 self.decoded.clear();
-                decoder.decode(payload, &mut self.decoded);
+                // Forwarded records are sealed (they carry raw credentials);
+                // ones forwarded by a version before sealing are read as
+                // they are, so a rolling upgrade loses nothing.
+                let sealed = role == Role::Internal
+                    && m.headers()
+                        .is_some_and(|h| h.iter().any(|h| h.key == "tokenwatch-seal"));
+                let opened = sealed.then(|| self.seal.open(&format, payload));
+                match opened {
+                    None => decoder.decode(payload, &mut self.decoded),
+                    Some(Some(p)) => decoder.decode(&p, &mut self.decoded),
+                    Some(None) => self.decoded.push(Err(Drop::new(
+                        DropReason::Unsealable,
+                        "a repartitioned record that does not open under this instance's \
+                         key: give every instance of the group the same TOKENWATCH_HASH_KEY",
+                    ))),
+                }
+                warn_xff(&mut self.xff_warned, decoder);
                 let source_ts = m.timestamp().to_millis().unwrap_or(-1);
                 let mut first_drop: Option<(Drop, usize)> = None;
                 for (i, r) in self.decoded.drain(..).enumerate() {
@@ -1301,7 +1328,7 @@ impl Service<'_> {
                             self.stats.events += 1;
                             if !s.engine.push(en, &mut self.findings) {
                                 self.stats.dropped += 1;
-                                crate::telemetry::dropped(crate::event::DropReason::Late, 1);
+                                crate::telemetry::dropped(DropReason::Late, 1);
                             }
                         }
                         Err(d) if !replaying => count_drop(&mut first_drop, d),
@@ -1811,6 +1838,19 @@ fn partition_key(e: &crate::event::AccessEvent) -> &str {
         .unwrap_or(e.token.as_str())
 }
 
+/// Once per service: records carry X-Forwarded-For but `trusted_proxies`
+/// is empty, so every client is the gateway's peer address.
+fn warn_xff(warned: &mut bool, decoder: &crate::decode::Decoder) {
+    if !*warned && decoder.xff_without_trusted_proxy() > 0 {
+        *warned = true;
+        tracing::warn!(
+            "records carry X-Forwarded-For but input.trusted_proxies is empty: each client is \
+             the gateway's peer address; if a load balancer sits in front of the gateway, list \
+             its networks in input.trusted_proxies"
+        );
+    }
+}
+
 fn dead_letter(
     kc: &KafkaConfig,
     producer: &TwProducer,
@@ -1840,9 +1880,10 @@ fn dead_letter(
         ("tokenwatch-source-partition", &partition),
         ("tokenwatch-source-offset", &offset),
     ]);
-    let rec = record(topic)
-        .payload(m.payload().unwrap_or_default())
-        .headers(headers);
+    // Dead letters stay readable for whoever debugs the gateway, so their
+    // credentials go (decode::scrub).
+    let scrubbed = crate::decode::scrub::scrub(m.payload().unwrap_or_default());
+    let rec = record(topic).payload(&scrubbed).headers(headers);
     let rec = match m.key() {
         Some(k) => rec.key(k),
         None => rec,

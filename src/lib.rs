@@ -37,6 +37,7 @@ pub mod kafka;
 pub mod live;
 pub mod ops;
 pub mod pipeline;
+pub mod seal;
 pub mod source;
 pub mod store;
 pub mod synth;

@@ -251,7 +251,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEFAULT_RULES: &str = include_str!("../rules.toml");
 const DEMO_SCENARIO: &str = include_str!("../replay/scenarios/demo.toml");
+/// The documented key replays, `explain`, `synth` and the demo use when none
+/// is configured: anyone can compute ids under it, so `run` refuses it.
 const DEFAULT_HASH_KEY: &[u8] = b"tokenwatch-default-hash-key";
+/// A configured key shorter than this is refused (a guessable key makes
+/// `h:` ids computable).
+const MIN_HASH_KEY_BYTES: usize = 16;
 
 fn main() {
     // The service says what it does (assignments, restores, readiness); the
@@ -388,8 +393,8 @@ fn act_cmd(config_path: &Path, by: &str, act: Act) -> Result<()> {
 
 /// Decode settings for `cfg`, with JWT verification when `[identity]`
 /// names keys (paths relative to `base`, the config file's folder).
-fn decode_settings(cfg: &Config, base: &Path) -> Result<DecodeSettings> {
-    let settings = DecodeSettings::new(cfg, &hash_key(cfg)).map_err(anyhow::Error::msg)?;
+fn decode_settings(cfg: &Config, base: &Path, key: &[u8]) -> Result<DecodeSettings> {
+    let settings = DecodeSettings::new(cfg, key).map_err(anyhow::Error::msg)?;
     Ok(
         match tokenwatch::jwks::load(&cfg.identity, base).map_err(anyhow::Error::msg)? {
             Some(v) => settings.with_verifier(v),
@@ -399,15 +404,63 @@ fn decode_settings(cfg: &Config, base: &Path) -> Result<DecodeSettings> {
 }
 
 fn hash_key(cfg: &Config) -> Vec<u8> {
-    if let Ok(k) = std::env::var(&cfg.input.token_hash_key_env)
+    configured_hash_key(cfg)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| DEFAULT_HASH_KEY.to_vec())
+}
+
+/// The token hash key from `$TOKENWATCH_HASH_KEY` (`input.token_hash_key_env`)
+/// or `input.token_hash_key` (`env:NAME` / `file:/path`); `None` when
+/// neither is set.
+fn configured_hash_key(cfg: &Config) -> Result<Option<Vec<u8>>> {
+    let env = &cfg.input.token_hash_key_env;
+    let key = if let Ok(k) = std::env::var(env)
         && !k.is_empty()
     {
-        return k.into_bytes();
+        k
+    } else if let Some(k) = &cfg.input.token_hash_key {
+        config::resolve_secret(k).map_err(|e| anyhow::anyhow!("input.token_hash_key: {e}"))?
+    } else {
+        return Ok(None);
+    };
+    if key.len() < MIN_HASH_KEY_BYTES {
+        bail!(
+            "the token hash key is {} bytes: use at least {MIN_HASH_KEY_BYTES} random bytes, \
+             e.g. `export {env}=$(openssl rand -hex 32)`",
+            key.len()
+        );
     }
-    match &cfg.input.token_hash_key {
-        Some(k) => k.clone().into_bytes(),
-        None => DEFAULT_HASH_KEY.to_vec(),
-    }
+    Ok(Some(key.into_bytes()))
+}
+
+/// Batch commands (replay, explain, synth, demo) may run under the
+/// documented key, and say so once.
+fn batch_hash_key(cfg: &Config) -> Result<Vec<u8>> {
+    Ok(match configured_hash_key(cfg)? {
+        Some(k) => k,
+        None => {
+            eprintln!(
+                "note: no token hash key ({} or input.token_hash_key): opaque-token ids (h:…) \
+                 use the built-in documented key, which anyone can compute; set one for real logs",
+                cfg.input.token_hash_key_env
+            );
+            DEFAULT_HASH_KEY.to_vec()
+        }
+    })
+}
+
+/// `run` watches real traffic: it never starts under the documented key.
+fn service_hash_key(cfg: &Config) -> Result<Vec<u8>> {
+    configured_hash_key(cfg)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "tokenwatch run needs a secret token hash key: the built-in one is public, so anyone \
+             could compute the ids (h:…) of opaque tokens. Set {env} (e.g. \
+             `export {env}=$(openssl rand -hex 32)`, the same on every instance) or \
+             input.token_hash_key = \"file:/path\"",
+            env = cfg.input.token_hash_key_env
+        )
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -420,7 +473,7 @@ fn run(cli: Cli) -> Result<()> {
             summary_json,
         } => {
             let (cfg, base) = load_config(config.as_deref())?;
-            let settings = decode_settings(&cfg, &base)?;
+            let settings = decode_settings(&cfg, &base, &batch_hash_key(&cfg)?)?;
             let format = format.unwrap_or_else(|| cfg.input.format.clone());
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
@@ -476,6 +529,15 @@ fn run(cli: Cli) -> Result<()> {
                         file.display()
                     )
                 })?;
+                if cfg.input.trusted_proxies.is_empty() {
+                    eprintln!(
+                        "warning: {}: input.trusted_proxies is empty, so X-Forwarded-For is not \
+                         used and each client is the gateway's peer address. If a load balancer \
+                         or CDN sits in front of the gateway, list its networks there (never \
+                         whole private ranges: VPN users and pods have private addresses too).",
+                        file.display()
+                    );
+                }
                 println!(
                     "{}: ok (format {}, {} detectors enabled, {} route rules, {} custom formats)",
                     file.display(),
@@ -567,7 +629,7 @@ fn run(cli: Cli) -> Result<()> {
                     "note: no GeoIP City database (--geoip-city): impossible-travel detection is off"
                 );
             }
-            let settings = decode_settings(&cfg, &base)?;
+            let settings = decode_settings(&cfg, &base, &batch_hash_key(&cfg)?)?;
             let mut sources = Vec::new();
             for i in &inputs {
                 sources.push(LineSource::open(i).with_context(|| format!("opening {i}"))?);
@@ -664,7 +726,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let enricher =
                 Arc::new(Enricher::from_config(&cfg, &base).context("loading GeoIP databases")?);
-            let settings = decode_settings(&cfg, &base)?;
+            let settings = decode_settings(&cfg, &base, &service_hash_key(&cfg)?)?;
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let flag = stop.clone();
             ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
@@ -853,7 +915,7 @@ fn load_kafka(
         properties: Default::default(),
     });
     kc.brokers = brokers.to_string();
-    let settings = DecodeSettings::new(cfg, &hash_key(cfg)).map_err(anyhow::Error::msg)?;
+    let settings = DecodeSettings::new(cfg, &batch_hash_key(cfg)?).map_err(anyhow::Error::msg)?;
     let format = format.unwrap_or_else(|| cfg.input.format.clone());
     let mut total = 0;
     for input in inputs {
@@ -890,6 +952,10 @@ fn demo(
     // The demo's Kong gateway authenticates with key-auth, one key per
     // token: its credentials are per-token identities (README: Kong).
     cfg.input.credential_kind = config::CredentialKind::PerToken;
+    // Its NGINX sits behind a load balancer, trusted as an operator would.
+    if cfg.input.trusted_proxies.is_empty() {
+        cfg.input.trusted_proxies = synth::world::load_balancers();
+    }
     let sc: synth::Scenario =
         toml::from_str(DEMO_SCENARIO).context("replay/scenarios/demo.toml")?;
     eprintln!(
@@ -1029,8 +1095,13 @@ fn demo(
     Ok(())
 }
 
+/// How long the printed one-time admin password is accepted (it is spent by
+/// its first login in any case).
+const ONE_TIME_PASSWORD_SECS: i64 = 3600;
+
 /// Start the dashboard. With `one_time_admin`, an `admin` user with a
-/// random password is added and the password printed once (on stderr).
+/// random password is added and the password printed once (on stderr); it
+/// logs in once, within [`ONE_TIME_PASSWORD_SECS`].
 fn dashboard(
     cfg: &Config,
     listen: std::net::SocketAddr,
@@ -1041,20 +1112,21 @@ fn dashboard(
     one_time_admin: bool,
 ) -> Result<std::thread::JoinHandle<()>> {
     use tokenwatch::web;
-    let mut extra = Vec::new();
     let password = one_time_admin.then(|| web::auth::random_token()[..16].to_string());
+    let mut one_time = Vec::new();
     if let Some(p) = &password {
-        extra.push((
-            "admin".to_string(),
-            config::Role::Admin,
-            web::auth::hash_password(p).map_err(anyhow::Error::msg)?,
-        ));
+        one_time.push(web::auth::OneTimeUser {
+            name: "admin".to_string(),
+            role: config::Role::Admin,
+            password_hash: web::auth::hash_password(p).map_err(anyhow::Error::msg)?,
+            expires_ms: tokenwatch::act::now_ms() + ONE_TIME_PASSWORD_SECS * 1000,
+        });
     }
     let secure = cfg
         .dashboard
         .secure_cookies
         .unwrap_or_else(|| cfg.response.dashboard_url.starts_with("https://"));
-    let auth = web::Auth::new(&cfg.dashboard, &extra, secure).map_err(anyhow::Error::msg)?;
+    let auth = web::Auth::new(&cfg.dashboard, one_time, secure).map_err(anyhow::Error::msg)?;
     let st = web::WebState::new(Arc::new(cfg.clone()), auth, health, prometheus, deny)
         .map_err(anyhow::Error::msg)?;
     let (handle, bound) = web::spawn(listen, st, stop).map_err(|e| {
@@ -1063,7 +1135,8 @@ fn dashboard(
     let url = format!("http://{bound}/");
     match password {
         Some(p) => eprintln!(
-            "dashboard: {url}  user `admin`, one-time password `{p}` (valid while this process runs; add [[dashboard.users]] to keep users)"
+            "dashboard: {url}  user `admin`, one-time password `{p}` (logs in once, within {} minutes; add [[dashboard.users]] to keep users)",
+            ONE_TIME_PASSWORD_SECS / 60
         ),
         None => eprintln!("dashboard: {url}"),
     }

@@ -39,6 +39,26 @@ pub struct Check {
 }
 
 impl Check {
+    /// The verdict on one request: the first presented token id that is
+    /// denied at `now_ms`, with the time it is denied until. The token comes
+    /// in the configured places or, for gateways that already know it, as
+    /// `X-Tokenwatch-Token-Id`. Total on any URI and headers (fuzzed).
+    pub fn denied(
+        &self,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+        now_ms: i64,
+    ) -> Option<(String, i64)> {
+        let mut ids = self.presented(uri, headers);
+        if let Some(id) = headers
+            .get("x-tokenwatch-token-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            ids.push(id.trim().to_string());
+        }
+        self.deny.check(&ids, now_ms)
+    }
+
     /// Every token id presented in the request's configured places.
     fn presented(&self, uri: &axum::http::Uri, headers: &HeaderMap) -> Vec<String> {
         use crate::config::TokenPlace;
@@ -135,14 +155,7 @@ async fn check_token(
             "no deny-list\n".into(),
         );
     };
-    let mut ids = check.presented(&uri, &headers);
-    if let Some(id) = headers
-        .get("x-tokenwatch-token-id")
-        .and_then(|v| v.to_str().ok())
-    {
-        ids.push(id.trim().to_string());
-    }
-    match check.deny.check(&ids, crate::act::now_ms()) {
+    match check.denied(&uri, &headers, crate::act::now_ms()) {
         Some((id, until)) => {
             crate::telemetry::deny_check("deny");
             (

@@ -50,6 +50,10 @@ pub struct Summary {
     pub rejected: u64,
     /// Tokens and profiles evicted at `engine.max_tracked_tokens`.
     pub tokens_evicted_cap: u64,
+    /// Events that carried X-Forwarded-For while `input.trusted_proxies` is
+    /// empty: their client is the peer address, a load balancer's if there
+    /// is one in front of the gateway.
+    pub xff_without_trusted_proxy: u64,
     pub elapsed_secs: f64,
     pub events_per_sec: f64,
     pub formats: BTreeMap<String, String>,
@@ -114,6 +118,14 @@ impl Summary {
             "rejected       {:>12} (credential refused by the gateway: not learnt from)\n",
             self.rejected
         ));
+        if self.xff_without_trusted_proxy > 0 {
+            s.push_str(&format!(
+                "WARNING: {} events carry X-Forwarded-For but input.trusted_proxies is empty: \
+                 their client IP is the gateway's peer address. If a load balancer sits in \
+                 front of the gateway, list its networks in input.trusted_proxies.\n",
+                self.xff_without_trusted_proxy
+            ));
+        }
         if self.tokens_evicted_cap > 0 {
             s.push_str(&format!(
                 "evicted at cap {:>12} (engine.max_tracked_tokens reached: least recently seen first)\n",
@@ -360,6 +372,7 @@ impl Pipeline {
             b.finish_and_clear();
         }
         for s in &streams {
+            summary.xff_without_trusted_proxy += s.decoder.xff_without_trusted_proxy();
             summary.formats.insert(
                 s.src.name().to_string(),
                 s.decoder.format_name().unwrap_or("unknown").to_string(),

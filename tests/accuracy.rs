@@ -25,6 +25,8 @@ fn recall_and_false_positives_on_a_labeled_dataset() {
     };
     let ds = synth::generate(&sc, "accuracy", b"accuracy-key").expect("dataset");
     let mut cfg: Config = config::load(std::path::Path::new("rules.toml")).expect("rules.toml");
+    // The world's NGINX is behind a load balancer: trusted, as its operator would.
+    cfg.input.trusted_proxies = world::load_balancers();
     // The generated Kong gateway authenticates with key-auth, one key per
     // token, so its credentials are declared per-token (README: Kong). With
     // the default (`shared`), replay and travel do not run on credentials:

@@ -120,13 +120,13 @@ fn hash_password_makes_an_argon2id_hash_the_dashboard_accepts() {
         }],
         ..Default::default()
     };
-    let auth = tokenwatch::web::Auth::new(&cfg, &[], false).unwrap();
+    let auth = tokenwatch::web::Auth::new(&cfg, Vec::new(), false).unwrap();
     assert_eq!(
-        auth.check_password("alice", "a long enough passphrase"),
+        auth.check_password("alice", "a long enough passphrase", 0),
         Some(tokenwatch::config::Role::Responder)
     );
     assert_eq!(
-        auth.check_password("alice", "a long enough passphrasE"),
+        auth.check_password("alice", "a long enough passphrasE", 0),
         None
     );
     let short = run("short");

@@ -205,6 +205,7 @@ password_hash = "{ada}"
     let run = Command::new(bin())
         .current_dir(d)
         .args(["run", "--config", "run.toml"])
+        .env("TOKENWATCH_HASH_KEY", "test-hash-key-0123456789abcdef")
         .env("TW_TEST_CUSTODY_KEY", CUSTODY_KEY)
         .env("TW_TEST_CLIENT_SECRET", "tw-secret")
         .env("TW_TEST_SSO_SECRET", "dash-secret")

@@ -101,7 +101,10 @@ fn apisix_sample_with_batch() {
 
 #[test]
 fn nginx_sample_uses_msec_and_walks_xff() {
-    let v = decode_file("nginx", "nginx.jsonl");
+    // The sample's load balancer is in 10.0.0.0/8: trusted by config, not
+    // by default.
+    let cfg = config::load_str("[input]\ntrusted_proxies = [\"10.0.0.0/8\"]\n", "t.toml").unwrap();
+    let v = decode_in("samples", "nginx", "nginx.jsonl", &cfg);
     let e = ok(&v, 0);
     assert_eq!(e.ts, 1_767_225_600_123);
     assert_eq!(e.client_ip, ip("198.51.100.23"));
@@ -251,16 +254,29 @@ fn xff_is_never_trusted_blindly() {
     let mut out = Vec::new();
     d.decode(spoof.as_bytes(), &mut out);
     assert_eq!(out[0].as_ref().unwrap().client_ip, ip("198.51.100.23"));
-    // Behind a trusted load balancer, the right-most untrusted hop wins.
     let lb = good
         .replace(
             "\"x_forwarded_for\":\"198.51.100.23\"",
             "\"x_forwarded_for\":\"6.6.6.6, 203.0.113.9, 10.1.2.3\"",
         )
         .replace("198.51.100.23:51544", "10.0.0.2:443");
+    // Issue 14, point 14: by default no proxy is trusted, not even a private
+    // peer (a VPN user, a pod): its X-Forwarded-For cannot frame anyone, and
+    // the decoder counts the event for the "nothing trusted" warning.
+    let mut d = s.decoder("envoy").unwrap();
+    let mut out = Vec::new();
+    d.decode(lb.as_bytes(), &mut out);
+    assert_eq!(out[0].as_ref().unwrap().client_ip, ip("10.0.0.2"));
+    assert_eq!(d.xff_without_trusted_proxy(), 1);
+    // Behind a load balancer listed in trusted_proxies, the right-most
+    // untrusted hop wins, and nothing is counted.
+    let cfg = config::load_str("[input]\ntrusted_proxies = [\"10.0.0.0/8\"]\n", "t.toml").unwrap();
+    let s = settings(&cfg);
+    let mut d = s.decoder("envoy").unwrap();
     let mut out = Vec::new();
     d.decode(lb.as_bytes(), &mut out);
     assert_eq!(out[0].as_ref().unwrap().client_ip, ip("203.0.113.9"));
+    assert_eq!(d.xff_without_trusted_proxy(), 0);
 }
 
 #[test]
@@ -268,6 +284,7 @@ fn custom_format_with_pointers_fallbacks_and_transforms() {
     let toml = r#"
         [input]
         format = "mygw"
+        trusted_proxies = ["10.0.0.0/8"]
         [formats.mygw]
         fields.timestamp = { from = ["/ts_ns", "/meta/ts"], transforms = ["epoch_ns"] }
         fields.peer_ip = { from = ["/peer"], transforms = ["host_port"] }

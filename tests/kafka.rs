@@ -113,6 +113,7 @@ fn replayed_dataset(seed: u64) -> (tempfile::TempDir, usize, BTreeSet<String>) {
 fn replay_ids(dir: &std::path::Path, file: &str) -> BTreeSet<String> {
     let st = Command::new(bin())
         .current_dir(dir)
+        .env("TOKENWATCH_HASH_KEY", "test-hash-key-0123456789abcdef")
         .args([
             "replay",
             file,
@@ -232,6 +233,7 @@ fn load_cmd(
     rate: Option<u32>,
 ) -> Command {
     let mut c = Command::new(bin());
+    c.env("TOKENWATCH_HASH_KEY", "test-hash-key-0123456789abcdef");
     c.current_dir(d).args([
         "replay",
         file,
@@ -288,7 +290,8 @@ fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
     let poison = [
         "this is not json".to_string(),
         "{\"start_time\":".to_string(),
-        "{\"method\":\"GET\",\"path\":\"/v1/x\"}".to_string(),
+        // Undecodable (no timestamp, no address) and carrying credentials.
+        "{\"method\":\"GET\",\"path\":\"/v1/x?access_token=QSECRET\",\"authorization\":\"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.SIGSECRET\"}".to_string(),
         "[1,2,3]".to_string(),
     ];
     let mut poisoned = Vec::new();
@@ -372,8 +375,27 @@ fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
         poison_count,
         "every poison record is dead-lettered once"
     );
+    // Issue 14, point 10: dead letters keep the record, not its credentials.
+    let scrubbed: Vec<String> = poison
+        .iter()
+        .map(|p| String::from_utf8(tokenwatch::decode::scrub::scrub(p.as_bytes())).unwrap())
+        .collect();
+    assert!(
+        scrubbed
+            .iter()
+            .any(|p| p.contains("\"method\":\"GET\"") && p.contains("[redacted]"))
+    );
     for (payload, headers) in &dead {
-        assert!(poison.contains(payload), "unexpected dead letter {payload}");
+        assert!(
+            scrubbed.contains(payload),
+            "unexpected dead letter {payload}"
+        );
+        for secret in ["QSECRET", "SIGSECRET", "eyJ", "Bearer"] {
+            assert!(
+                !payload.contains(secret),
+                "{secret} in dead letter {payload}"
+            );
+        }
         let h: std::collections::BTreeMap<_, _> = headers.iter().cloned().collect();
         assert!(h.contains_key("tokenwatch-reason"), "{h:?}");
         assert_eq!(h.get("tokenwatch-source-topic"), Some(&logs));
@@ -397,6 +419,7 @@ fn spawn_run(dir: &std::path::Path) -> (std::process::Child, std::sync::mpsc::Re
     let mut child = Command::new(bin())
         .current_dir(dir)
         .args(["run", "--config", "run.toml"])
+        .env("TOKENWATCH_HASH_KEY", "test-hash-key-0123456789abcdef")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -586,9 +609,10 @@ fn kill_9_mid_stream_loses_nothing_and_restores_state() {
     // (see the repartition notes in ARCHITECTURE.md).
     let (logs, findings) = (unique("tw-crash-logs"), unique("tw-crash-findings"));
     create_topic(&logs, 1);
+    let group = unique("tw-crash-group");
     write_run_config_with(
         d,
-        &unique("tw-crash-group"),
+        &group,
         &format!("{{ name = \"{logs}\", format = \"envoy\", keyed = false }}"),
         &findings,
         None,
@@ -632,6 +656,27 @@ fn kill_9_mid_stream_loses_nothing_and_restores_state() {
     let caught_up = wait_for(&rx, "tokenwatch run: consumed", 60);
     let got = stop_when_found(child, caught_up, &findings, &expected);
     assert_same_findings(&got, &expected, "after three kill -9");
+    // Issue 14, point 10: the forwarded copies carry the gateway's raw
+    // Authorization header sealed, never readable.
+    let forwarded = read_topic(
+        &format!("{group}.repartition"),
+        1000,
+        Duration::from_secs(20),
+    );
+    assert!(forwarded.len() >= 1000, "{}", forwarded.len());
+    for (payload, headers) in &forwarded {
+        assert!(
+            !payload.contains("eyJ")
+                && !payload.contains("Bearer")
+                && !payload.contains("start_time"),
+            "a readable forwarded record: {payload}"
+        );
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == "tokenwatch-seal" && v == "1")
+        );
+    }
     eprintln!(
         "crash test: {} findings expected, {} records in the output topic, state restored: {restored:?} tokens",
         expected.len(),

@@ -289,6 +289,7 @@ fn spawn_run(
     let mut child = Command::new(bin())
         .current_dir(d)
         .args(["run", "--config", "run.toml"])
+        .env("TOKENWATCH_HASH_KEY", "test-hash-key-0123456789abcdef")
         .env("TW_TEST_CUSTODY_KEY", CUSTODY_KEY)
         .env("TW_TEST_CLIENT_SECRET", "tw-secret")
         .env("TW_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)

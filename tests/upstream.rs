@@ -17,8 +17,13 @@ const KC_JTI: &str = "0b4f3c2e-8a1d-4e5f-9c7b-2d3e4f5a6b7c";
 const KC_SUB: &str = "f3c1d2e4-5b6a-4c7d-8e9f-0a1b2c3d4e5f";
 const OKTA_JTI: &str = "AT.fH3kT9s2m5QwXyZ1aB2cD3eF4gH5iJ6kL7mN8oP9qR0";
 
+/// As an operator configures it: the NGINX recipe sits behind a load
+/// balancer at 10.0.0.5, trusted by `input.trusted_proxies` (no proxy is
+/// trusted by default).
 fn settings() -> DecodeSettings {
-    DecodeSettings::new(&Config::default(), b"test-key").expect("valid settings")
+    let mut cfg = Config::default();
+    cfg.input.trusted_proxies = vec!["10.0.0.5/32".parse().unwrap()];
+    DecodeSettings::new(&cfg, b"test-key").expect("valid settings")
 }
 
 fn files() -> Vec<PathBuf> {

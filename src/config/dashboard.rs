@@ -13,7 +13,8 @@ pub struct DashboardConfig {
     pub enabled: bool,
     pub listen: SocketAddr,
     /// Local users. Hash passwords with `tokenwatch hash-password`. With no
-    /// users, `run` creates a one-time `admin` password and prints it once.
+    /// users, `run` creates a one-time `admin` password and prints it once:
+    /// it logs in once, within an hour.
     pub users: Vec<UserConfig>,
     /// Bearer keys for the JSON API (`Authorization: Bearer <key>`).
     pub api_keys: Vec<ApiKeyConfig>,

@@ -14,6 +14,7 @@
 pub mod envelope;
 pub mod json;
 pub mod presets;
+pub mod scrub;
 pub mod token;
 pub mod verify;
 
@@ -288,6 +289,13 @@ impl DecodeSettings {
         })
     }
 
+    /// The key that seals records tokenwatch forwards through its own
+    /// repartition topic, derived from the token hash key (which every
+    /// instance of a group shares and `run` requires).
+    pub fn forward_key(&self) -> [u8; 32] {
+        self.hasher.subkey(b"tokenwatch repartition seal v1")
+    }
+
     /// Keep every distinct raw token seen in `custody` (sealed), under its
     /// token id, so a revocation strategy can present it later.
     pub fn with_custody(mut self, custody: Arc<crate::custody::Custody>) -> DecodeSettings {
@@ -385,6 +393,9 @@ struct TokenCache {
     /// for two raw tokens (custody, state and revocation stay each its own).
     jti_owner: FxHashMap<u128, u128>,
     routes: FxHashMap<Box<str>, Arc<str>>,
+    /// Events that carried X-Forwarded-For while no proxy is trusted: their
+    /// client is the peer, which is a load balancer when there is one.
+    xff_untrusted: u64,
 }
 
 const TOKEN_CACHE_ENTRIES: usize = 200_000;
@@ -396,6 +407,7 @@ impl TokenCache {
             map: FxHashMap::default(),
             jti_owner: FxHashMap::default(),
             routes: FxHashMap::default(),
+            xff_untrusted: 0,
         }
     }
 
@@ -533,6 +545,13 @@ impl Decoder {
             Format::Fixed(m) | Format::Auto(Some(m)) => Some(&m.name),
             Format::Auto(None) => None,
         }
+    }
+
+    /// Events so far that carried X-Forwarded-For while `trusted_proxies`
+    /// is empty: their client address is the peer (a load balancer's, when
+    /// there is one), and the edge says so.
+    pub fn xff_without_trusted_proxy(&self) -> u64 {
+        self.tokens.xff_untrusted
     }
 
     /// The preset the format in use is (or is based on).
@@ -996,6 +1015,13 @@ impl<'a> Extract<'a, '_> {
         let peer = self.string(F::PeerIp)?;
         let xff = self.string(F::ForwardedFor)?;
         let client_ip = self.client_ip(peer.as_deref(), xff.as_deref())?;
+        if self.settings.trusted.is_empty()
+            && xff
+                .as_deref()
+                .is_some_and(|x| x.split(',').any(|p| parse_ip_loose(p.trim()).is_some()))
+        {
+            cache.xff_untrusted += 1;
+        }
 
         let authorization = self.string(F::Authorization)?;
         // A Basic credential is a password: known by its keyed hash as a

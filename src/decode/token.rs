@@ -152,14 +152,14 @@ impl TokenHasher {
         }
     }
 
-    /// A 16-byte key derived from this hasher's secret for another use
-    /// (`label` separates the uses).
-    pub fn subkey(&self, label: &[u8]) -> [u8; 16] {
+    /// A key derived from this hasher's secret for another use (`label`
+    /// separates the uses); at most 32 bytes, the HMAC-SHA256 output.
+    pub fn subkey<const N: usize>(&self, label: &[u8]) -> [u8; N] {
         let mut m = self.mac.clone();
         m.update(b"subkey:");
         m.update(label);
         let out = m.finalize().into_bytes();
-        let mut k = [0u8; 16];
+        let mut k = [0u8; N];
         for (d, s) in k.iter_mut().zip(out.iter()) {
             *d = *s;
         }

@@ -792,10 +792,13 @@ fn encode(r: &Req, t: &Token, format: &str, rng: &mut ChaCha8Rng) -> serde_json:
             })
         }
         "kong" => json!({
-            "started_at": r.ts, "client_ip": "10.0.0.7", "upstream_uri": r.path, "source": "upstream",
+            // Kong behind a load balancer with `trusted_ips` and
+            // `real_ip_header = X-Forwarded-For`: `client_ip` is the real
+            // client, the logged header is the one the balancer sent.
+            "started_at": r.ts, "client_ip": ip, "upstream_uri": r.path, "source": "upstream",
             "request": {"method": r.method, "uri": r.path, "url": format!("https://api.example.com{}", r.path), "size": 380,
                 "headers": {"host": "api.example.com", "user-agent": ua, "accept-language": lang, "authorization": "REDACTED",
-                    "x-forwarded-for": format!("{ip}, 10.0.0.7")}},
+                    "x-forwarded-for": ip}},
             "response": {"status": r.status, "size": r.bytes},
             "latencies": {"kong": 1, "proxy": 38, "request": 40},
             "route": {"name": r.route}, "service": {"name": format!("{}-api", r.route)},

@@ -40,8 +40,22 @@ struct Session {
     last_ms: i64,
 }
 
+/// A user whose password works once, before a deadline (the demo's admin,
+/// and `run`'s when no user is configured).
+pub struct OneTimeUser {
+    pub name: String,
+    pub role: Role,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Refused from this wall-clock time (ms) on, used or not.
+    pub expires_ms: i64,
+}
+
 pub struct Auth {
     users: HashMap<String, (Role, String)>,
+    /// One-time users by name; an entry is removed by its first successful
+    /// login, so the password is spent.
+    one_time: std::sync::Mutex<HashMap<String, (Role, String, i64)>>,
     /// (name, role, SHA-256 of the key).
     keys: Vec<(String, Role, [u8; 32])>,
     sessions: DashMap<[u8; 32], Session>,
@@ -93,19 +107,22 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Auth {
-    /// `extra_users` are added to the configured ones (the demo's admin).
+    /// `one_time` users are added to the configured ones (the demo's admin):
+    /// each password logs in once, before its deadline.
     pub fn new(
         cfg: &DashboardConfig,
-        extra_users: &[(String, Role, String)],
+        one_time: Vec<OneTimeUser>,
         secure: bool,
     ) -> Result<Auth, String> {
         let mut users = HashMap::new();
         for u in &cfg.users {
             users.insert(u.name.clone(), (u.role, u.password_hash.clone()));
         }
-        for (n, r, h) in extra_users {
-            users.insert(n.clone(), (*r, h.clone()));
-        }
+        let one_time = one_time
+            .into_iter()
+            .filter(|u| !users.contains_key(&u.name))
+            .map(|u| (u.name, (u.role, u.password_hash, u.expires_ms)))
+            .collect();
         let mut keys = Vec::new();
         for (i, k) in cfg.api_keys.iter().enumerate() {
             let key = crate::config::resolve_secret(&k.key)
@@ -119,6 +136,7 @@ impl Auth {
         }
         Ok(Auth {
             users,
+            one_time: std::sync::Mutex::new(one_time),
             keys,
             sessions: DashMap::new(),
             idle_ms: (cfg.idle_timeout_secs * 1000) as i64,
@@ -155,15 +173,30 @@ impl Auth {
         }
     }
 
-    /// Check a password (slow: call off the async threads).
-    pub fn check_password(&self, name: &str, password: &str) -> Option<Role> {
-        match self.users.get(name) {
-            Some((role, phc)) => verify(password, phc).then_some(*role),
-            None => {
-                verify(password, &self.decoy);
-                None
-            }
+    /// Check a password (slow: call off the async threads). A one-time
+    /// user's password is refused after its deadline and spent by its first
+    /// success.
+    pub fn check_password(&self, name: &str, password: &str, now_ms: i64) -> Option<Role> {
+        if let Some((role, phc)) = self.users.get(name) {
+            return verify(password, phc).then_some(*role);
         }
+        let one_time = self
+            .one_time
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
+            .filter(|(_, _, until)| now_ms < *until);
+        let Some((role, phc, _)) = one_time else {
+            verify(password, &self.decoy);
+            return None;
+        };
+        if !verify(password, &phc) {
+            return None;
+        }
+        // Spent: of two logins racing with the right password, the one that
+        // removes the entry wins.
+        let spent = self.one_time.lock().ok()?.remove(name).is_some();
+        spent.then_some(role)
     }
 
     /// Start a session; `old` (the cookie sent with the login) is dropped.
@@ -240,8 +273,15 @@ mod tests {
             login_attempts_per_minute: 3,
             ..Default::default()
         };
-        let h = hash_password("correct horse").unwrap();
-        Auth::new(&cfg, &[("ana".into(), Role::Responder, h)], false).unwrap()
+        let cfg = DashboardConfig {
+            users: vec![crate::config::UserConfig {
+                name: "ana".into(),
+                role: Role::Responder,
+                password_hash: hash_password("correct horse").unwrap(),
+            }],
+            ..cfg
+        };
+        Auth::new(&cfg, Vec::new(), false).unwrap()
     }
 
     #[test]
@@ -249,11 +289,40 @@ mod tests {
         let a = auth(60, 600);
         assert!(hash_password("x").unwrap().starts_with("$argon2id$"));
         assert_eq!(
-            a.check_password("ana", "correct horse"),
+            a.check_password("ana", "correct horse", 0),
             Some(Role::Responder)
         );
-        assert_eq!(a.check_password("ana", "wrong"), None);
-        assert_eq!(a.check_password("nobody", "correct horse"), None);
+        assert_eq!(a.check_password("ana", "wrong", 0), None);
+        assert_eq!(a.check_password("nobody", "correct horse", 0), None);
+    }
+
+    /// Issue 14, point 15: the demo's admin password logs in once, and not
+    /// after its deadline.
+    #[test]
+    fn one_time_passwords_are_spent_by_their_first_login_and_expire() {
+        let user = |name: &str| OneTimeUser {
+            name: name.into(),
+            role: Role::Admin,
+            password_hash: hash_password("one-time-pw").unwrap(),
+            expires_ms: 10_000,
+        };
+        let a = Auth::new(
+            &DashboardConfig::default(),
+            vec![user("admin"), user("late")],
+            false,
+        )
+        .unwrap();
+        assert_eq!(a.check_password("admin", "wrong", 0), None);
+        assert_eq!(
+            a.check_password("admin", "one-time-pw", 0),
+            Some(Role::Admin)
+        );
+        assert_eq!(a.check_password("admin", "one-time-pw", 1), None, "spent");
+        assert_eq!(
+            a.check_password("late", "one-time-pw", 10_000),
+            None,
+            "expired"
+        );
     }
 
     #[test]
@@ -281,7 +350,7 @@ mod tests {
         let c = a.cookie(Some("v"));
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && !c.contains("Secure"));
         let cfg = DashboardConfig::default();
-        let s = Auth::new(&cfg, &[], true).unwrap();
+        let s = Auth::new(&cfg, Vec::new(), true).unwrap();
         let c = s.cookie(Some("v"));
         assert!(c.starts_with("__Host-") && c.contains("; Secure"));
     }

@@ -332,9 +332,13 @@ async fn login(State(st): State<WebState>, req: Request) -> PageResult {
         };
         let auth_st = st.clone();
         let (name, password) = (f.username.clone(), f.password);
-        tokio::task::spawn_blocking(move || auth_st.auth.check_password(&name, &password))
-            .await
-            .map_err(|e| WebError::Internal(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            auth_st
+                .auth
+                .check_password(&name, &password, crate::act::now_ms())
+        })
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
     };
     let Some(role) = role else {
         limiter.failed(by_addr, now);

@@ -115,21 +115,19 @@ fn app(n: usize) -> App {
         )
         .unwrap(),
     ];
-    let users: Vec<(String, Role, String)> = [
+    cfg.dashboard.users = [
         ("ana", Role::Viewer),
         ("rui", Role::Responder),
         ("ada", Role::Admin),
     ]
     .iter()
-    .map(|(n, r)| {
-        (
-            n.to_string(),
-            *r,
-            auth::hash_password(&format!("{n}-password-1")).unwrap(),
-        )
+    .map(|(n, r)| crate::config::UserConfig {
+        name: n.to_string(),
+        role: *r,
+        password_hash: auth::hash_password(&format!("{n}-password-1")).unwrap(),
     })
     .collect();
-    let auth = Auth::new(&cfg.dashboard, &users, false).unwrap();
+    let auth = Auth::new(&cfg.dashboard, Vec::new(), false).unwrap();
     let health = Arc::new(Health::default());
     let st = WebState::new(Arc::new(cfg), auth, health.clone(), None, None);
     App {

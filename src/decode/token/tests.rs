@@ -37,8 +37,8 @@ fn opaque_hash_is_keyed_and_stable() {
     assert_eq!(a.id("tok").len(), 18);
     assert!(jwt_claims("not.a.jwt").is_none());
     assert!(is_absent("REDACTED") && is_absent("-") && !is_absent("abc"));
-    assert_ne!(a.subkey(b"x"), a.subkey(b"y"));
-    assert_ne!(a.subkey(b"x"), b.subkey(b"x"));
+    assert_ne!(a.subkey::<16>(b"x"), a.subkey::<16>(b"y"));
+    assert_ne!(a.subkey::<32>(b"x"), b.subkey::<32>(b"x"));
 }
 
 /// The made-up tokens of `../shared/samples/upstream/jwts.json`, shaped as

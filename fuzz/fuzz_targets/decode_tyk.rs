@@ -1,0 +1,3 @@
+//! Any bytes as a `tyk` record never panic (see `src/lib.rs`).
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tokenwatch_fuzz::decode("tyk", data));
