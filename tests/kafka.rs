@@ -666,10 +666,9 @@ fn kill_9_mid_stream_loses_nothing_and_restores_state() {
     assert!(forwarded.len() >= 1000, "{}", forwarded.len());
     for (payload, headers) in &forwarded {
         assert!(
-            !payload.contains("eyJ")
-                && !payload.contains("Bearer")
-                && !payload.contains("start_time"),
-            "a readable forwarded record: {payload}"
+            // Long needles: three random bytes of ciphertext can spell `eyJ`.
+            !payload.contains("Bearer eyJ") && !payload.contains("\"start_time\""),
+            "a readable forwarded record: {payload:?}"
         );
         assert!(
             headers

@@ -18,7 +18,8 @@ fn settings() -> &'static DecodeSettings {
 }
 
 /// Any bytes as a record of `format` through decode (envelopes included),
-/// enrich, the engine and `explain`; any text through the token helpers.
+/// twice (the second pass meets the decoder's per-token memory), and
+/// through the dead-letter scrubber; any text through the token helpers.
 pub fn decode(format: &str, data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let raw = token::strip_bearer(text);
@@ -27,8 +28,16 @@ pub fn decode(format: &str, data: &[u8]) {
         let _ = token::jti_id(raw);
         let _ = settings().token_ids(text);
     }
-    // Dead letters of this format are scrubbed of credentials.
     let _ = tokenwatch::decode::scrub::scrub(data);
+    let mut d = settings().decoder(format).unwrap();
+    let mut out = Vec::new();
+    d.decode(data, &mut out);
+    d.decode(data, &mut out);
+}
+
+/// Any bytes as records (`auto`) through the whole pure path: decode,
+/// enrich, the engine, and `explain`.
+pub fn pipeline(data: &[u8]) {
     // Built once: configuration and enricher do not depend on the input
     // (the enricher's caches never change a result).
     static WORLD: OnceLock<(Config, tokenwatch::enrich::Enricher)> = OnceLock::new();
@@ -44,9 +53,8 @@ pub fn decode(format: &str, data: &[u8]) {
     });
     let mut engine = Engine::new(cfg);
     let mut findings = Vec::new();
-    let mut d = settings().decoder(format).unwrap();
+    let mut d = settings().decoder("auto").unwrap();
     let mut out = Vec::new();
-    // Twice: the second pass meets the decoder's per-token memory.
     for _ in 0..2 {
         d.decode(data, &mut out);
         for ev in out.drain(..).flatten() {
@@ -54,7 +62,7 @@ pub fn decode(format: &str, data: &[u8]) {
         }
     }
     engine.flush(&mut findings);
-    let mut ex = tokenwatch::explain::Explainer::new(settings(), format).unwrap();
+    let mut ex = tokenwatch::explain::Explainer::new(settings(), "auto").unwrap();
     let _ = ex.record("fuzz:1", data);
     let _ = ex.summary();
 }
