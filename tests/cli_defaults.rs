@@ -53,22 +53,20 @@ fn run_refuses_the_documented_hash_key_and_short_keys() {
     assert!(err.contains("the token hash key is 4 bytes"), "{err}");
 }
 
+const REPLAY: &[&str] = &[
+    "replay",
+    "envoy.jsonl",
+    "--no-progress",
+    "--findings",
+    "/dev/null",
+];
+
 #[test]
 fn replay_uses_the_documented_key_and_says_so() {
     let d = tempfile::tempdir().unwrap();
     let sample = std::fs::read("tests/data/samples/envoy.jsonl").unwrap();
     std::fs::write(d.path().join("envoy.jsonl"), sample).unwrap();
-    let out = tokenwatch(
-        d.path(),
-        &[
-            "replay",
-            "envoy.jsonl",
-            "--no-progress",
-            "--findings",
-            "/dev/null",
-        ],
-        None,
-    );
+    let out = tokenwatch(d.path(), REPLAY, None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("built-in documented key"), "{err}");
@@ -78,17 +76,7 @@ fn replay_uses_the_documented_key_and_says_so() {
         err.contains("carry X-Forwarded-For but input.trusted_proxies is empty"),
         "{err}"
     );
-    let out = tokenwatch(
-        d.path(),
-        &[
-            "replay",
-            "envoy.jsonl",
-            "--no-progress",
-            "--findings",
-            "/dev/null",
-        ],
-        Some("a-real-key-0123456789abcdef"),
-    );
+    let out = tokenwatch(d.path(), REPLAY, Some("a-real-key-0123456789abcdef"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("built-in documented key"), "{err}");
