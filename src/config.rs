@@ -648,6 +648,24 @@ pub struct BulkSiphonConfig {
     /// EWMA weight of each new active minute (small = slow to adapt, so a
     /// sudden burst stands out but a ramp over hours is followed).
     pub ewma_alpha: f64,
+    /// Burst scale: the current minute holds this many times the baseline's
+    /// busy minute (requests or bytes)…
+    pub burst_factor: f64,
+    /// …and at least this many requests (12 a minute is a siphon for a phone
+    /// app that usually makes 0.5).
+    pub burst_min_requests: u32,
+    /// Sustained scales (15 and 60 minutes, decayed sums): this many times
+    /// the baseline's rate per session minute, in requests or bytes…
+    pub sustained_factor: f64,
+    /// …with at least this many requests over the 15-minute scale (the
+    /// 60-minute scale needs twice the count at 0.8 times the factor).
+    pub sustained_min_requests: u32,
+    /// …or this many response bytes over the 15-minute scale (with half
+    /// the request count), at the same factor over the usual bytes.
+    pub sustained_min_bytes: u64,
+    /// Session minutes of history before the sustained scales judge (the
+    /// subject's or client's, across its tokens).
+    pub sustained_warmup_minutes: u32,
     pub cooldown_secs: u64,
 }
 
@@ -664,6 +682,12 @@ impl Default for BulkSiphonConfig {
             warmup_minutes: 10,
             min_distinct_objects: 150,
             ewma_alpha: 0.05,
+            burst_factor: 8.0,
+            burst_min_requests: 10,
+            sustained_factor: 2.5,
+            sustained_min_requests: 20,
+            sustained_min_bytes: 16 * 1024 * 1024,
+            sustained_warmup_minutes: 30,
             cooldown_secs: 3600,
         }
     }
@@ -681,6 +705,10 @@ pub struct EnumerationConfig {
     pub min_distinct_objects: u32,
     /// Share of 403/404 responses in the window needed to fire.
     pub min_error_ratio: f64,
+    /// The long window (the last 15 to 30 minutes): "low and slow"
+    /// enumeration, a few ids a minute, reaches this many distinct ids with
+    /// the same share of 403/404 (0 turns the long window off).
+    pub slow_min_distinct_objects: u32,
     pub cooldown_secs: u64,
 }
 
@@ -693,6 +721,7 @@ impl Default for EnumerationConfig {
             window_secs: 120,
             min_distinct_objects: 40,
             min_error_ratio: 0.5,
+            slow_min_distinct_objects: 50,
             cooldown_secs: 3600,
         }
     }

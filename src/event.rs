@@ -150,6 +150,19 @@ pub struct Place {
     pub radius_km: u16,
 }
 
+/// Accuracy radius from which a record locates a country, not a place.
+pub const COUNTRY_LEVEL_RADIUS_KM: u16 = 500;
+
+impl Place {
+    /// A record that names only a country (no city, or a radius of
+    /// [`COUNTRY_LEVEL_RADIUS_KM`] or more: carrier pools, VPN exits and
+    /// hosting ranges placed at the country's centroid). Never a point for
+    /// travel: at most "in this country".
+    pub fn country_level(&self) -> bool {
+        self.city.is_none() || self.radius_km >= COUNTRY_LEVEL_RADIUS_KM
+    }
+}
+
 /// Geo and network facts for one IP address (cached per address).
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct NetInfo {
@@ -183,6 +196,9 @@ pub enum DeviceClass {
     Library,
     Bot,
     Other,
+    /// A native app or a platform's HTTP stack (the app's own agent,
+    /// CFNetwork, okhttp, Dalvik, Dart): one phone may send several.
+    App,
 }
 
 /// A small fixed-size summary of a client: enough to tell devices apart,
@@ -223,6 +239,11 @@ impl Fingerprint {
             d += 1;
         }
         d
+    }
+    /// Whether the user agent named an operating system (woothee says
+    /// `UNKNOWN`, native-app and library agents often say nothing).
+    pub fn os_known(&self) -> bool {
+        self.os != (h32("unknown") & 0xff) as u8 && self.os != (h32("UNKNOWN") & 0xff) as u8
     }
     /// A compact identity of the device, used in per-subject history.
     pub fn device_key(&self) -> u32 {

@@ -180,8 +180,22 @@ struct Expect {
     count: Option<usize>,
     severity: Option<String>,
     summary_contains: Option<String>,
-    /// The first such finding is triggered at or after this time of day.
+    /// The first such finding is triggered at or after this time of day…
     not_before: Option<String>,
+    /// …and at or before this one (detection delay).
+    not_after: Option<String>,
+    /// Every such finding is at most this severity (ambiguous cases: low).
+    max_severity: Option<String>,
+}
+
+fn severity_rank(s: &str) -> u8 {
+    match s {
+        "low" => 0,
+        "medium" => 1,
+        "high" => 2,
+        "critical" => 3,
+        other => panic!("unknown severity {other}"),
+    }
 }
 
 fn ua(short: &str) -> String {
@@ -192,6 +206,12 @@ fn ua(short: &str) -> String {
         "firefox" => "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0".into(),
         "iphone" => "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1".into(),
         "android_app" => "okhttp/4.12.0".into(),
+        "android_own" => "Ledger/3.1.0 (Android 14; Pixel 8)".into(),
+        "android_webview" => "Mozilla/5.0 (Linux; Android 14; Pixel 8; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/131.0.6778.85 Mobile Safari/537.36".into(),
+        "ios_app" => "Ledger/5.12 (com.example.ledger; build:512; iOS 17.2.0) Alamofire/5.8.0".into(),
+        "ios_cfnetwork" => "Ledger/51200 CFNetwork/1410.0.3 Darwin/22.6.0".into(),
+        "ipad_safari" => "Mozilla/5.0 (iPad; CPU OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1".into(),
+        "mac_safari" => "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15".into(),
         "curl" => "curl/8.5.0".into(),
         "python" => "python-requests/2.32.3".into(),
         "go" => "Go-http-client/2.0".into(),
@@ -212,17 +232,30 @@ fn ip_for(world: &World, s: &Step, i: u32) -> String {
         .iter()
         .position(|c| c.0 == s.place)
         .unwrap_or_else(|| panic!("unknown place {}", s.place));
-    let class = match s.net.as_str() {
-        "residential" => NetClass::Residential,
-        "mobile" => NetClass::Mobile,
-        "hosting" => NetClass::Hosting,
-        "vpn" => NetClass::Vpn,
+    // `carrier_pool` and `relay` are geolocated only to the place's
+    // country (no city, the country's centroid, radius 1000 km).
+    let (class, country_only) = match s.net.as_str() {
+        "residential" => (NetClass::Residential, false),
+        "mobile" => (NetClass::Mobile, false),
+        "hosting" => (NetClass::Hosting, false),
+        "vpn" => (NetClass::Vpn, false),
+        "carrier_pool" => (NetClass::Mobile, true),
+        "relay" => (NetClass::Vpn, true),
         other => panic!("unknown net {other}"),
     };
+    let country = CITIES[city].1;
     let block = world
         .blocks
         .iter()
-        .position(|b| b.city == city && world.isps[b.isp].class == class)
+        .position(|b| {
+            world.isps[b.isp].class == class
+                && b.country_only == country_only
+                && if country_only {
+                    CITIES[b.city].1 == country
+                } else {
+                    b.city == city
+                }
+        })
         .unwrap_or_else(|| panic!("no {} block in {}", s.net, s.place));
     let host = if s.hop { s.host + i * 7 } else { s.host };
     if s.ipv6 {
@@ -488,6 +521,18 @@ fn run_case(dir: &Path) -> Result<(), String> {
                 && first.event_ts < tod(nb)
             {
                 return fail(format!("fired before {nb}"));
+            }
+            if let Some(na) = &ex.not_after
+                && first.event_ts > tod(na)
+            {
+                return fail(format!("fired only after {na}"));
+            }
+            if let Some(max) = &ex.max_severity
+                && hits
+                    .iter()
+                    .any(|h| severity_rank(h.severity.as_str()) > severity_rank(max))
+            {
+                return fail(format!("has a finding above severity {max}"));
             }
         }
     }

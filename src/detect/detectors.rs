@@ -5,13 +5,15 @@
 
 use serde_json::json;
 
-use super::state::{Profile, TokenState, sketch_estimate};
+use super::state::{FpSlot, NetKey, Profile, TokenState, sketch_estimate};
 use super::{FindingKind, Signal};
 use crate::config::{
     BulkSiphonConfig, EnumerationConfig, ImpossibleTravelConfig, RouteClass, Severity,
     SuspiciousNetworkConfig, TokenReplayConfig,
 };
-use crate::event::{Enriched, NetClass, NetInfo, Place, fmt_time};
+use crate::event::{
+    COUNTRY_LEVEL_RADIUS_KM, DeviceClass, Enriched, Fingerprint, NetClass, NetInfo, Place, fmt_time,
+};
 
 /// What a detector may look at.
 pub struct Context<'a> {
@@ -22,6 +24,36 @@ pub struct Context<'a> {
     pub route_class: &'a RouteClass,
     /// Index in `tok.fps` of the slot matching this event's fingerprint, if any.
     pub fp_slot: Option<usize>,
+    /// The network of this request (ASN and address prefix).
+    pub net: NetKey,
+}
+
+/// Whether a client seen earlier on the token and this request are one
+/// device, though their user agents differ. A device is a TLS stack on a
+/// network, not a User-Agent string: an iOS app sends its own agent and,
+/// through plain URLSession, CFNetwork's default; an Android app its own
+/// and okhttp's or Dalvik's. So:
+/// * both JA4 known: the same JA4 on the same address prefix or ASN, with a
+///   compatible OS (equal, or one agent names none), is one device; a
+///   different JA4 is another device, even from the same household;
+/// * no JA4 logged: the agent is all there is and it is weak, so two agents
+///   on the same address prefix with a compatible OS are one device when at
+///   least one of them is an app's or a platform's HTTP stack (two browser
+///   families on one token are two browsers);
+/// * a scripting client is never the same device as an interactive one.
+pub fn same_device(slot: &FpSlot, fp: &Fingerprint, net: &NetKey) -> bool {
+    let a = &slot.fp;
+    if a.scripting != fp.scripting {
+        return false;
+    }
+    if a.os != fp.os && a.os_known() && fp.os_known() {
+        return false;
+    }
+    if a.tls != 0 && fp.tls != 0 {
+        return a.tls == fp.tls && slot.net.same_network(net);
+    }
+    let app = |d: u8| d == DeviceClass::App as u8 || d == DeviceClass::Other as u8;
+    slot.net.same_prefix(net) && (app(a.device) || app(fp.device))
 }
 
 /// A detector: a documented rule over per-token state. Pure.
@@ -109,7 +141,10 @@ impl Detector for TokenReplay {
             .iter()
             .enumerate()
             .filter(|(i, s)| {
-                s.count > 0 && Some(*i) != cx.fp_slot && s.fp.distance(&fp) >= c.min_distance
+                s.count > 0
+                    && Some(*i) != cx.fp_slot
+                    && s.fp.distance(&fp) >= c.min_distance
+                    && !same_device(s, &fp, &cx.net)
             })
             .max_by_key(|(_, s)| s.last())
             .map(|(_, s)| *s)?;
@@ -189,6 +224,14 @@ impl Detector for TokenReplay {
     }
 }
 
+/// Two countries are the same when they are equal or one is unknown.
+fn same_country(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
+}
+
 /// Great-circle distance in km.
 pub fn haversine_km(lat1: f32, lon1: f32, lat2: f32, lon2: f32) -> f64 {
     let (p1, p2) = (f64::from(lat1).to_radians(), f64::from(lat2).to_radians());
@@ -208,8 +251,30 @@ impl Detector for ImpossibleTravel {
         let ev = cx.ev;
         let here = ev.net.place.as_ref()?;
         let prev = cx.tok.place.as_ref()?;
+        let prev_place = prev.net.place.as_ref();
+        // Geolocation has error bars: a country-level record (carrier pools,
+        // VPN exits, hosting ranges at the country's centroid) is never a
+        // point, at most "in this country".
+        let here_coarse = here.country_level();
+        let prev_coarse = prev_place.is_none_or(|p| p.country_level())
+            || prev.radius_km >= COUNTRY_LEVEL_RADIUS_KM;
+        if (here_coarse || prev_coarse)
+            && same_country(
+                here.country.as_deref(),
+                prev_place.and_then(|p| p.country.as_deref()),
+            )
+        {
+            return None;
+        }
+        let radius = |r: u16, coarse: bool| {
+            f64::from(if coarse {
+                r.max(COUNTRY_LEVEL_RADIUS_KM)
+            } else {
+                r
+            })
+        };
         let dist = haversine_km(prev.lat, prev.lon, here.lat, here.lon);
-        let radii = f64::from(prev.radius_km) + f64::from(here.radius_km);
+        let radii = radius(prev.radius_km, prev_coarse) + radius(here.radius_km, here_coarse);
         let eff = dist - radii;
         if eff < c.min_distance_km {
             return None;
@@ -229,7 +294,33 @@ impl Detector for ImpossibleTravel {
             d < c.min_distance_km
                 && ev.event.ts - prev.first <= (c.overlap_window_secs * 1000) as i64
         });
-        let (severity, score, pattern) = if overlap.is_some() {
+        // Ambiguous, not stolen: the very same client (agent, TLS stack and
+        // language) on one side of the jump and a network that misplaces
+        // people on the other (a VPN toggled on and off, a phone's
+        // home-routed roaming beside the hotel's Wi-Fi), or a VPN or hosting
+        // exit the subject has used before. Reported low, never revoked.
+        let same_client = cx
+            .fp_slot
+            .and_then(|i| cx.tok.fps.get(i))
+            .is_some_and(|s| s.fp.distance(&ev.fp) == 0 && !ev.fp.scripting);
+        let misplacing =
+            |n: NetClass| matches!(n, NetClass::Mobile | NetClass::Vpn | NetClass::Hosting);
+        let dc_here = ev.net.class.is_datacenter_like();
+        let dc_prev = prev.net.class.is_datacenter_like();
+        let exit_known = (dc_here || dc_prev)
+            && cx
+                .subject
+                .is_some_and(|p| p.classes & (NetClass::Vpn.bit() | NetClass::Hosting.bit()) != 0);
+        let ambiguous =
+            (same_client && (misplacing(ev.net.class) || misplacing(prev.net.class))) || exit_known;
+        let (severity, score, pattern) = if ambiguous {
+            let p = if dc_here || dc_prev {
+                "vpn_toggle"
+            } else {
+                "roaming"
+            };
+            (Some(Severity::Low), 35u8, p)
+        } else if overlap.is_some() {
             (Some(Severity::Critical), 95u8, "overlapping")
         } else {
             let s = (60.0 + (speed / c.max_speed_kmh).log10() * 15.0).clamp(60.0, 90.0) as u8;
@@ -244,10 +335,12 @@ impl Detector for ImpossibleTravel {
             thousands(speed.min(1e9)),
             prev.radius_km,
             here.radius_km,
-            if overlap.is_some() {
-                "; the token is in use at both places"
-            } else {
-                ""
+            match pattern {
+                "overlapping" => "; the token is in use at both places",
+                "vpn_toggle" => "; the same client on a VPN or hosting exit: ambiguous, low",
+                "roaming" =>
+                    "; the same client, one side on a mobile network (roaming?): ambiguous, low",
+                _ => "",
             },
         );
         let p = |n: &NetInfo| {
@@ -393,6 +486,65 @@ impl Detector for BulkSiphon {
                 ));
             }
         }
+        let mut scale = "window";
+        // The burst scale: this minute against a busy minute of the baseline.
+        if base.active_minutes >= c.warmup_minutes {
+            let m = cx.tok.window(minute, 1);
+            let busy = f64::from(base.requests).max(1.0);
+            let req1 = f64::from(m.requests);
+            if reasons.is_empty()
+                && req1 >= f64::from(c.burst_min_requests) * sens
+                && req1 >= c.burst_factor * sens * busy
+            {
+                ratio_max = ratio_max.max(req1 / busy);
+                scale = "burst";
+                reasons.push(format!(
+                    "{req1:.0} requests this minute, {:.1}x its busiest usual {:.1}/active min",
+                    req1 / busy,
+                    base.requests
+                ));
+            }
+        }
+        // The sustained scales: the last 15 and 60 minutes against the rate
+        // of use (per session minute) learnt across the subject's tokens.
+        let sc = cx.tok.scales.as_deref();
+        if let Some(sc) = sc
+            && reasons.is_empty()
+            && base.session_minutes >= c.sustained_warmup_minutes
+        {
+            let rate = f64::from(base.rate_requests).max(0.05);
+            let rate_kib = f64::from(base.rate_kib).max(1.0);
+            let f = c.sustained_factor * sens;
+            let min = f64::from(c.sustained_min_requests) * sens;
+            for (tau, count, kib, factor, min) in [
+                (15.0, sc.requests15, sc.kib15, f, min),
+                (60.0, sc.requests60, sc.kib60, f * 0.8, min * 2.0),
+            ] {
+                let (req, kib) = (f64::from(count), f64::from(kib));
+                let (exp_req, exp_kib) = (rate * tau, rate_kib * tau);
+                let by_req = req >= min && req >= factor * exp_req;
+                let by_kib = req >= min / 2.0
+                    && kib * 1024.0 >= c.sustained_min_bytes as f64 * sens * tau / 15.0
+                    && kib >= factor * exp_kib;
+                if by_req || by_kib {
+                    let r = (req / exp_req).max(kib / exp_kib);
+                    ratio_max = ratio_max.max(r);
+                    scale = if tau < 30.0 {
+                        "sustained_15m"
+                    } else {
+                        "sustained_60m"
+                    };
+                    reasons.push(format!(
+                        "~{req:.0} requests and {:.1} MiB over the last {tau:.0} min, \
+                         {r:.1}x its usual rate of {:.2} requests and {:.2} MiB a minute in use",
+                        kib / 1024.0,
+                        base.rate_requests,
+                        base.rate_kib / 1024.0
+                    ));
+                    break;
+                }
+            }
+        }
         let rc = cx.route_class;
         if rc.max_requests_per_window > 0 && w.requests > rc.max_requests_per_window {
             reasons.push(format!(
@@ -424,6 +576,7 @@ impl Detector for BulkSiphon {
             ),
             evidence_first: i64::from(w.first_minute) * 60_000,
             evidence: json!({
+                "scale": scale,
                 "window_minutes": n,
                 "requests": w.requests,
                 "bytes": w.kib * 1024,
@@ -433,7 +586,16 @@ impl Detector for BulkSiphon {
                     "requests": base.requests, "bytes": base.kib * 1024.0,
                     "objects": base.objects, "pages": base.pages,
                     "active_minutes": base.active_minutes,
+                    "rate_requests": base.rate_requests,
+                    "rate_bytes": base.rate_kib * 1024.0,
+                    "session_minutes": base.session_minutes,
                 },
+                "last_15m": sc.map(|s| json!({
+                    "requests": s.requests15.round(), "bytes": (s.kib15 * 1024.0).round(),
+                })),
+                "last_60m": sc.map(|s| json!({
+                    "requests": s.requests60.round(), "bytes": (s.kib60 * 1024.0).round(),
+                })),
                 "route_class_sensitivity": sens,
             }),
         })
@@ -452,29 +614,56 @@ impl Detector for Enumeration {
         let minute = (ev.event.ts / 60_000) as u32;
         let n = c.window_secs.div_ceil(60) as u32;
         let w = cx.tok.window(minute, n);
-        let distinct = sketch_estimate(w.objects);
-        let ratio = f64::from(w.errors) / f64::from(w.requests.max(1));
+        let mut distinct = sketch_estimate(w.objects);
+        let mut ratio = f64::from(w.errors) / f64::from(w.requests.max(1));
         let sens = cx.route_class.sensitivity;
+        let mut speed = "fast";
+        let (mut errors, mut requests) = (f64::from(w.errors), f64::from(w.requests));
         if distinct < f64::from(c.min_distinct_objects) * sens || ratio < c.min_error_ratio {
-            return None;
+            // Low and slow: the long window (15 to 30 minutes of ids).
+            let sc = cx.tok.scales.as_deref()?;
+            let d = sc.objects();
+            let r = f64::from(sc.errors15) / f64::from(sc.requests15.max(1.0));
+            if c.slow_min_distinct_objects == 0
+                || d < f64::from(c.slow_min_distinct_objects) * sens
+                || r < c.min_error_ratio
+            {
+                return None;
+            }
+            (distinct, ratio, speed) = (d, r, "slow");
+            (errors, requests) = (f64::from(sc.errors15), f64::from(sc.requests15));
         }
         Some(Signal {
             severity: None,
             score: (60.0 + ratio * 35.0).min(95.0) as u8,
-            summary: format!(
-                "~{distinct:.0} distinct object ids on {} in {} min, {:.0}% answered 403/404 ({} of {} requests)",
-                ev.event.route,
-                n,
-                ratio * 100.0,
-                w.errors,
-                w.requests
-            ),
-            evidence_first: i64::from(w.first_minute) * 60_000,
+            summary: if speed == "fast" {
+                format!(
+                    "~{distinct:.0} distinct object ids on {} in {} min, {:.0}% answered 403/404 ({} of {} requests)",
+                    ev.event.route,
+                    n,
+                    ratio * 100.0,
+                    w.errors,
+                    w.requests
+                )
+            } else {
+                format!(
+                    "low and slow: ~{distinct:.0} distinct object ids on {} over the last 15-30 min, \
+                     {:.0}% answered 403/404 (~{errors:.0} of ~{requests:.0} requests, decayed over 15 min)",
+                    ev.event.route,
+                    ratio * 100.0,
+                )
+            },
+            evidence_first: if speed == "fast" {
+                i64::from(w.first_minute) * 60_000
+            } else {
+                ev.event.ts - 30 * 60_000
+            },
             evidence: json!({
-                "window_minutes": n,
+                "speed": speed,
+                "window_minutes": if speed == "fast" { n } else { 30 },
                 "distinct_objects_est": distinct.round(),
-                "requests": w.requests,
-                "errors_403_404": w.errors,
+                "requests": requests.round(),
+                "errors_403_404": errors.round(),
                 "error_ratio": (ratio * 1000.0).round() / 1000.0,
                 "route": ev.event.route.as_ref(),
             }),

@@ -179,7 +179,7 @@ struct DetectorEntry {
 }
 
 /// Version of the [`Engine::snapshot`] format.
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// A snapshot that cannot be decoded (corrupt, or from another version).
 #[derive(Debug, thiserror::Error)]
@@ -567,6 +567,23 @@ impl Engine {
                 && b.requests > 0
             {
                 tok.baseline.feed(&b, *ewma_alpha);
+                // The session rate learns from ordinary minutes only: not
+                // from a pull already far above it (which it would absorb).
+                let calm = tok.scales.as_ref().is_none_or(|s| {
+                    let s = s.at(ts);
+                    let expect = tok.baseline.rate_requests * 15.0;
+                    s.requests15 < 2.0 * expect.max(4.0)
+                });
+                if calm {
+                    tok.baseline.feed_rate(f32::from(b.requests), b.kib as f32);
+                    // The idle minutes that follow, when within the session.
+                    let gap = minute - open - 1;
+                    if gap < state::SESSION_GAP_MINUTES {
+                        for _ in 0..gap {
+                            tok.baseline.feed_rate(0.0, 0.0);
+                        }
+                    }
+                }
                 let base = tok.baseline;
                 if let Some(p) = subject_key.and_then(|k| subjects.get_mut(&k)) {
                     p.baseline = base;
@@ -589,8 +606,23 @@ impl Engine {
                 e.event.page,
             );
         }
+        tok.requests = tok.requests.saturating_add(1);
+        if tok.scales.is_none() && tok.requests >= state::SCALES_AFTER {
+            tok.scales = Some(Box::default());
+        }
+        if let Some(sc) = tok.scales.as_mut() {
+            let bytes = e.event.bytes_sent.unwrap_or(0);
+            sc.add(
+                ts,
+                bytes.div_ceil(1024) as f32,
+                matches!(e.event.status, 403 | 404),
+                e.event.object,
+                e.event.page,
+            );
+        }
 
         // 2. Detectors see the token as it was, plus the current window.
+        let net = state::NetKey::of(e.event.client_ip, e.net.asn);
         let fp_slot = tok
             .fps
             .iter()
@@ -612,6 +644,7 @@ impl Engine {
                 client: client_key.and_then(|k| clients.get(&k)).map(|p| &**p),
                 route_class,
                 fp_slot,
+                net,
             };
             detectors
                 .iter()
@@ -659,7 +692,7 @@ impl Engine {
         match fp_slot {
             Some(i) => {
                 if let Some(s) = tok.fps.get_mut(i) {
-                    s.seen(ts);
+                    s.seen(ts, net);
                     s.fp.major = s.fp.major.max(e.fp.major);
                 }
             }
@@ -677,7 +710,7 @@ impl Engine {
                             .unwrap_or(0)
                     });
                 if let Some(s) = tok.fps.get_mut(i) {
-                    *s = state::FpSlot::new(e.fp, ts);
+                    *s = state::FpSlot::new(e.fp, ts, net);
                 }
             }
         }
@@ -725,7 +758,18 @@ fn update_place(tok: &mut TokenState, place: &crate::event::Place, e: &Enriched,
             let d = detectors::haversine_km(cur.lat, cur.lon, place.lat, place.lon)
                 - f64::from(cur.radius_km)
                 - f64::from(place.radius_km);
-            if d < min_move_km {
+            // A country-level record in the token's country is "here", not
+            // a point elsewhere in it: it never displaces a city.
+            let cur_place = cur.net.place.as_ref();
+            let coarse = place.country_level() || cur_place.is_none_or(|p| p.country_level());
+            let same_country = match (
+                place.country.as_deref(),
+                cur_place.and_then(|p| p.country.as_deref()),
+            ) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+            if d < min_move_km || (coarse && same_country) {
                 cur.last = cur.last.max(ts);
                 // Prefer the more precise location.
                 if place.radius_km < cur.radius_km {

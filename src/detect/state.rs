@@ -10,24 +10,64 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{EventTime, Fingerprint, NetClass, NetInfo, TokenId};
 
-/// One client fingerprint seen on a token. Times are event-time seconds
-/// (u32 lasts until 2106) to keep the slot at 28 bytes.
+/// One client fingerprint seen on a token, with the network it was last
+/// seen on. Times are event-time seconds (u32 lasts until 2106) to keep
+/// the slot at 36 bytes.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct FpSlot {
     pub fp: Fingerprint,
     first_s: u32,
     last_s: u32,
     pub count: u32,
+    /// Where this client last was: see [`NetKey`].
+    pub net: NetKey,
+}
+
+/// The network a request came from, as far as "same device" needs it: the
+/// ASN (0 = unknown) and a hash of the address's /24 (IPv4) or /56 (IPv6)
+/// prefix, which one household, office or carrier gateway shares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetKey {
+    pub asn: u32,
+    pub prefix: u32,
+}
+
+impl NetKey {
+    pub fn of(ip: std::net::IpAddr, asn: u32) -> NetKey {
+        let prefix = match ip {
+            std::net::IpAddr::V4(v4) => {
+                let o = v4.octets();
+                crate::event::stable_hash(&[4, o[0], o[1], o[2]])
+            }
+            std::net::IpAddr::V6(v6) => {
+                let o = v6.octets();
+                crate::event::stable_hash(&[6, o[0], o[1], o[2], o[3], o[4], o[5], o[6]])
+            }
+        };
+        NetKey {
+            asn,
+            prefix: (prefix ^ (prefix >> 32)) as u32 | 1,
+        }
+    }
+    /// The same address prefix (one household, office, carrier gateway).
+    pub fn same_prefix(&self, other: &NetKey) -> bool {
+        self.prefix != 0 && self.prefix == other.prefix
+    }
+    /// The same prefix, or the same known autonomous system.
+    pub fn same_network(&self, other: &NetKey) -> bool {
+        self.same_prefix(other) || (self.asn != 0 && self.asn == other.asn)
+    }
 }
 
 impl FpSlot {
-    pub fn new(fp: Fingerprint, ts: EventTime) -> FpSlot {
+    pub fn new(fp: Fingerprint, ts: EventTime, net: NetKey) -> FpSlot {
         let s = secs(ts);
         FpSlot {
             fp,
             first_s: s,
             last_s: s,
             count: 1,
+            net,
         }
     }
     pub fn first(&self) -> EventTime {
@@ -36,7 +76,10 @@ impl FpSlot {
     pub fn last(&self) -> EventTime {
         i64::from(self.last_s) * 1000
     }
-    pub fn seen(&mut self, ts: EventTime) {
+    pub fn seen(&mut self, ts: EventTime, net: NetKey) {
+        if secs(ts) >= self.last_s {
+            self.net = net;
+        }
         self.last_s = self.last_s.max(secs(ts));
         self.count = self.count.saturating_add(1);
     }
@@ -141,7 +184,14 @@ pub fn sketch_estimate(bits: u64) -> f64 {
     -64.0 * (zeros as f64 / 64.0).ln()
 }
 
-/// Exponentially weighted per-active-minute means: the token's own normal.
+/// The token's (and its subject's or client's) own normal, as
+/// exponentially weighted means per minute:
+/// * per *active* minute (a minute with a request): how busy a minute of
+///   use is, for bursts;
+/// * per *session* minute (active minutes and the idle minutes between
+///   requests less than [`SESSION_GAP_MINUTES`] apart): the rate of use,
+///   for sustained pulls, learnt slowly and not from minutes that are
+///   already anomalous, so that it spans several token lifetimes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
     pub requests: f32,
@@ -149,7 +199,19 @@ pub struct Baseline {
     pub objects: f32,
     pub pages: f32,
     pub active_minutes: u32,
+    /// Requests per session minute.
+    pub rate_requests: f32,
+    /// KiB per session minute.
+    pub rate_kib: f32,
+    pub session_minutes: u32,
 }
+
+/// Idle minutes shorter than this belong to the session around them.
+pub const SESSION_GAP_MINUTES: u32 = 5;
+
+/// Learning rate of the per-session-minute rates (a time constant of
+/// 4 hours of use: longer than an hourly token's life).
+const RATE_ALPHA: f32 = 1.0 / 240.0;
 
 impl Baseline {
     pub fn feed(&mut self, b: &Bucket, alpha: f32) {
@@ -161,6 +223,7 @@ impl Baseline {
                 objects,
                 pages: f32::from(b.max_page),
                 active_minutes: 1,
+                ..*self
             };
             return;
         }
@@ -169,12 +232,142 @@ impl Baseline {
         // Winsorise: one minute can move the mean by at most 3x its value, so a
         // burst barely shifts the baseline it is judged against, while a ramp
         // over hours (a few percent per minute) is followed.
-        let clip = |x: f32, mean: f32, floor: f32| x.min((mean * 3.0).max(mean + floor));
         self.requests += a * (clip(f32::from(b.requests), self.requests, 5.0) - self.requests);
         self.kib += a * (clip(b.kib as f32, self.kib, 512.0) - self.kib);
         self.objects += a * (clip(objects, self.objects, 5.0) - self.objects);
         self.pages += a * (clip(f32::from(b.max_page), self.pages, 5.0) - self.pages);
         self.active_minutes = self.active_minutes.saturating_add(1);
+    }
+
+    /// One session minute (`requests` and `kib` in it, 0 for an idle one).
+    pub fn feed_rate(&mut self, requests: f32, kib: f32) {
+        if self.session_minutes == 0 {
+            self.rate_requests = requests;
+            self.rate_kib = kib;
+            self.session_minutes = 1;
+            return;
+        }
+        let a = RATE_ALPHA.max(1.0 / (self.session_minutes as f32 + 1.0));
+        self.rate_requests += a * (clip(requests, self.rate_requests, 2.0) - self.rate_requests);
+        self.rate_kib += a * (clip(kib, self.rate_kib, 256.0) - self.rate_kib);
+        self.session_minutes = self.session_minutes.saturating_add(1);
+    }
+}
+
+fn clip(x: f32, mean: f32, floor: f32) -> f32 {
+    x.min((mean * 3.0).max(mean + floor))
+}
+
+/// Activity over longer time scales than the minute buckets, as decayed
+/// sums (a sum with time constant τ over a steady rate r tends to r·τ, like
+/// a sliding window of τ minutes) plus a distinct-object sketch per
+/// 15-minute epoch (this one and the previous: 15 to 30 minutes of ids).
+/// Allocated once a token has made [`SCALES_AFTER`] requests: most tokens
+/// never need it.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Scales {
+    /// Event time (s) the sums were last decayed to.
+    at_s: u32,
+    /// Decayed requests, KiB and 403/404 answers, τ = 15 min.
+    pub requests15: f32,
+    pub kib15: f32,
+    pub errors15: f32,
+    /// Decayed requests and KiB, τ = 60 min.
+    pub requests60: f32,
+    pub kib60: f32,
+    /// Distinct-object sketches of this epoch and the previous one.
+    objects: [u32; 4],
+    epoch: u32,
+    /// Deepest page of this epoch and the previous one.
+    pages: [u16; 2],
+}
+
+/// Requests after which a token tracks [`Scales`].
+pub const SCALES_AFTER: u32 = 8;
+/// Length of a distinct-object epoch.
+pub const EPOCH_MINUTES: u32 = 15;
+
+impl Scales {
+    pub fn add(
+        &mut self,
+        ts: EventTime,
+        kib: f32,
+        error: bool,
+        object: Option<u64>,
+        page: Option<u32>,
+    ) {
+        let now = secs(ts);
+        let dt = now.saturating_sub(self.at_s) as f32;
+        if self.at_s == 0 {
+            self.at_s = now;
+        } else if dt > 0.0 {
+            let d15 = (-dt / 900.0).exp();
+            let d60 = (-dt / 3600.0).exp();
+            self.requests15 *= d15;
+            self.kib15 *= d15;
+            self.errors15 *= d15;
+            self.requests60 *= d60;
+            self.kib60 *= d60;
+            self.at_s = now;
+        }
+        self.requests15 += 1.0;
+        self.kib15 += kib;
+        self.requests60 += 1.0;
+        self.kib60 += kib;
+        if error {
+            self.errors15 += 1.0;
+        }
+        let epoch = now / (EPOCH_MINUTES * 60);
+        if epoch != self.epoch {
+            let [a, b, _, _] = self.objects;
+            let [p, _] = self.pages;
+            if epoch == self.epoch.wrapping_add(1) {
+                self.objects = [0, 0, a, b];
+                self.pages = [0, p];
+            } else {
+                self.objects = [0; 4];
+                self.pages = [0; 2];
+            }
+            self.epoch = epoch;
+        }
+        if let Some(o) = object {
+            let bit = mix(o) >> 58;
+            if let Some(w) = self.objects.get_mut((bit / 32) as usize) {
+                *w |= 1u32 << (bit % 32);
+            }
+        }
+        if let Some(p) = page {
+            let [cur, _] = &mut self.pages;
+            *cur = (*cur).max(p.min(u32::from(u16::MAX)) as u16);
+        }
+    }
+
+    /// Distinct objects of the last 15 to 30 minutes (estimate).
+    pub fn objects(&self) -> f64 {
+        let [a, b, c, d] = self.objects;
+        sketch_estimate(u64::from(a | c) | (u64::from(b | d) << 32))
+    }
+
+    /// Deepest page of the last 15 to 30 minutes.
+    pub fn max_page(&self) -> u16 {
+        let [a, b] = self.pages;
+        a.max(b)
+    }
+
+    /// The decayed sums as they are at `ts` (no event added).
+    pub fn at(&self, ts: EventTime) -> Scales {
+        let mut s = *self;
+        let dt = secs(ts).saturating_sub(self.at_s) as f32;
+        if dt > 0.0 {
+            let d15 = (-dt / 900.0).exp();
+            let d60 = (-dt / 3600.0).exp();
+            s.requests15 *= d15;
+            s.kib15 *= d15;
+            s.errors15 *= d15;
+            s.requests60 *= d60;
+            s.kib60 *= d60;
+        }
+        s
     }
 }
 
@@ -194,6 +387,10 @@ pub struct TokenState {
     /// The minute whose bucket has not been fed to the baseline yet.
     pub open_minute: u32,
     pub baseline: Baseline,
+    /// Requests seen (saturating).
+    pub requests: u32,
+    /// Longer time scales, once the token is busy enough to need them.
+    pub scales: Option<Box<Scales>>,
     /// Per detector kind: event time (s) of the last finding…
     pub last_finding_s: [u32; 5],
     /// …and its severity + 1 (0 = none yet).
@@ -213,6 +410,8 @@ impl TokenState {
             buckets: vec![Bucket::default(); buckets].into_boxed_slice(),
             open_minute: 0,
             baseline: Baseline::default(),
+            requests: 0,
+            scales: None,
             last_finding_s: [0; 5],
             last_finding_sev: [0; 5],
         }

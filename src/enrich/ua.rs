@@ -98,28 +98,38 @@ fn parse_inner(ua: &str) -> UaInfo {
             }
         }
         _ => {
-            // Native apps (okhttp, CFNetwork, Dart…): product token and version.
+            // Native apps (okhttp, CFNetwork, Alamofire, Dart…): product
+            // token and version; the OS from the platform's markers.
             let (family, major) = product_token(ua);
-            let mobile = lower.contains("okhttp")
-                || lower.contains("cfnetwork")
-                || lower.contains("dart")
-                || lower.contains("android")
-                || lower.contains("iphone");
+            let ios = [
+                "cfnetwork",
+                "darwin",
+                "iphone",
+                "ipad",
+                "ipados",
+                "alamofire",
+            ]
+            .iter()
+            .any(|m| lower.contains(m))
+                || ["; ios", "(ios", " ios ", "ios/"]
+                    .iter()
+                    .any(|m| lower.contains(m));
+            let android = ["android", "okhttp", "dalvik"]
+                .iter()
+                .any(|m| lower.contains(m));
+            let app = ios || android || lower.contains("dart");
             UaInfo {
                 family: Arc::from(family),
                 major,
-                os: Arc::from(if lower.contains("android") || lower.contains("okhttp") {
+                os: Arc::from(if android {
                     "Android"
-                } else if lower.contains("cfnetwork")
-                    || lower.contains("darwin")
-                    || lower.contains("iphone")
-                {
+                } else if ios {
                     "iOS"
                 } else {
                     "unknown"
                 }),
-                device: if mobile {
-                    DeviceClass::Mobile
+                device: if app {
+                    DeviceClass::App
                 } else {
                     DeviceClass::Other
                 },
@@ -214,6 +224,30 @@ mod tests {
     }
 
     #[test]
+    fn native_app_agents_name_their_platform() {
+        for (agent, os) in [
+            (
+                "Ledger/5.12 (com.example.ledger; build:512; iOS 17.2.0) Alamofire/5.8.0",
+                "iOS",
+            ),
+            ("Ledger/51200 CFNetwork/1410.0.3 Darwin/22.6.0", "iOS"),
+            ("My%20Ledger/51200 CFNetwork/1496.0.7 Darwin/23.5.0", "iOS"),
+            ("okhttp/4.12.0", "Android"),
+            (
+                "Dalvik/2.1.0 (Linux; U; Android 14; Pixel 8 Build/UQ1A.240205.004)",
+                "Android",
+            ),
+            ("Ledger/3.1.0 (Android 14; Pixel 8)", "Android"),
+        ] {
+            let info = parse(agent);
+            assert_eq!(info.os.as_ref(), os, "{agent}");
+            assert_eq!(info.device, DeviceClass::App, "{agent}");
+            assert!(!info.scripting, "{agent}");
+        }
+        assert_eq!(parse("Biosphere/1.0").os.as_ref(), "unknown");
+    }
+
+    #[test]
     fn scripting_clients_and_devices_differ() {
         let curl = parse("curl/8.5.0");
         assert!(curl.scripting);
@@ -224,6 +258,6 @@ mod tests {
         let py = fingerprint(&parse("python-requests/2.32.3"), None, None, None);
         assert!(desk.distance(&py) >= 2);
         assert!(desk.distance(&fingerprint(&phone, None, None, None)) >= 2);
-        assert!(parse("okhttp/4.12.0").device == DeviceClass::Mobile);
+        assert!(parse("okhttp/4.12.0").device == DeviceClass::App);
     }
 }

@@ -61,6 +61,29 @@ pub fn city(i: usize) -> City {
     }
 }
 
+/// Where a country-level GeoIP record puts an address: the country's
+/// centroid (MaxMind's "no city, accuracy radius 1000 km").
+pub const CENTROIDS: &[(&str, f32, f32)] = &[
+    ("AU", -25.7, 134.5),
+    ("BR", -10.8, -52.9),
+    ("CA", 61.4, -98.3),
+    ("DE", 51.2, 10.4),
+    ("ES", 40.2, -3.6),
+    ("FR", 46.6, 2.4),
+    ("GB", 54.2, -2.9),
+    ("IN", 22.9, 79.6),
+    ("IT", 42.8, 12.1),
+    ("JP", 37.6, 138.0),
+    ("NG", 9.6, 8.1),
+    ("NL", 52.2, 5.5),
+    ("RU", 61.5, 97.7),
+    ("SG", 1.35, 103.8),
+    ("US", 39.8, -98.6),
+];
+
+/// Radius of a country-level record.
+pub const COUNTRY_RADIUS_KM: u16 = 1000;
+
 pub fn language(i: usize) -> &'static str {
     CITIES[i].4
 }
@@ -83,6 +106,9 @@ pub struct Block {
     pub radius_km: u16,
     pub v4: Ipv4Net,
     pub v6: Option<Ipv6Net>,
+    /// The GeoIP record names only the country (no city; the country's
+    /// centroid, radius [`COUNTRY_RADIUS_KM`]): carrier pools, relay egress.
+    pub country_only: bool,
 }
 
 pub struct World {
@@ -150,6 +176,33 @@ impl World {
                 .map(|c| (find(c), 50))
                 .collect(),
         });
+        // Networks geolocated only to a country: a carrier's address pool
+        // per country, and relay egress (iCloud Private Relay style: many
+        // rotating addresses on a CDN's AS, placed in the user's country).
+        let first_isp_country_level = isps.len();
+        for (i, country) in countries.iter().enumerate() {
+            let cs = cities_of(country);
+            isps.push(Isp {
+                asn: 65100 + i as u32,
+                org: format!("{country} Mobile Carrier Pool"),
+                class: NetClass::Mobile,
+                cities: cs
+                    .first()
+                    .map(|c| (*c, COUNTRY_RADIUS_KM))
+                    .into_iter()
+                    .collect(),
+            });
+        }
+        isps.push(Isp {
+            asn: 13335,
+            org: "Cloudflare, Inc.".into(),
+            class: NetClass::Vpn,
+            cities: countries
+                .iter()
+                .filter_map(|c| cities_of(c).first().copied())
+                .map(|c| (c, COUNTRY_RADIUS_KM))
+                .collect(),
+        });
         let mut blocks = Vec::new();
         for (ii, isp) in isps.iter().enumerate() {
             for (ci, radius) in &isp.cities {
@@ -166,6 +219,7 @@ impl World {
                     radius_km: *radius,
                     v4,
                     v6,
+                    country_only: ii >= first_isp_country_level,
                 });
             }
         }
@@ -227,6 +281,11 @@ impl World {
             location: Location,
         }
         #[derive(Serialize)]
+        struct CountryRec<'a> {
+            country: Country<'a>,
+            location: Location,
+        }
+        #[derive(Serialize)]
         struct AsnRec<'a> {
             autonomous_system_number: u32,
             autonomous_system_organization: &'a str,
@@ -265,13 +324,38 @@ impl World {
             if let Some(v6) = b.v6 {
                 nets.push(IpNet::V6(v6));
             }
+            let (lat, lon) = centroid(c.country);
+            let country_rec = CountryRec {
+                country: Country {
+                    iso_code: c.country,
+                    names: Names { en: c.country },
+                },
+                location: Location {
+                    latitude: f64::from(lat),
+                    longitude: f64::from(lon),
+                    accuracy_radius: b.radius_km,
+                },
+            };
             for n in nets {
-                city_db.insert(n, &rec)?;
+                if b.country_only {
+                    city_db.insert(n, &country_rec)?;
+                } else {
+                    city_db.insert(n, &rec)?;
+                }
                 asn_db.insert(n, &asn)?;
             }
         }
         Ok((city_db.to_bytes()?, asn_db.to_bytes()?))
     }
+}
+
+/// The centroid of a country of the world.
+pub fn centroid(country: &str) -> (f32, f32) {
+    CENTROIDS
+        .iter()
+        .find(|c| c.0 == country)
+        .map(|c| (c.1, c.2))
+        .unwrap_or((0.0, 0.0))
 }
 
 /// An enricher over this world's databases, held in memory (demo, tests, benches).
