@@ -663,6 +663,9 @@ pub struct BulkSiphonConfig {
     /// …or this many response bytes over the 15-minute scale (with half
     /// the request count), at the same factor over the usual bytes.
     pub sustained_min_bytes: u64,
+    /// Pagination depth reached within 30 minutes that, at `factor / 2`
+    /// times the usual depth and 1.5 times the usual pace, is an export.
+    pub min_page_depth: u32,
     /// Session minutes of history before the sustained scales judge (the
     /// subject's or client's, across its tokens).
     pub sustained_warmup_minutes: u32,
@@ -685,8 +688,9 @@ impl Default for BulkSiphonConfig {
             burst_factor: 8.0,
             burst_min_requests: 10,
             sustained_factor: 2.5,
-            sustained_min_requests: 20,
+            sustained_min_requests: 8,
             sustained_min_bytes: 16 * 1024 * 1024,
+            min_page_depth: 12,
             sustained_warmup_minutes: 30,
             cooldown_secs: 3600,
         }

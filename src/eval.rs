@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::config::Severity;
 use crate::detect::{Finding, FindingKind};
 use crate::synth::Labels;
 
@@ -30,6 +31,9 @@ pub struct ScoredFinding {
     pub kind: FindingKind,
     pub token_id: String,
     pub event_ts: i64,
+    /// Absent in finding files written before severities were scored.
+    #[serde(default)]
+    pub severity: Option<Severity>,
 }
 
 impl From<&Finding> for ScoredFinding {
@@ -38,6 +42,7 @@ impl From<&Finding> for ScoredFinding {
             kind: f.kind,
             token_id: f.token_id.to_string(),
             event_ts: f.event_ts,
+            severity: Some(f.severity),
         }
     }
 }
@@ -57,6 +62,15 @@ pub struct KindScore {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
     pub per_kind: BTreeMap<FindingKind, KindScore>,
+    /// Per `kind/variant` (burst and slow siphoning, fast and slow
+    /// enumeration, a second device on the same network…).
+    pub per_variant: BTreeMap<String, KindScore>,
+    /// Benign but ambiguous tokens (VPN toggles, home-routed roaming)…
+    pub ambiguous_tokens: usize,
+    /// …those with any finding (expected: low ones)…
+    pub ambiguous_flagged: usize,
+    /// …and those with a finding above low (expected: none).
+    pub ambiguous_above_low: usize,
     pub benign_tokens: usize,
     pub false_positive_tokens: usize,
     pub false_positives_per_1000: f64,
@@ -76,7 +90,22 @@ pub fn score(labels: &Labels, findings: &[ScoredFinding]) -> Report {
         ..Default::default()
     };
     let mut delays: BTreeMap<FindingKind, Histogram<u64>> = BTreeMap::new();
+    let mut variant_delays: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     for a in &labels.attacks {
+        let variant = format!(
+            "{}/{}",
+            a.kind.as_str(),
+            if a.variant.is_empty() {
+                "-"
+            } else {
+                &a.variant
+            }
+        );
+        report
+            .per_variant
+            .entry(variant.clone())
+            .or_default()
+            .attacks += 1;
         let s = report.per_kind.entry(a.kind).or_default();
         s.attacks += 1;
         let hits: Vec<&&ScoredFinding> = by_token
@@ -99,14 +128,48 @@ pub fn score(labels: &Labels, findings: &[ScoredFinding]) -> Report {
         match any {
             Some(ts) => {
                 s.detected_any += 1;
+                let delay = ((ts - a.start_ts).max(0) / 1000) as u64;
                 let h = delays
                     .entry(a.kind)
                     .or_insert_with(|| Histogram::new(3).expect("valid sigfig"));
-                let _ = h.record(((ts - a.start_ts).max(0) / 1000) as u64);
+                let _ = h.record(delay);
+                let h = variant_delays
+                    .entry(variant.clone())
+                    .or_insert_with(|| Histogram::new(3).expect("valid sigfig"));
+                let _ = h.record(delay);
             }
             None => s.missed.push(format!("{} ({})", a.attack_id, a.token_id)),
         }
+        if let Some(v) = report.per_variant.get_mut(&variant) {
+            v.detected_exact += u32::from(exact.is_some());
+            v.detected_any += u32::from(any.is_some());
+            if any.is_none() {
+                v.missed.push(format!("{} ({})", a.attack_id, a.token_id));
+            }
+        }
     }
+    for (k, s) in report.per_variant.iter_mut() {
+        s.recall_exact = f64::from(s.detected_exact) / f64::from(s.attacks.max(1));
+        s.recall_any = f64::from(s.detected_any) / f64::from(s.attacks.max(1));
+        if let Some(h) = variant_delays.get(k) {
+            s.delay_p50_secs = h.value_at_quantile(0.5) as f64;
+            s.delay_max_secs = h.max() as f64;
+        }
+    }
+    let ambiguous: BTreeSet<&str> = labels.ambiguous_tokens.iter().map(String::as_str).collect();
+    report.ambiguous_tokens = ambiguous.len();
+    let mut flagged = BTreeSet::new();
+    let mut above = BTreeSet::new();
+    for f in findings {
+        if ambiguous.contains(f.token_id.as_str()) {
+            flagged.insert(f.token_id.as_str());
+            if f.severity.is_some_and(|s| s > Severity::Low) {
+                above.insert(f.token_id.as_str());
+            }
+        }
+    }
+    report.ambiguous_flagged = flagged.len();
+    report.ambiguous_above_low = above.len();
     for (k, s) in report.per_kind.iter_mut() {
         s.recall_exact = f64::from(s.detected_exact) / f64::from(s.attacks.max(1));
         s.recall_any = f64::from(s.detected_any) / f64::from(s.attacks.max(1));
@@ -153,6 +216,21 @@ impl Report {
                 v.recall_any,
                 v.delay_p50_secs,
                 v.delay_max_secs
+            ));
+        }
+        if self.per_variant.keys().any(|k| !k.ends_with("/-")) {
+            s.push_str("\n| attack variant | attacks | recall (own detector) | recall (any) | delay p50 | delay max |\n|---|---:|---:|---:|---:|---:|\n");
+            for (k, v) in &self.per_variant {
+                s.push_str(&format!(
+                    "| {k} | {} | {:.2} | {:.2} | {:.0} s | {:.0} s |\n",
+                    v.attacks, v.recall_exact, v.recall_any, v.delay_p50_secs, v.delay_max_secs
+                ));
+            }
+        }
+        if self.ambiguous_tokens > 0 {
+            s.push_str(&format!(
+                "\nambiguous (VPN toggles, home-routed roaming): {} tokens, {} flagged, {} above low\n",
+                self.ambiguous_tokens, self.ambiguous_flagged, self.ambiguous_above_low
             ));
         }
         s.push_str(&format!(

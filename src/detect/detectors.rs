@@ -145,6 +145,10 @@ impl Detector for TokenReplay {
                     && Some(*i) != cx.fp_slot
                     && s.fp.distance(&fp) >= c.min_distance
                     && !same_device(s, &fp, &cx.net)
+                    && cx
+                        .fp_slot
+                        .and_then(|me| cx.tok.fps.get(me))
+                        .is_none_or(|me| me.kin & (1u8 << (*i).min(7)) == 0)
             })
             .max_by_key(|(_, s)| s.last())
             .map(|(_, s)| *s)?;
@@ -385,11 +389,13 @@ impl Detector for SuspiciousNetwork {
             return None;
         }
         let tok = cx.tok;
-        let dc_bits = NetClass::Hosting.bit() | NetClass::Vpn.bit();
-        // The token, its subject or its application already lives in data centres.
-        if tok.class_count(NetClass::Hosting) + tok.class_count(NetClass::Vpn) > 0
-            || cx.subject.is_some_and(|p| p.classes & dc_bits != 0)
-            || cx.client.is_some_and(|p| p.classes & dc_bits != 0)
+        // The token, its subject or its application already lives on this
+        // kind of network (service tokens in data centres, a user behind a
+        // VPN). Relay egress (a CDN's VPN-class exits) does not make a
+        // hosting provider normal, nor the reverse.
+        if tok.class_count(class) > 0
+            || cx.subject.is_some_and(|p| p.classes & class.bit() != 0)
+            || cx.client.is_some_and(|p| p.classes & class.bit() != 0)
         {
             return None;
         }
@@ -515,13 +521,16 @@ impl Detector for BulkSiphon {
             let rate = f64::from(base.rate_requests).max(0.05);
             let rate_kib = f64::from(base.rate_kib).max(1.0);
             let f = c.sustained_factor * sens;
-            let min = f64::from(c.sustained_min_requests) * sens;
-            for (tau, count, kib, factor, min) in [
-                (15.0, sc.requests15, sc.kib15, f, min),
-                (60.0, sc.requests60, sc.kib60, f * 0.8, min * 2.0),
+            let floor = f64::from(c.sustained_min_requests) * sens;
+            for (tau, count, kib, factor, floor) in [
+                (15.0, sc.requests15, sc.kib15, f, floor),
+                (60.0, sc.requests60, sc.kib60, f * 0.8, floor * 2.0),
             ] {
                 let (req, kib) = (f64::from(count), f64::from(kib));
                 let (exp_req, exp_kib) = (rate * tau, rate_kib * tau);
+                // Low counts vary: beyond the factor, a margin of four
+                // standard deviations of a Poisson count at the usual rate.
+                let min = floor.max(exp_req + 4.0 * exp_req.sqrt());
                 let by_req = req >= min && req >= factor * exp_req;
                 let by_kib = req >= min / 2.0
                     && kib * 1024.0 >= c.sustained_min_bytes as f64 * sens * tau / 15.0
@@ -543,6 +552,31 @@ impl Detector for BulkSiphon {
                     ));
                     break;
                 }
+            }
+        }
+        // Pagination depth: paging far deeper than the owner ever does, at
+        // a higher pace than usual (an export through a list endpoint).
+        if let Some(sc) = sc
+            && reasons.is_empty()
+            && base.session_minutes >= c.sustained_warmup_minutes
+        {
+            let depth = f64::from(sc.max_page());
+            let usual = f64::from(base.pages).max(1.0);
+            let req = f64::from(sc.requests15);
+            let exp_req = f64::from(base.rate_requests).max(0.05) * 15.0;
+            if depth >= f64::from(c.min_page_depth) * sens
+                && depth >= c.factor * 0.5 * sens * usual
+                && req >= 1.5 * exp_req
+                && req >= f64::from(c.sustained_min_requests) * sens
+            {
+                ratio_max = ratio_max.max(depth / usual);
+                scale = "pagination";
+                reasons.push(format!(
+                    "paged to page {depth:.0} within 30 min, {:.1}x its usual depth of {usual:.1}, \
+                     ~{req:.0} requests over 15 min ({:.1}x its usual rate)",
+                    depth / usual,
+                    req / exp_req
+                ));
             }
         }
         let rc = cx.route_class;

@@ -689,12 +689,22 @@ impl Engine {
 
         // 3. Learn from the event.
         tok.last = tok.last.max(ts);
-        match fp_slot {
+        // Slots that are this same device (same TLS stack, same network).
+        let kin: u8 = tok
+            .fps
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                s.count > 0 && Some(*i) != fp_slot && detectors::same_device(s, &e.fp, &net)
+            })
+            .fold(0, |m, (i, _)| m | (1u8 << i.min(7)));
+        let slot = match fp_slot {
             Some(i) => {
                 if let Some(s) = tok.fps.get_mut(i) {
                     s.seen(ts, net);
                     s.fp.major = s.fp.major.max(e.fp.major);
                 }
+                i
             }
             None => {
                 let i = tok
@@ -712,7 +722,21 @@ impl Engine {
                 if let Some(s) = tok.fps.get_mut(i) {
                     *s = state::FpSlot::new(e.fp, ts, net);
                 }
+                // A replaced slot is no one's kin any more.
+                for s in tok.fps.iter_mut() {
+                    s.kin &= !(1u8 << i.min(7));
+                }
+                i
             }
+        };
+        let me = 1u8 << slot.min(7);
+        for (i, s) in tok.fps.iter_mut().enumerate() {
+            if kin & (1u8 << i.min(7)) != 0 {
+                s.kin |= me;
+            }
+        }
+        if let Some(s) = tok.fps.get_mut(slot) {
+            s.kin |= kin & !me;
         }
         let ci = class_index(e.net.class);
         if let Some(c) = tok.class_events.get_mut(ci) {

@@ -21,6 +21,10 @@ pub struct FpSlot {
     pub count: u32,
     /// Where this client last was: see [`NetKey`].
     pub net: NetKey,
+    /// Slots (bit i = `fps[i]`) found to be this same device once (same
+    /// TLS stack on the same network at the same time): they stay one
+    /// device when the phone later hands off to another network.
+    pub kin: u8,
 }
 
 /// The network a request came from, as far as "same device" needs it: the
@@ -68,6 +72,7 @@ impl FpSlot {
             last_s: s,
             count: 1,
             net,
+            kin: 0,
         }
     }
     pub fn first(&self) -> EventTime {

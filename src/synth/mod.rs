@@ -22,6 +22,7 @@ use serde_json::json;
 
 use crate::decode::token::TokenHasher;
 use crate::detect::FindingKind;
+use crate::event::NetClass;
 use world::World;
 
 /// A scenario: how much traffic, of which kinds, in which formats.
@@ -49,6 +50,25 @@ pub struct Scenario {
     pub formats: Vec<String>,
     /// Attacks to inject, per kind.
     pub attacks: BTreeMap<FindingKind, u32>,
+    /// Mean seconds between a phone app's requests (apps are quiet: 0.5 a
+    /// minute is common).
+    pub app_think_secs: f64,
+    /// Share of app users whose app also sends the platform's default agent
+    /// (CFNetwork on iOS, okhttp on Android) beside its own, on one TLS stack.
+    pub two_agent_share: f64,
+    /// Share of phone users who hand off between home Wi-Fi and the carrier.
+    pub handoff_share: f64,
+    /// Share of carrier requests from pools geolocated only to the country.
+    pub country_geo_share: f64,
+    /// Share of Safari users behind relay egress (iCloud Private Relay style).
+    pub relay_share: f64,
+    /// Share of desktop users who turn a VPN on and off mid-token (ambiguous).
+    pub vpn_toggle_share: f64,
+    /// Share of travellers whose phone mixes hotel Wi-Fi with home-routed
+    /// roaming (ambiguous).
+    pub roaming_share: f64,
+    /// Share of desktop users behind their office's one proxy address.
+    pub office_share: f64,
 }
 
 impl Default for Scenario {
@@ -66,6 +86,40 @@ impl Default for Scenario {
             services: 6,
             formats: vec!["envoy".into()],
             attacks: FindingKind::ALL.iter().map(|k| (*k, 8)).collect(),
+            app_think_secs: 90.0,
+            two_agent_share: 0.5,
+            handoff_share: 0.5,
+            country_geo_share: 0.15,
+            relay_share: 0.2,
+            vpn_toggle_share: 0.02,
+            roaming_share: 0.5,
+            office_share: 0.1,
+        }
+    }
+}
+
+impl Scenario {
+    /// A differently-shaped world: every rate, mix and share drawn from a
+    /// wide range by `seed` (the accuracy test judges on the worst of
+    /// several). Users, hours, formats and attacks are kept from `self`.
+    pub fn randomized(&self, seed: u64) -> Scenario {
+        let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0fa3_071d);
+        Scenario {
+            seed,
+            sessions_per_user: r.gen_range(2.0..4.5),
+            think_secs: r.gen_range(8.0..60.0),
+            mobile_share: r.gen_range(0.2..0.6),
+            ipv6_share: r.gen_range(0.0..0.5),
+            traveler_share: r.gen_range(0.01..0.06),
+            app_think_secs: r.gen_range(40.0..180.0),
+            two_agent_share: r.gen_range(0.2..0.9),
+            handoff_share: r.gen_range(0.2..0.8),
+            country_geo_share: r.gen_range(0.05..0.4),
+            relay_share: r.gen_range(0.0..0.5),
+            vpn_toggle_share: r.gen_range(0.01..0.05),
+            roaming_share: r.gen_range(0.2..0.8),
+            office_share: r.gen_range(0.0..0.3),
+            ..self.clone()
         }
     }
 }
@@ -80,6 +134,10 @@ pub struct Label {
     pub start_ts: i64,
     pub end_ts: i64,
     pub description: String,
+    /// The shape of the attack within its kind (`burst`, `slow`,
+    /// `same_network`…), scored separately.
+    #[serde(default)]
+    pub variant: String,
 }
 
 /// The label file: attacks plus the benign tokens (for false-positive rates).
@@ -89,6 +147,11 @@ pub struct Labels {
     pub seed: u64,
     pub attacks: Vec<Label>,
     pub benign_tokens: Vec<String>,
+    /// Benign but ambiguous tokens (a VPN toggled mid-token, home-routed
+    /// roaming): not false positives when flagged low, never to be flagged
+    /// higher or revoked.
+    #[serde(default)]
+    pub ambiguous_tokens: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -101,6 +164,10 @@ enum Agent {
     AndroidChrome,
     AndroidApp,
     IosApp,
+    /// The app's own agent (Alamofire style) beside CFNetwork's default.
+    IosAppOwn,
+    /// The app's own agent beside okhttp's default.
+    AndroidAppOwn,
     PythonRequests,
     Curl,
     GoHttp,
@@ -125,6 +192,10 @@ impl Agent {
             ),
             Agent::AndroidApp => "okhttp/4.12.0".into(),
             Agent::IosApp => "Ledger/5.2 CFNetwork/1496.0.7 Darwin/23.5.0".into(),
+            Agent::IosAppOwn => {
+                "Ledger/5.2.0 (com.example.ledger; build:520; iOS 17.5.1) Alamofire/5.8.0".into()
+            }
+            Agent::AndroidAppOwn => "Ledger/3.1.0 (Android 14; Pixel 8)".into(),
             Agent::PythonRequests => "python-requests/2.32.3".into(),
             Agent::Curl => "curl/8.5.0".into(),
             Agent::GoHttp => "Go-http-client/2.0".into(),
@@ -136,10 +207,10 @@ impl Agent {
                 "t13d1516h2_8daaf6152771_b186095e22b6"
             }
             Agent::FirefoxWin => "t13d1715h2_5b57614c22b0_3d5424432f57",
-            Agent::SafariMac | Agent::IphoneSafari | Agent::IosApp => {
+            Agent::SafariMac | Agent::IphoneSafari | Agent::IosApp | Agent::IosAppOwn => {
                 "t13d2014h2_a09f3c656075_14788d8d241b"
             }
-            Agent::AndroidApp => "t13d1312h2_f57a46bbacb6_e7c285222651",
+            Agent::AndroidApp | Agent::AndroidAppOwn => "t13d1312h2_f57a46bbacb6_e7c285222651",
             Agent::PythonRequests => "t13d1812h1_85036bcba153_375ca2c5e164",
             Agent::Curl => "t13d3113h1_e8f1e7e78f70_ce5650b735ce",
             Agent::GoHttp => "t13d0911h2_f91f431d341e_1f4d3fd01a4d",
@@ -151,16 +222,31 @@ impl Agent {
             Agent::ChromeWin | Agent::ChromeMac | Agent::AndroidChrome
         )
     }
-    fn token_lifetime_ms(self) -> i64 {
+    fn app(self) -> bool {
+        matches!(
+            self,
+            Agent::AndroidApp | Agent::IosApp | Agent::IosAppOwn | Agent::AndroidAppOwn
+        )
+    }
+    /// The platform's default agent an app's plain requests carry.
+    fn platform_default(self) -> Agent {
         match self {
-            Agent::AndroidApp | Agent::IosApp => 24 * 3_600_000,
-            _ => 3_600_000,
+            Agent::IosAppOwn => Agent::IosApp,
+            Agent::AndroidAppOwn => Agent::AndroidApp,
+            a => a,
+        }
+    }
+    fn token_lifetime_ms(self) -> i64 {
+        if self.app() {
+            24 * 3_600_000
+        } else {
+            3_600_000
         }
     }
     fn client_id(self) -> &'static str {
         match self {
-            Agent::AndroidApp => "android-app",
-            Agent::IosApp => "ios-app",
+            Agent::AndroidApp | Agent::AndroidAppOwn => "android-app",
+            Agent::IosApp | Agent::IosAppOwn => "ios-app",
             Agent::AndroidChrome | Agent::IphoneSafari => "mobile-web",
             _ => "web-app",
         }
@@ -206,6 +292,14 @@ struct User {
     format: usize,
     own_ids: [u32; 3],
     addr_seed: u32,
+    /// The app also sends its platform's default agent.
+    two_agents: bool,
+    /// The phone hands off between home Wi-Fi and the carrier.
+    handoff: bool,
+    /// Behind relay egress (rotating addresses, country-level geolocation).
+    relay: bool,
+    /// Turns a VPN on and off mid-token.
+    vpn_toggle: bool,
 }
 
 /// A generated dataset.
@@ -224,6 +318,8 @@ struct Gen<'w> {
     t_end: i64,
     tokens: Vec<Token>,
     reqs: Vec<Req>,
+    /// Tokens whose benign use is ambiguous (VPN toggles, home-routed roaming).
+    ambiguous: std::collections::BTreeSet<usize>,
 }
 
 fn hex_id(rng: &mut ChaCha8Rng) -> String {
@@ -366,12 +462,21 @@ impl Gen<'_> {
             let cities = self.world.isps[home_isp].cities.clone();
             let home_city = cities[self.rng.gen_range(0..cities.len())].0;
             let mobile = self.rng.gen_bool(self.sc.mobile_share);
+            let two_agents = self.rng.gen_bool(self.sc.two_agent_share);
             let agent = if mobile {
                 *[
                     Agent::IphoneSafari,
                     Agent::AndroidChrome,
-                    Agent::AndroidApp,
-                    Agent::IosApp,
+                    if two_agents {
+                        Agent::AndroidAppOwn
+                    } else {
+                        Agent::AndroidApp
+                    },
+                    if two_agents {
+                        Agent::IosAppOwn
+                    } else {
+                        Agent::IosApp
+                    },
                 ]
                 .choose(&mut self.rng)
                 .expect("non-empty")
@@ -386,21 +491,35 @@ impl Gen<'_> {
                 .choose(&mut self.rng)
                 .expect("non-empty")
             };
+            let safari = matches!(agent, Agent::SafariMac | Agent::IphoneSafari);
+            let handoff = mobile && self.rng.gen_bool(self.sc.handoff_share);
+            let relay = safari && self.rng.gen_bool(self.sc.relay_share);
+            let vpn_toggle = !mobile && !relay && self.rng.gen_bool(self.sc.vpn_toggle_share);
+            let office = !mobile && self.rng.gen_bool(self.sc.office_share);
             users.push(User {
                 subject: format!("u-{:05}", 10000 + i),
                 home_city,
                 isp: if mobile { home_isp + 1 } else { home_isp },
                 mobile,
-                ipv6: !mobile && self.rng.gen_bool(self.sc.ipv6_share),
+                ipv6: !mobile && !office && self.rng.gen_bool(self.sc.ipv6_share),
                 agent,
                 lang: world::language(home_city),
                 format: i as usize % self.sc.formats.len(),
+                two_agents,
+                handoff,
+                relay,
+                vpn_toggle,
                 own_ids: [
                     self.rng.gen_range(10_000..99_999),
                     self.rng.gen_range(10_000..99_999),
                     self.rng.gen_range(10_000..99_999),
                 ],
-                addr_seed: self.rng.gen_range(0..1000),
+                // An office's colleagues share its one proxy address.
+                addr_seed: if office {
+                    997
+                } else {
+                    self.rng.gen_range(0..990)
+                },
             });
         }
         users
@@ -421,6 +540,13 @@ impl Gen<'_> {
         let traveler = self.rng.gen_bool(self.sc.traveler_share);
         // Travelers use a long-lived app token and fly 9+ hours to another continent.
         let agent = if traveler { Agent::IosApp } else { u.agent };
+        let roaming = traveler && self.rng.gen_bool(self.sc.roaming_share);
+        let think = if agent.app() {
+            self.sc.app_think_secs
+        } else {
+            self.sc.think_secs
+        };
+        let (mut wifi, mut vpn_on) = (false, false);
         let mut city = u.home_city;
         let mut major = if agent.chromium() { 131 } else { 133 };
         let mut patch = self.rng.gen_range(80..110u16);
@@ -472,17 +598,81 @@ impl Gen<'_> {
                     major += 1;
                 }
                 let ip_city = if traveler { city } else { u.home_city };
-                let ip = self.user_ip(&uu, ip_city);
+                if self.rng.gen_bool(0.12) {
+                    wifi = !wifi;
+                }
+                if u.vpn_toggle && self.rng.gen_bool(0.08) {
+                    vpn_on = !vpn_on;
+                }
+                let abroad = traveler && city != u.home_city;
+                let ip = if u.relay {
+                    self.country_block_ip(u.home_city, NetClass::Vpn)
+                } else if vpn_on {
+                    self.ambiguous.insert(t);
+                    self.vpn_ip(u.home_city)
+                } else if abroad && roaming && self.rng.gen_bool(0.4) {
+                    // Home-routed roaming: the phone's carrier traffic leaves
+                    // from its home country while the hotel's Wi-Fi is here.
+                    self.ambiguous.insert(t);
+                    let carrier = self.world.isps[u.isp | 1].asn;
+                    let b = self
+                        .world
+                        .block(carrier, u.home_city)
+                        .expect("home carrier");
+                    self.world.addr(b, self.rng.gen_range(0..40))
+                } else if u.mobile && u.handoff && wifi && !abroad {
+                    let home = self.world.isps[u.isp & !1].asn;
+                    let b = self.world.block(home, u.home_city).expect("home isp");
+                    self.world.addr(b, u.addr_seed)
+                } else if u.mobile && !abroad && self.rng.gen_bool(self.sc.country_geo_share) {
+                    self.country_block_ip(u.home_city, NetClass::Mobile)
+                } else {
+                    self.user_ip(&uu, ip_city)
+                };
                 let req = self.user_request(&uu, t, ts, ip, major, patch);
+                // The app's plain URLSession / okhttp calls: the platform's
+                // default agent, same TLS stack, same address, same second.
+                if u.two_agents && agent.app() && self.rng.gen_bool(0.35) {
+                    let mut extra = req.clone();
+                    extra.agent = agent.platform_default();
+                    extra.ts += self.rng.gen_range(50..900);
+                    self.reqs.push(extra);
+                }
                 self.reqs.push(req);
                 if let Some(last) = used.iter_mut().rev().find(|x| x.0 == t) {
                     last.2 = ts;
                 }
-                ts += self.exp_gap(self.sc.think_secs);
+                ts += self.exp_gap(think);
             }
             last_end = ts;
         }
         used
+    }
+
+    /// An address of a network geolocated only to `city`'s country: a
+    /// carrier's pool (`Mobile`) or relay egress (`Vpn`), a new one each time.
+    fn country_block_ip(&mut self, city: usize, class: NetClass) -> IpAddr {
+        let world = self.world;
+        let country = world::city(city).country;
+        let b = world
+            .blocks
+            .iter()
+            .position(|b| {
+                b.country_only
+                    && world.isps[b.isp].class == class
+                    && world::city(b.city).country == country
+            })
+            .expect("every country has country-level blocks");
+        world.addr(b, self.rng.gen_range(0..1000))
+    }
+
+    /// A commercial VPN exit the user's laptop uses (the same one each time).
+    fn vpn_ip(&mut self, home: usize) -> IpAddr {
+        let world = self.world;
+        let m247 = world.isps.iter().position(|i| i.asn == 9009).expect("vpn");
+        let blocks = world.blocks_of(m247);
+        let b = blocks[home % blocks.len()];
+        world.addr(b, 300 + (home as u32 % 50))
     }
 
     /// The residential (or mobile) ISP of the same class in another city's country.
@@ -578,8 +768,16 @@ impl Gen<'_> {
         let exp = self.tokens[tok].exp - 30_000;
         // Leave the attack at least 16 minutes before the token expires (the
         // gateway would refuse it after), so every label is a real attack.
-        let latest = (exp - 16 * 60_000).min(last).max(first + 120_000);
-        let start = first + self.rng.gen_range(60_000..(latest - first));
+        let latest = (exp - 16 * 60_000)
+            .min(self.t_end - 20 * 60_000)
+            .min(last)
+            .max(first + 120_000);
+        // A phone app's token is attacked after an hour of its own history.
+        let earliest = if u.agent.app() { 60 * 60_000 } else { 60_000 };
+        let start = first
+            + self
+                .rng
+                .gen_range(earliest.min(latest - first - 1)..(latest - first));
         let world = self.world;
         let far_city = (u.home_city + 7 + n % 5) % world::CITIES.len();
         let far_city = if world::city(far_city).country == world::city(u.home_city).country {
@@ -590,9 +788,31 @@ impl Gen<'_> {
         let mut reqs = Vec::new();
         let mut ts = start;
         let description;
+        let mut variant = "";
         match kind {
+            FindingKind::TokenReplay if n % 3 == 2 => {
+                // A second device in the victim's household: the same
+                // address, another browser (another TLS stack, another agent).
+                variant = "same_network";
+                let ip = self.user_ip(u, u.home_city);
+                let agent = match u.agent {
+                    Agent::FirefoxWin | Agent::SafariMac => Agent::ChromeWin,
+                    _ => Agent::SafariMac,
+                };
+                description = format!(
+                    "a second device on the victim's own address ({})",
+                    agent.ua(133, 0)
+                );
+                for _ in 0..self.rng.gen_range(15..40) {
+                    let mut r = self.user_request(u, tok, ts, ip, 133, 0);
+                    r.agent = agent;
+                    reqs.push(r);
+                    ts += self.exp_gap(20.0);
+                }
+            }
             FindingKind::TokenReplay => {
                 // Same country, another device, residential network.
+                variant = "other_device";
                 let isp = world
                     .isps
                     .iter()
@@ -665,12 +885,30 @@ impl Gen<'_> {
                 }
             }
             FindingKind::BulkSiphon => {
-                // From the victim's own device and place: only volume gives it away.
+                // From the victim's own device and place: only volume gives
+                // it away. A burst (20-80x the victim's usual rate for 4-12
+                // minutes) or a slow pull (4-8x for 30-45 minutes); for a
+                // quiet phone app both are low in absolute terms.
                 let ip = self.user_ip(u, u.home_city);
-                let rate = self.rng.gen_range(50.0..90.0);
-                description = format!("paginated export at ~{rate:.0} requests/min");
+                let think = if u.agent.app() {
+                    self.sc.app_think_secs
+                } else {
+                    self.sc.think_secs
+                };
+                let usual = 60.0 / think;
+                let slow = n % 2 == 1;
+                let (factor, minutes) = if slow {
+                    (self.rng.gen_range(4.0..8.0), self.rng.gen_range(30..45))
+                } else {
+                    (self.rng.gen_range(20.0..80.0), self.rng.gen_range(4..12))
+                };
+                variant = if slow { "slow" } else { "burst" };
+                let rate = usual * factor;
+                description = format!(
+                    "{variant} paginated export at ~{rate:.1} requests/min ({factor:.0}x the usual {usual:.1}) for {minutes} min"
+                );
                 let mut page = 1;
-                let until = ts + self.rng.gen_range(12 * 60_000..20 * 60_000);
+                let until = ts + i64::from(minutes) * 60_000;
                 while ts < until {
                     let mut r = self.user_request(u, tok, ts, ip, 131, 90);
                     r.method = "GET";
@@ -684,11 +922,32 @@ impl Gen<'_> {
                 }
             }
             FindingKind::Enumeration => {
+                // Fast (a request every ~0.7 s) or low and slow (0.1-0.3/s
+                // for 9-24 minutes); sequential or random ids.
                 let ip = self.user_ip(u, u.home_city);
+                let slow = n % 2 == 1;
+                let random = n % 4 >= 2;
+                variant = if slow { "slow" } else { "fast" };
                 let first_id: u32 = self.rng.gen_range(10_000..20_000);
-                description = "sequential account ids, mostly 404/403".to_string();
-                let count: u32 = self.rng.gen_range(120..250);
-                for id in first_id..first_id + count {
+                let (gap, until) = if slow {
+                    (
+                        1.0 / self.rng.gen_range(0.1..0.3),
+                        ts + self.rng.gen_range(9 * 60_000..24 * 60_000),
+                    )
+                } else {
+                    (0.7, ts + self.rng.gen_range(120..250) * 700)
+                };
+                description = format!(
+                    "{variant} enumeration of {} account ids, one every {gap:.1} s, mostly 404/403",
+                    if random { "random" } else { "sequential" }
+                );
+                let mut id = first_id;
+                while ts < until {
+                    id = if random {
+                        self.rng.gen_range(10_000..99_999)
+                    } else {
+                        id + 1
+                    };
                     let mut r = self.user_request(u, tok, ts, ip, 131, 90);
                     r.method = "GET";
                     r.path = format!("/v1/accounts/{id}");
@@ -700,7 +959,7 @@ impl Gen<'_> {
                     };
                     r.bytes = if r.status == 200 { 2500 } else { 90 };
                     reqs.push(r);
-                    ts += self.exp_gap(0.7);
+                    ts += self.exp_gap(gap);
                 }
             }
         }
@@ -721,6 +980,7 @@ impl Gen<'_> {
             start_ts: start,
             end_ts: end,
             description,
+            variant: variant.to_string(),
         }
     }
 }
@@ -867,6 +1127,7 @@ pub fn generate(sc: &Scenario, name: &str, hash_key: &[u8]) -> Result<Dataset, S
         t_end: t0 + i64::from(sc.hours) * 3_600_000,
         tokens: Vec::new(),
         reqs: Vec::new(),
+        ambiguous: Default::default(),
     };
     let users = g.users();
     let mut usage: Vec<Vec<(usize, i64, i64)>> = Vec::with_capacity(users.len());
@@ -877,17 +1138,27 @@ pub fn generate(sc: &Scenario, name: &str, hash_key: &[u8]) -> Result<Dataset, S
     g.services();
 
     // Victims: users with a web token used ≥ 15 min, not their first token
-    // (so that the subject has history), each attacked once.
+    // (so that the subject has history), each attacked once; and, for
+    // siphoning, quiet phone apps whose token has an hour of history.
     let mut candidates: Vec<(usize, usize, i64, i64)> = Vec::new();
+    let mut app_candidates: Vec<(usize, usize, i64, i64)> = Vec::new();
     for (ui, used) in usage.iter().enumerate() {
         for (k, (t, first, last)) in used.iter().enumerate() {
+            if g.ambiguous.contains(t) {
+                continue;
+            }
             if k >= 1 && last - first >= 15 * 60_000 && !users[ui].mobile {
                 candidates.push((ui, *t, *first, *last));
+                break;
+            }
+            if users[ui].agent.app() && last - first >= 100 * 60_000 {
+                app_candidates.push((ui, *t, *first, *last));
                 break;
             }
         }
     }
     candidates.shuffle(&mut g.rng);
+    app_candidates.shuffle(&mut g.rng);
     let hasher = TokenHasher::new(hash_key);
     let mut labels = Labels {
         scenario: name.to_string(),
@@ -896,14 +1167,20 @@ pub fn generate(sc: &Scenario, name: &str, hash_key: &[u8]) -> Result<Dataset, S
     };
     let mut attacked = std::collections::BTreeSet::new();
     let mut next = candidates.into_iter();
+    let mut next_app = app_candidates.into_iter();
     for (kind, count) in &sc.attacks {
         for n in 0..*count as usize {
-            let Some((ui, t, first, last)) = next.next() else {
+            let app = *kind == FindingKind::BulkSiphon && n % 4 >= 2;
+            let pick = if app { next_app.next() } else { None };
+            let Some((ui, t, first, last)) = pick.or_else(|| next.next()) else {
                 return Err(
                     "not enough victim candidates: raise users or sessions_per_user".into(),
                 );
             };
             let mut label = g.attack(*kind, n, &users[ui], t, first, last);
+            if users[ui].agent.app() {
+                label.variant = format!("{}_app", label.variant);
+            }
             let tok = &g.tokens[t];
             label.token_id = token_id(tok, &sc.formats[tok.format], &hasher);
             attacked.insert(t);
@@ -912,11 +1189,15 @@ pub fn generate(sc: &Scenario, name: &str, hash_key: &[u8]) -> Result<Dataset, S
     }
     let used_tokens: std::collections::BTreeSet<usize> = g.reqs.iter().map(|r| r.token).collect();
     for t in &used_tokens {
-        if !attacked.contains(t) {
-            let tok = &g.tokens[*t];
-            labels
-                .benign_tokens
-                .push(token_id(tok, &sc.formats[tok.format], &hasher));
+        if attacked.contains(t) {
+            continue;
+        }
+        let tok = &g.tokens[*t];
+        let id = token_id(tok, &sc.formats[tok.format], &hasher);
+        if g.ambiguous.contains(t) {
+            labels.ambiguous_tokens.push(id);
+        } else {
+            labels.benign_tokens.push(id);
         }
     }
     let mut reqs = std::mem::take(&mut g.reqs);
