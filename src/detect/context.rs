@@ -80,8 +80,8 @@ fn place(p: &PlaceSlot, current: bool) -> ContextPlace {
             .and_then(|x| x.country.as_deref().map(str::to_string)),
         asn: p.net.asn,
         network: p.net.class.as_str().to_string(),
-        first: p.first,
-        last: p.last,
+        first: p.first(),
+        last: p.last(),
         current,
     }
 }
@@ -90,7 +90,7 @@ fn place(p: &PlaceSlot, current: bool) -> ContextPlace {
 pub fn snapshot(e: &Enriched, tok: &TokenState, fp_slot: Option<usize>) -> TokenContext {
     let ts = e.event.ts;
     let mut places: Vec<ContextPlace> = Vec::with_capacity(3);
-    if let Some(alt) = &tok.alt_place {
+    if let Some(alt) = tok.alt_place() {
         places.push(place(alt, false));
     }
     if let Some(p) = &tok.place {

@@ -50,10 +50,10 @@ pub fn same_device(slot: &FpSlot, fp: &Fingerprint, net: &NetKey) -> bool {
         return false;
     }
     if a.tls != 0 && fp.tls != 0 {
-        return a.tls == fp.tls && slot.net.same_network(net);
+        return a.tls == fp.tls && slot.net().same_network(net);
     }
     let app = |d: u8| d == DeviceClass::App as u8 || d == DeviceClass::Other as u8;
-    slot.net.same_prefix(net) && (app(a.device) || app(fp.device))
+    slot.net().same_prefix(net) && (app(a.device) || app(fp.device))
 }
 
 /// A detector: a documented rule over per-token state. Pure.
@@ -283,7 +283,7 @@ impl Detector for ImpossibleTravel {
         if eff < c.min_distance_km {
             return None;
         }
-        let elapsed = (ev.event.ts - prev.last).max(0);
+        let elapsed = (ev.event.ts - prev.last()).max(0);
         // One second minimum: simultaneous use is "infinitely" fast.
         let hours = (elapsed.max(1000) as f64) / 3_600_000.0;
         let speed = eff / hours;
@@ -291,12 +291,12 @@ impl Detector for ImpossibleTravel {
             return None;
         }
         // Back at the place before the jump, soon after: overlapping use.
-        let overlap = cx.tok.alt_place.as_deref().filter(|alt| {
+        let overlap = cx.tok.alt_place().filter(|alt| {
             let d = haversine_km(alt.lat, alt.lon, here.lat, here.lon)
                 - f64::from(alt.radius_km)
                 - f64::from(here.radius_km);
             d < c.min_distance_km
-                && ev.event.ts - prev.first <= (c.overlap_window_secs * 1000) as i64
+                && ev.event.ts - prev.first() <= (c.overlap_window_secs * 1000) as i64
         });
         // Ambiguous, not stolen: the very same client (agent, TLS stack and
         // language) on one side of the jump and a network that misplaces
@@ -361,7 +361,7 @@ impl Detector for ImpossibleTravel {
             severity,
             score,
             summary,
-            evidence_first: prev.first,
+            evidence_first: prev.first(),
             evidence: json!({
                 "pattern": pattern,
                 "from": p(&prev.net),
@@ -513,7 +513,7 @@ impl Detector for BulkSiphon {
         }
         // The sustained scales: the last 15 and 60 minutes against the rate
         // of use (per session minute) learnt across the subject's tokens.
-        let sc = cx.tok.scales.as_deref();
+        let sc = cx.tok.scales();
         if let Some(sc) = sc
             && reasons.is_empty()
             && base.session_minutes >= c.sustained_warmup_minutes
@@ -655,7 +655,7 @@ impl Detector for Enumeration {
         let (mut errors, mut requests) = (f64::from(w.errors), f64::from(w.requests));
         if distinct < f64::from(c.min_distinct_objects) * sens || ratio < c.min_error_ratio {
             // Low and slow: the long window (15 to 30 minutes of ids).
-            let sc = cx.tok.scales.as_deref()?;
+            let sc = cx.tok.scales()?;
             let d = sc.objects();
             let r = f64::from(sc.errors15) / f64::from(sc.requests15.max(1.0));
             if c.slow_min_distinct_objects == 0

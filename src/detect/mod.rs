@@ -569,7 +569,7 @@ impl Engine {
                 tok.baseline.feed(&b, *ewma_alpha);
                 // The session rate learns from ordinary minutes only: not
                 // from a pull already far above it (which it would absorb).
-                let calm = tok.scales.as_ref().is_none_or(|s| {
+                let calm = tok.scales().is_none_or(|s| {
                     let s = s.at(ts);
                     let expect = tok.baseline.rate_requests * 15.0;
                     s.requests15 < 2.0 * expect.max(4.0)
@@ -607,10 +607,10 @@ impl Engine {
             );
         }
         tok.requests = tok.requests.saturating_add(1);
-        if tok.scales.is_none() && tok.requests >= state::SCALES_AFTER {
-            tok.scales = Some(Box::default());
+        if tok.busy.is_none() && tok.requests >= state::SCALES_AFTER {
+            tok.busy = Some(Box::default());
         }
-        if let Some(sc) = tok.scales.as_mut() {
+        if let Some(sc) = tok.busy.as_deref_mut().map(|b| &mut b.scales) {
             let bytes = e.event.bytes_sent.unwrap_or(0);
             sc.add(
                 ts,
@@ -661,10 +661,7 @@ impl Engine {
             let kind = d.detector.kind();
             let k = kind.index();
             let severity = sig.severity.unwrap_or(d.severity);
-            let (last_s, last_sev) = (
-                tok.last_finding_s.get(k).copied().unwrap_or(0),
-                tok.last_finding_sev.get(k).copied().unwrap_or(0),
-            );
+            let (last_s, last_sev) = tok.last_finding(k);
             let in_cooldown = last_s != 0 && ts / 1000 - i64::from(last_s) < d.cooldown_ms / 1000;
             // Within the cooldown only an escalation (higher severity) gets through.
             if in_cooldown && (severity as u8) < last_sev {
@@ -675,10 +672,11 @@ impl Engine {
                 stats.suppressed_allowlist += 1;
                 continue;
             }
-            if let Some(x) = tok.last_finding_s.get_mut(k) {
+            let busy = tok.busy_mut();
+            if let Some(x) = busy.last_finding_s.get_mut(k) {
                 *x = (ts / 1000).max(1) as u32;
             }
-            if let Some(x) = tok.last_finding_sev.get_mut(k) {
+            if let Some(x) = busy.last_finding_sev.get_mut(k) {
                 *x = severity as u8 + 1;
             }
             if let Some(x) = stats.findings.get_mut(k) {
@@ -768,14 +766,7 @@ impl Engine {
 
 fn update_place(tok: &mut TokenState, place: &crate::event::Place, e: &Enriched, min_move_km: f64) {
     let ts = e.event.ts;
-    let new_slot = || PlaceSlot {
-        lat: place.lat,
-        lon: place.lon,
-        radius_km: place.radius_km,
-        first: ts,
-        last: ts,
-        net: e.net.clone(),
-    };
+    let new_slot = || PlaceSlot::new(place.lat, place.lon, place.radius_km, ts, e.net.clone());
     match tok.place.as_mut() {
         None => tok.place = Some(new_slot()),
         Some(cur) => {
@@ -794,7 +785,7 @@ fn update_place(tok: &mut TokenState, place: &crate::event::Place, e: &Enriched,
                 _ => true,
             };
             if d < min_move_km || (coarse && same_country) {
-                cur.last = cur.last.max(ts);
+                cur.seen(ts);
                 // Prefer the more precise location.
                 if place.radius_km < cur.radius_km {
                     cur.lat = place.lat;
@@ -804,7 +795,7 @@ fn update_place(tok: &mut TokenState, place: &crate::event::Place, e: &Enriched,
                 }
             } else {
                 let old = tok.place.replace(new_slot());
-                tok.alt_place = old.map(Box::new);
+                tok.busy_mut().alt_place = old;
             }
         }
     }

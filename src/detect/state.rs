@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::event::{EventTime, Fingerprint, NetClass, NetInfo, TokenId};
 
 /// One client fingerprint seen on a token, with the network it was last
-/// seen on. Times are event-time seconds (u32 lasts until 2106) to keep
-/// the slot at 36 bytes.
+/// seen on and its same-device links. Times are event-time seconds (u32
+/// lasts until 2106) to keep the slot at 36 bytes.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct FpSlot {
     pub fp: Fingerprint,
@@ -20,7 +20,8 @@ pub struct FpSlot {
     last_s: u32,
     pub count: u32,
     /// Where this client last was: see [`NetKey`].
-    pub net: NetKey,
+    asn: u32,
+    prefix: u16,
     /// Slots (bit i = `fps[i]`) found to be this same device once (same
     /// TLS stack on the same network at the same time): they stay one
     /// device when the phone later hands off to another network.
@@ -28,12 +29,12 @@ pub struct FpSlot {
 }
 
 /// The network a request came from, as far as "same device" needs it: the
-/// ASN (0 = unknown) and a hash of the address's /24 (IPv4) or /56 (IPv6)
-/// prefix, which one household, office or carrier gateway shares.
+/// ASN (0 = unknown) and a 16-bit hash of the address's /24 (IPv4) or /56
+/// (IPv6) prefix, which one household, office or carrier gateway shares.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetKey {
     pub asn: u32,
-    pub prefix: u32,
+    pub prefix: u16,
 }
 
 impl NetKey {
@@ -50,7 +51,7 @@ impl NetKey {
         };
         NetKey {
             asn,
-            prefix: (prefix ^ (prefix >> 32)) as u32 | 1,
+            prefix: (prefix ^ (prefix >> 16) ^ (prefix >> 32) ^ (prefix >> 48)) as u16 | 1,
         }
     }
     /// The same address prefix (one household, office, carrier gateway).
@@ -71,8 +72,16 @@ impl FpSlot {
             first_s: s,
             last_s: s,
             count: 1,
-            net,
+            asn: net.asn,
+            prefix: net.prefix,
             kin: 0,
+        }
+    }
+    /// The network this client was last seen on.
+    pub fn net(&self) -> NetKey {
+        NetKey {
+            asn: self.asn,
+            prefix: self.prefix,
         }
     }
     pub fn first(&self) -> EventTime {
@@ -83,7 +92,7 @@ impl FpSlot {
     }
     pub fn seen(&mut self, ts: EventTime, net: NetKey) {
         if secs(ts) >= self.last_s {
-            self.net = net;
+            (self.asn, self.prefix) = (net.asn, net.prefix);
         }
         self.last_s = self.last_s.max(secs(ts));
         self.count = self.count.saturating_add(1);
@@ -94,15 +103,37 @@ fn secs(ts: EventTime) -> u32 {
     (ts / 1000).clamp(0, i64::from(u32::MAX)) as u32
 }
 
-/// A place a token was used from.
+/// A place a token was used from. Times are event-time seconds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PlaceSlot {
     pub lat: f32,
     pub lon: f32,
     pub radius_km: u16,
-    pub first: EventTime,
-    pub last: EventTime,
+    first_s: u32,
+    last_s: u32,
     pub net: Arc<NetInfo>,
+}
+
+impl PlaceSlot {
+    pub fn new(lat: f32, lon: f32, radius_km: u16, ts: EventTime, net: Arc<NetInfo>) -> PlaceSlot {
+        PlaceSlot {
+            lat,
+            lon,
+            radius_km,
+            first_s: secs(ts),
+            last_s: secs(ts),
+            net,
+        }
+    }
+    pub fn first(&self) -> EventTime {
+        i64::from(self.first_s) * 1000
+    }
+    pub fn last(&self) -> EventTime {
+        i64::from(self.last_s) * 1000
+    }
+    pub fn seen(&mut self, ts: EventTime) {
+        self.last_s = self.last_s.max(secs(ts));
+    }
 }
 
 /// Per-minute activity of a token. `objects` is a 64-bit linear-counting
@@ -288,7 +319,7 @@ pub struct Scales {
 }
 
 /// Requests after which a token tracks [`Scales`].
-pub const SCALES_AFTER: u32 = 8;
+pub const SCALES_AFTER: u16 = 8;
 /// Length of a distinct-object epoch.
 pub const EPOCH_MINUTES: u32 = 15;
 
@@ -384,8 +415,6 @@ pub struct TokenState {
     pub last: EventTime,
     pub fps: [FpSlot; 3],
     pub place: Option<PlaceSlot>,
-    /// The previous far-away place, kept to recognise overlapping use.
-    pub alt_place: Option<Box<PlaceSlot>>,
     /// Events per network class (residential, mobile, hosting, vpn, unknown).
     pub class_events: [u16; 5],
     pub buckets: Box<[Bucket]>,
@@ -393,9 +422,18 @@ pub struct TokenState {
     pub open_minute: u32,
     pub baseline: Baseline,
     /// Requests seen (saturating).
-    pub requests: u32,
-    /// Longer time scales, once the token is busy enough to need them.
-    pub scales: Option<Box<Scales>>,
+    pub requests: u16,
+    /// What only busy, far-travelled or flagged tokens need (most never do).
+    pub busy: Option<Box<Busy>>,
+}
+
+/// The part of a token's state allocated once it has made
+/// [`SCALES_AFTER`] requests, moved far, or raised a finding.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Busy {
+    pub scales: Scales,
+    /// The previous far-away place, kept to recognise overlapping use.
+    pub alt_place: Option<PlaceSlot>,
     /// Per detector kind: event time (s) of the last finding…
     pub last_finding_s: [u32; 5],
     /// …and its severity + 1 (0 = none yet).
@@ -410,16 +448,36 @@ impl TokenState {
             last: ts,
             fps: [FpSlot::default(); 3],
             place: None,
-            alt_place: None,
             class_events: [0; 5],
             buckets: vec![Bucket::default(); buckets].into_boxed_slice(),
             open_minute: 0,
             baseline: Baseline::default(),
             requests: 0,
-            scales: None,
-            last_finding_s: [0; 5],
-            last_finding_sev: [0; 5],
+            busy: None,
         }
+    }
+
+    /// The busy part, allocated on first use.
+    pub fn busy_mut(&mut self) -> &mut Busy {
+        self.busy.get_or_insert_with(Box::default)
+    }
+    pub fn scales(&self) -> Option<&Scales> {
+        self.busy.as_deref().map(|b| &b.scales)
+    }
+    pub fn alt_place(&self) -> Option<&PlaceSlot> {
+        self.busy.as_deref().and_then(|b| b.alt_place.as_ref())
+    }
+    /// Event time (s) and severity + 1 of the last finding of kind `k`.
+    pub fn last_finding(&self, k: usize) -> (u32, u8) {
+        self.busy
+            .as_deref()
+            .map(|b| {
+                (
+                    b.last_finding_s.get(k).copied().unwrap_or(0),
+                    b.last_finding_sev.get(k).copied().unwrap_or(0),
+                )
+            })
+            .unwrap_or((0, 0))
     }
 
     pub fn class_count(&self, c: NetClass) -> u32 {
