@@ -603,7 +603,9 @@ pub struct SuspiciousNetworkConfig {
     pub enabled: bool,
     pub mode: Mode,
     pub severity: Severity,
-    /// Events on residential/mobile networks needed before the history counts.
+    /// Events of history needed first: on residential/mobile networks, or,
+    /// for a user token, on any network but this exit (a user behind relay
+    /// egress or a VPN of their own).
     pub min_history_events: u32,
     /// Only fire when the client is a scripting client (curl, requests…).
     pub require_scripting_client: bool,
@@ -691,7 +693,7 @@ impl Default for BulkSiphonConfig {
             sustained_min_requests: 8,
             sustained_min_bytes: 16 * 1024 * 1024,
             min_page_depth: 12,
-            sustained_warmup_minutes: 30,
+            sustained_warmup_minutes: 20,
             cooldown_secs: 3600,
         }
     }

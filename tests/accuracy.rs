@@ -43,7 +43,31 @@ fn score_world(sc: &Scenario, name: &str) -> (eval::Report, usize) {
         .run(sources, &opts, &mut |f| scored.push(ScoredFinding::from(f)))
         .unwrap();
     assert_eq!(summary.total_dropped(), 0, "{:?}", summary.drop_examples);
-    (eval::score(&ds.labels, &scored), summary.formats.len())
+    let report = eval::score(&ds.labels, &scored);
+    // `DEBUG_MISSED=1`: each missed attack with its findings.
+    if std::env::var("DEBUG_MISSED").is_ok() {
+        for v in report.per_kind.values() {
+            for m in &v.missed {
+                let id = m.split(' ').next().unwrap_or("");
+                if let Some(l) = ds.labels.attacks.iter().find(|l| l.attack_id == id) {
+                    let fs: Vec<_> = scored
+                        .iter()
+                        .filter(|f| f.token_id == l.token_id)
+                        .map(|f| (f.kind, f.event_ts - l.start_ts))
+                        .collect();
+                    eprintln!(
+                        "MISSED {} {} {} dur {} s; findings {:?}",
+                        l.attack_id,
+                        l.variant,
+                        l.description,
+                        (l.end_ts - l.start_ts) / 1000,
+                        fs
+                    );
+                }
+            }
+        }
+    }
+    (report, summary.formats.len())
 }
 
 fn assert_targets(report: &eval::Report, world: &str) {
@@ -158,32 +182,7 @@ fn recall_and_false_positives_in_the_worst_of_several_worlds() {
     }
     let (name, report) = worst.expect("at least one world");
     eprintln!("== worst: {name}\n{}", report.render());
-    // The targets of issue 12 hold in the worst world for false positives
-    // (≤ 2 per 1,000), ambiguous cases (never above low) and recall by any
-    // detector of the attack's family (≥ 0.95), except slow siphoning by
-    // quiet phone apps: bulk_siphon is held at ≥ 0.90 until it meets 0.95
-    // (issue 12 stays open for it; BENCHMARKS.md has the per-world table).
-    for (kind, s) in &report.per_kind {
-        let floor = if *kind == FindingKind::BulkSiphon {
-            0.90
-        } else {
-            0.95
-        };
-        assert!(
-            s.recall_any >= floor,
-            "{name}: {}: recall {:.2} < {floor}\n{}",
-            kind.as_str(),
-            s.recall_any,
-            report.render()
-        );
-    }
-    assert!(
-        report.false_positives_per_1000 <= 2.0,
-        "{name}: {:.2} false-positive tokens per 1,000\n{}",
-        report.false_positives_per_1000,
-        report.render()
-    );
-    assert_eq!(report.ambiguous_above_low, 0, "{name}\n{}", report.render());
+    assert_targets(&report, &name);
 }
 
 /// The generated tokens carry `client_id` and `azp` together (as RFC 9068

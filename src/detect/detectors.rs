@@ -311,10 +311,9 @@ impl Detector for ImpossibleTravel {
             |n: NetClass| matches!(n, NetClass::Mobile | NetClass::Vpn | NetClass::Hosting);
         let dc_here = ev.net.class.is_datacenter_like();
         let dc_prev = prev.net.class.is_datacenter_like();
-        let exit_known = (dc_here || dc_prev)
-            && cx
-                .subject
-                .is_some_and(|p| p.classes & (NetClass::Vpn.bit() | NetClass::Hosting.bit()) != 0);
+        let exit_known = cx.subject.is_some_and(|p| {
+            (dc_here && p.knows_exit(ev.net.asn)) || (dc_prev && p.knows_exit(prev.net.asn))
+        });
         let ambiguous =
             (same_client && (misplacing(ev.net.class) || misplacing(prev.net.class))) || exit_known;
         let (severity, score, pattern) = if ambiguous {
@@ -389,19 +388,32 @@ impl Detector for SuspiciousNetwork {
             return None;
         }
         let tok = cx.tok;
-        // The token, its subject or its application already lives on this
-        // kind of network (service tokens in data centres, a user behind a
-        // VPN). Relay egress (a CDN's VPN-class exits) does not make a
-        // hosting provider normal, nor the reverse.
-        if tok.class_count(class) > 0
-            || cx.subject.is_some_and(|p| p.classes & class.bit() != 0)
+        // The token or its subject already uses this exit (the same ASN: a
+        // user's own VPN), or its application lives on this kind of network
+        // (service tokens in data centres). A user behind relay egress (a
+        // CDN's VPN-class exits) does not make another VPN or a hosting
+        // provider normal.
+        let asn = ev.net.asn;
+        let token_knows = tok.fps.iter().any(|s| s.count > 0 && s.net().asn == asn)
+            || tok.place.as_ref().is_some_and(|p| p.net.asn == asn);
+        if (asn == 0 && tok.class_count(class) > 0)
+            || (asn != 0 && token_knows)
+            || cx.subject.is_some_and(|p| p.knows_exit(asn))
             || cx.client.is_some_and(|p| p.classes & class.bit() != 0)
         {
             return None;
         }
         let home = tok.class_count(NetClass::Residential) + tok.class_count(NetClass::Mobile);
         let subject_home = cx.subject.map(|p| p.home_events).unwrap_or(0);
-        if home.max(subject_home) < c.min_history_events {
+        // History elsewhere: on home networks, or (for a user behind relay
+        // egress or a VPN of their own) on exits other than this one.
+        let elsewhere: u32 = tok.class_events.iter().map(|n| u32::from(*n)).sum();
+        let history = if cx.client.is_some() {
+            home.max(subject_home)
+        } else {
+            home.max(subject_home).max(elsewhere)
+        };
+        if history < c.min_history_events {
             return None;
         }
         let prev = tok
@@ -410,11 +422,11 @@ impl Detector for SuspiciousNetwork {
             .map(|p| describe_place(&p.net))
             .unwrap_or_else(|| "its usual networks".into());
         let summary = format!(
-            "token moved from {} to {} with scripting client {} ({} earlier requests on residential/mobile networks)",
+            "token moved from {} to {} with scripting client {} ({} earlier requests on other networks)",
             prev,
             describe_place(&ev.net),
             describe_client(ev),
-            home.max(subject_home),
+            history,
         );
         Some(Signal {
             severity: None,

@@ -753,6 +753,9 @@ impl Engine {
                 p.last = p.last.max(ts);
                 p.remember_device(e.fp.device_key(), ts);
                 p.classes |= e.net.class.bit();
+                if e.net.class.is_datacenter_like() {
+                    p.remember_exit(e.net.asn);
+                }
                 if home {
                     p.home_events = p.home_events.saturating_add(1);
                 }

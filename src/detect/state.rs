@@ -525,7 +525,9 @@ pub fn class_index(c: NetClass) -> usize {
 pub struct Profile {
     pub last: EventTime,
     /// Known devices: (device key, last seen in event-time seconds).
-    pub devices: [(u32, u32); 6],
+    pub devices: [(u32, u32); 5],
+    /// The last two hosting or VPN ASNs used (0 = none).
+    pub exits: [u32; 2],
     /// Network classes used, as a bitmask of `NetClass::bit`.
     pub classes: u8,
     /// Events seen on residential or mobile networks.
@@ -534,6 +536,17 @@ pub struct Profile {
 }
 
 impl Profile {
+    pub fn knows_exit(&self, asn: u32) -> bool {
+        asn != 0 && self.exits.contains(&asn)
+    }
+
+    pub fn remember_exit(&mut self, asn: u32) {
+        if asn != 0 && !self.exits.contains(&asn) {
+            let [last, _] = self.exits;
+            self.exits = [asn, last];
+        }
+    }
+
     pub fn knows_device(&self, key: u32) -> bool {
         self.devices.iter().any(|(k, seen)| *k == key && *seen != 0)
     }

@@ -772,8 +772,20 @@ impl Gen<'_> {
             .min(self.t_end - 20 * 60_000)
             .min(last)
             .max(first + 120_000);
-        // A phone app's token is attacked after an hour of its own history.
-        let earliest = if u.agent.app() { 60 * 60_000 } else { 60_000 };
+        // A phone app's token is attacked after an hour and 30 requests of
+        // its own history (a quiet app has a baseline to be judged by).
+        let earliest = if u.agent.app() {
+            let mut own: Vec<i64> = self
+                .reqs
+                .iter()
+                .filter(|r| r.token == tok)
+                .map(|r| r.ts)
+                .collect();
+            own.sort_unstable();
+            own.get(30).map(|t| t - first).unwrap_or(0).max(60 * 60_000)
+        } else {
+            60_000
+        };
         let start = first
             + self
                 .rng
