@@ -59,6 +59,18 @@ pub struct KindScore {
     pub missed: Vec<String>,
 }
 
+impl KindScore {
+    /// Recall from the counts, delays from the histogram of detected ones.
+    fn finish(&mut self, delays: Option<&Histogram<u64>>) {
+        self.recall_exact = f64::from(self.detected_exact) / f64::from(self.attacks.max(1));
+        self.recall_any = f64::from(self.detected_any) / f64::from(self.attacks.max(1));
+        if let Some(h) = delays {
+            self.delay_p50_secs = h.value_at_quantile(0.5) as f64;
+            self.delay_max_secs = h.max() as f64;
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
     pub per_kind: BTreeMap<FindingKind, KindScore>,
@@ -149,12 +161,7 @@ pub fn score(labels: &Labels, findings: &[ScoredFinding]) -> Report {
         }
     }
     for (k, s) in report.per_variant.iter_mut() {
-        s.recall_exact = f64::from(s.detected_exact) / f64::from(s.attacks.max(1));
-        s.recall_any = f64::from(s.detected_any) / f64::from(s.attacks.max(1));
-        if let Some(h) = variant_delays.get(k) {
-            s.delay_p50_secs = h.value_at_quantile(0.5) as f64;
-            s.delay_max_secs = h.max() as f64;
-        }
+        s.finish(variant_delays.get(k));
     }
     let ambiguous: BTreeSet<&str> = labels.ambiguous_tokens.iter().map(String::as_str).collect();
     report.ambiguous_tokens = ambiguous.len();
@@ -171,12 +178,7 @@ pub fn score(labels: &Labels, findings: &[ScoredFinding]) -> Report {
     report.ambiguous_flagged = flagged.len();
     report.ambiguous_above_low = above.len();
     for (k, s) in report.per_kind.iter_mut() {
-        s.recall_exact = f64::from(s.detected_exact) / f64::from(s.attacks.max(1));
-        s.recall_any = f64::from(s.detected_any) / f64::from(s.attacks.max(1));
-        if let Some(h) = delays.get(k) {
-            s.delay_p50_secs = h.value_at_quantile(0.5) as f64;
-            s.delay_max_secs = h.max() as f64;
-        }
+        s.finish(delays.get(k));
     }
     let benign: BTreeSet<&str> = labels.benign_tokens.iter().map(String::as_str).collect();
     let mut fp_tokens = BTreeSet::new();

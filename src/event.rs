@@ -243,7 +243,10 @@ impl Fingerprint {
     /// Whether the user agent named an operating system (woothee says
     /// `UNKNOWN`, native-app and library agents often say nothing).
     pub fn os_known(&self) -> bool {
-        self.os != (h32("unknown") & 0xff) as u8 && self.os != (h32("UNKNOWN") & 0xff) as u8
+        static UNKNOWN: std::sync::LazyLock<[u8; 2]> = std::sync::LazyLock::new(|| {
+            [(h32("unknown") & 0xff) as u8, (h32("UNKNOWN") & 0xff) as u8]
+        });
+        !UNKNOWN.contains(&self.os)
     }
     /// A compact identity of the device, used in per-subject history.
     pub fn device_key(&self) -> u32 {

@@ -229,7 +229,7 @@ impl Detector for TokenReplay {
 }
 
 /// Two countries are the same when they are equal or one is unknown.
-fn same_country(a: Option<&str>, b: Option<&str>) -> bool {
+pub fn same_country(a: Option<&str>, b: Option<&str>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a == b,
         _ => true,

@@ -780,13 +780,10 @@ fn update_place(tok: &mut TokenState, place: &crate::event::Place, e: &Enriched,
             // a point elsewhere in it: it never displaces a city.
             let cur_place = cur.net.place.as_ref();
             let coarse = place.country_level() || cur_place.is_none_or(|p| p.country_level());
-            let same_country = match (
+            let same_country = detectors::same_country(
                 place.country.as_deref(),
                 cur_place.and_then(|p| p.country.as_deref()),
-            ) {
-                (Some(a), Some(b)) => a == b,
-                _ => true,
-            };
+            );
             if d < min_move_km || (coarse && same_country) {
                 cur.seen(ts);
                 // Prefer the more precise location.

@@ -189,14 +189,20 @@ impl Bucket {
             .kib
             .saturating_add(bytes.div_ceil(1024).min(u64::from(u32::MAX)) as u32);
         if let Some(o) = object {
-            let bit = mix(o) >> 58;
-            if let Some(w) = self.objects.get_mut((bit / 32) as usize) {
-                *w |= 1u32 << (bit % 32);
-            }
+            sketch_insert(&mut self.objects, o);
         }
         if let Some(p) = page {
             self.max_page = self.max_page.max(p.min(u32::from(u16::MAX)) as u16);
         }
+    }
+}
+
+/// Set an object's bit in a 64-bit sketch held as 32-bit words (the first
+/// two words of `words`; a pair of sketches keeps the current one first).
+fn sketch_insert(words: &mut [u32], object: u64) {
+    let bit = mix(object) >> 58;
+    if let Some(w) = words.get_mut((bit / 32) as usize) {
+        *w |= 1u32 << (bit % 32);
     }
 }
 
@@ -333,18 +339,10 @@ impl Scales {
         page: Option<u32>,
     ) {
         let now = secs(ts);
-        let dt = now.saturating_sub(self.at_s) as f32;
         if self.at_s == 0 {
             self.at_s = now;
-        } else if dt > 0.0 {
-            let d15 = (-dt / 900.0).exp();
-            let d60 = (-dt / 3600.0).exp();
-            self.requests15 *= d15;
-            self.kib15 *= d15;
-            self.errors15 *= d15;
-            self.requests60 *= d60;
-            self.kib60 *= d60;
-            self.at_s = now;
+        } else {
+            self.decay_to(now);
         }
         self.requests15 += 1.0;
         self.kib15 += kib;
@@ -367,10 +365,7 @@ impl Scales {
             self.epoch = epoch;
         }
         if let Some(o) = object {
-            let bit = mix(o) >> 58;
-            if let Some(w) = self.objects.get_mut((bit / 32) as usize) {
-                *w |= 1u32 << (bit % 32);
-            }
+            sketch_insert(&mut self.objects, o);
         }
         if let Some(p) = page {
             let [cur, _] = &mut self.pages;
@@ -393,17 +388,23 @@ impl Scales {
     /// The decayed sums as they are at `ts` (no event added).
     pub fn at(&self, ts: EventTime) -> Scales {
         let mut s = *self;
-        let dt = secs(ts).saturating_sub(self.at_s) as f32;
+        s.decay_to(secs(ts));
+        s
+    }
+
+    /// Decay the sums from their last update to `now` (event-time seconds).
+    fn decay_to(&mut self, now: u32) {
+        let dt = now.saturating_sub(self.at_s) as f32;
         if dt > 0.0 {
             let d15 = (-dt / 900.0).exp();
             let d60 = (-dt / 3600.0).exp();
-            s.requests15 *= d15;
-            s.kib15 *= d15;
-            s.errors15 *= d15;
-            s.requests60 *= d60;
-            s.kib60 *= d60;
+            self.requests15 *= d15;
+            self.kib15 *= d15;
+            self.errors15 *= d15;
+            self.requests60 *= d60;
+            self.kib60 *= d60;
+            self.at_s = now;
         }
-        s
     }
 }
 
