@@ -650,14 +650,18 @@ pub struct BulkSiphonConfig {
     /// EWMA weight of each new active minute (small = slow to adapt, so a
     /// sudden burst stands out but a ramp over hours is followed).
     pub ewma_alpha: f64,
-    /// Burst scale: the current minute holds this many times the baseline's
-    /// busy minute (requests or bytes)…
+    /// Burst scale: the last 60 s (sliding over two minute buckets) hold
+    /// this many times the baseline's busy minute, with the shape of a pull
+    /// (bigger answers, deeper pages or mostly distinct objects; twice the
+    /// factor without)…
     pub burst_factor: f64,
     /// …and at least this many requests (12 a minute is a siphon for a phone
     /// app that usually makes 0.5).
     pub burst_min_requests: u32,
-    /// Sustained scales (15 and 60 minutes, decayed sums): this many times
-    /// the baseline's rate per session minute, in requests or bytes…
+    /// Sustained scales (5, 15 and 60 minutes, decayed sums): this many
+    /// times the baseline's rate per session minute (1.6 times it over 5
+    /// minutes, 0.8 times over 60), in requests with the shape of a pull
+    /// (twice the factor without, never over 5 minutes) or in bytes…
     pub sustained_factor: f64,
     /// …with at least this many requests over the 15-minute scale (the
     /// 60-minute scale needs twice the count at 0.8 times the factor).

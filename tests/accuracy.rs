@@ -35,13 +35,30 @@ fn score_world(sc: &Scenario, name: &str) -> (eval::Report, usize) {
         .map(|(f, d)| LineSource::from_bytes(f, d.clone()))
         .collect();
     let mut scored = Vec::new();
+    let mut benign = Vec::new();
+    let debug_fp = std::env::var("DEBUG_FP").is_ok();
     let opts = ReplayOptions {
         format: "auto".into(),
         ..Default::default()
     };
     let summary = p
-        .run(sources, &opts, &mut |f| scored.push(ScoredFinding::from(f)))
+        .run(sources, &opts, &mut |f| {
+            if debug_fp && ds.labels.benign_tokens.contains(&f.token_id.to_string()) {
+                benign.push(format!(
+                    "FP {} {} {}: {}",
+                    f.kind.as_str(),
+                    f.severity.as_str(),
+                    f.evidence["scale"].as_str().unwrap_or("-"),
+                    f.summary
+                ));
+            }
+            scored.push(ScoredFinding::from(f))
+        })
         .unwrap();
+    // `DEBUG_FP=1`: every finding on a benign token.
+    for b in &benign {
+        eprintln!("{b}");
+    }
     assert_eq!(summary.total_dropped(), 0, "{:?}", summary.drop_examples);
     let report = eval::score(&ds.labels, &scored);
     // `DEBUG_MISSED=1`: each missed attack with its findings.
@@ -155,14 +172,16 @@ fn recall_and_false_positives_in_the_worst_of_several_worlds() {
     for w in 1..=n {
         let sc = base.randomized(1000 + w);
         let name = format!(
-            "world {w} (think {:.0} s, apps {:.0} s, mobile {:.0} %, two-agent {:.0} %, country-geo {:.0} %, relay {:.0} %, VPN toggles {:.1} %)",
+            "world {w} (think {:.0} s, apps {:.0} s, mobile {:.0} %, two-agent {:.0} %, country-geo {:.0} %, relay {:.0} %, VPN toggles {:.1} %, session spread {:.2}, app launch ≤ {})",
             sc.think_secs,
             sc.app_think_secs,
             sc.mobile_share * 100.0,
             sc.two_agent_share * 100.0,
             sc.country_geo_share * 100.0,
             sc.relay_share * 100.0,
-            sc.vpn_toggle_share * 100.0
+            sc.vpn_toggle_share * 100.0,
+            sc.session_intensity_sigma,
+            sc.app_launch_requests
         );
         let (report, _) = score_world(&sc, &name);
         eprintln!("== {name}\n{}", report.render());

@@ -39,7 +39,9 @@ pub struct Context<'a> {
 /// * no JA4 logged: the agent is all there is and it is weak, so two agents
 ///   on the same address prefix with a compatible OS are one device when at
 ///   least one of them is an app's or a platform's HTTP stack (two browser
-///   families on one token are two browsers);
+///   families on one token are two browsers); when both are app or
+///   platform stacks, the same ASN will do (a phone on a carrier hops
+///   CGNAT pools between an app's request and its platform's next one);
 /// * a scripting client is never the same device as an interactive one.
 pub fn same_device(slot: &FpSlot, fp: &Fingerprint, net: &NetKey) -> bool {
     let a = &slot.fp;
@@ -53,7 +55,9 @@ pub fn same_device(slot: &FpSlot, fp: &Fingerprint, net: &NetKey) -> bool {
         return a.tls == fp.tls && slot.net().same_network(net);
     }
     let app = |d: u8| d == DeviceClass::App as u8 || d == DeviceClass::Other as u8;
-    slot.net().same_prefix(net) && (app(a.device) || app(fp.device))
+    let n = slot.net();
+    (n.same_prefix(net) && (app(a.device) || app(fp.device)))
+        || (n.same_network(net) && app(a.device) && app(fp.device))
 }
 
 /// A detector: a documented rule over per-token state. Pure.
@@ -450,6 +454,38 @@ impl Detector for SuspiciousNetwork {
     }
 }
 
+/// What a short or sustained pull looked like.
+struct PullSample {
+    requests: f64,
+    kib: f64,
+    /// Requests of the span the distinct-object sketch covers (at most).
+    recent_requests: f64,
+    depth: f64,
+    objects: f64,
+}
+
+/// The shape of a pull beside its volume: bigger answers per request than
+/// the owner's usual (`heavy`), paging deeper than usual (`deep`), or mostly
+/// distinct objects (`wide`). More of the owner's usual mix is a busy day
+/// (people's sessions vary 2-3x, apps open with a burst of calls), so the
+/// rules ask volume alone to be twice their factor. `None`: the usual mix.
+fn pull_shape(
+    s: PullSample,
+    usual_kib_per_request: f64,
+    usual_depth: f64,
+    min_depth: f64,
+) -> Option<&'static str> {
+    if s.kib > 0.0 && s.kib >= 1.5 * usual_kib_per_request * s.requests {
+        Some("heavy")
+    } else if s.depth >= (min_depth / 2.0).max(2.0 * usual_depth) {
+        Some("deep")
+    } else if s.objects >= 20.0 && s.objects >= 0.8 * s.recent_requests {
+        Some("wide")
+    } else {
+        None
+    }
+}
+
 impl Detector for BulkSiphon {
     fn kind(&self) -> FindingKind {
         FindingKind::BulkSiphon
@@ -505,26 +541,48 @@ impl Detector for BulkSiphon {
             }
         }
         let mut scale = "window";
-        // The burst scale: this minute against a busy minute of the baseline.
-        if base.active_minutes >= c.warmup_minutes {
-            let m = cx.tok.window(minute, 1);
+        let mut shape = "volume";
+        let min_depth = f64::from(c.min_page_depth);
+        // The burst scale: the last 60 s against a busy minute of the
+        // baseline. The previous minute counts for the part of it still
+        // inside the last 60 s (a sliding window from two buckets), so a
+        // burst that starts late in a minute is not seen a minute late.
+        if base.active_minutes >= c.warmup_minutes && reasons.is_empty() {
+            let cur = cx.tok.window(minute, 1).requests;
+            let two = cx.tok.window(minute, 2);
+            let prev = two.requests.saturating_sub(cur);
+            let left = 1.0 - ev.event.ts.rem_euclid(60_000) as f64 / 60_000.0;
             let busy = f64::from(base.requests).max(1.0);
-            let req1 = f64::from(m.requests);
-            if reasons.is_empty()
-                && req1 >= f64::from(c.burst_min_requests) * sens
-                && req1 >= c.burst_factor * sens * busy
+            let req1 = (f64::from(cur) + f64::from(prev) * left).floor();
+            let factor = c.burst_factor * sens;
+            let got = pull_shape(
+                PullSample {
+                    requests: f64::from(two.requests),
+                    kib: two.kib as f64,
+                    recent_requests: f64::from(two.requests),
+                    depth: f64::from(two.max_page),
+                    objects: sketch_estimate(two.objects),
+                },
+                f64::from(base.kib) / f64::from(base.requests).max(0.05),
+                f64::from(base.pages),
+                min_depth,
+            );
+            if req1 >= f64::from(c.burst_min_requests) * sens
+                && req1 >= factor * busy
+                && (got.is_some() || req1 >= 2.0 * factor * busy)
             {
                 ratio_max = ratio_max.max(req1 / busy);
                 scale = "burst";
+                shape = got.unwrap_or("volume");
                 reasons.push(format!(
-                    "{req1:.0} requests this minute, {:.1}x its busiest usual {:.1}/active min",
+                    "~{req1:.0} requests in the last 60 s, {:.1}x its busiest usual {:.1}/active min",
                     req1 / busy,
                     base.requests
                 ));
             }
         }
-        // The sustained scales: the last 15 and 60 minutes against the rate
-        // of use (per session minute) learnt across the subject's tokens.
+        // The sustained scales: the last 5, 15 and 60 minutes against the
+        // rate of use (per session minute) learnt across the subject's tokens.
         let sc = cx.tok.scales();
         if let Some(sc) = sc
             && reasons.is_empty()
@@ -534,27 +592,47 @@ impl Detector for BulkSiphon {
             let rate_kib = f64::from(base.rate_kib).max(1.0);
             let f = c.sustained_factor * sens;
             let floor = f64::from(c.sustained_min_requests) * sens;
-            for (tau, count, kib, factor, floor) in [
-                (15.0, sc.requests15, sc.kib15, f, floor),
-                (60.0, sc.requests60, sc.kib60, f * 0.8, floor * 2.0),
+            // 5 minutes at 1.6x the 15-minute factor (4x by default): a
+            // quiet app pulling 4-8x its rate is seen within minutes, not
+            // only once a quarter of an hour has filled. At 5 minutes an
+            // app's launch burst weighs too much for volume alone to count.
+            for (tau, count, kib, factor, floor, volume_alone) in [
+                (5.0, sc.requests5, sc.kib5, f * 1.6, floor, false),
+                (15.0, sc.requests15, sc.kib15, f, floor, true),
+                (60.0, sc.requests60, sc.kib60, f * 0.8, floor * 2.0, true),
             ] {
                 let (req, kib) = (f64::from(count), f64::from(kib));
                 let (exp_req, exp_kib) = (rate * tau, rate_kib * tau);
                 // Low counts vary: beyond the factor, a margin of four
                 // standard deviations of a Poisson count at the usual rate.
                 let min = floor.max(exp_req + 4.0 * exp_req.sqrt());
-                let by_req = req >= min && req >= factor * exp_req;
+                let got = pull_shape(
+                    PullSample {
+                        requests: req,
+                        kib,
+                        recent_requests: req.min(f64::from(sc.requests15)),
+                        depth: f64::from(sc.max_page()),
+                        objects: sc.objects(),
+                    },
+                    f64::from(base.rate_kib) / rate,
+                    f64::from(base.pages),
+                    min_depth,
+                );
+                let by_req = req >= min
+                    && req >= factor * exp_req
+                    && (got.is_some() || (volume_alone && req >= 2.0 * factor * exp_req));
                 let by_kib = req >= min / 2.0
                     && kib * 1024.0 >= c.sustained_min_bytes as f64 * sens * tau / 15.0
                     && kib >= factor * exp_kib;
                 if by_req || by_kib {
                     let r = (req / exp_req).max(kib / exp_kib);
                     ratio_max = ratio_max.max(r);
-                    scale = if tau < 30.0 {
-                        "sustained_15m"
-                    } else {
-                        "sustained_60m"
+                    scale = match tau as u32 {
+                        5 => "sustained_5m",
+                        15 => "sustained_15m",
+                        _ => "sustained_60m",
                     };
+                    shape = got.unwrap_or(if by_kib { "heavy" } else { "volume" });
                     reasons.push(format!(
                         "~{req:.0} requests and {:.1} MiB over the last {tau:.0} min, \
                          {r:.1}x its usual rate of {:.2} requests and {:.2} MiB a minute in use",
@@ -623,6 +701,7 @@ impl Detector for BulkSiphon {
             evidence_first: i64::from(w.first_minute) * 60_000,
             evidence: json!({
                 "scale": scale,
+                "shape": shape,
                 "window_minutes": n,
                 "requests": w.requests,
                 "bytes": w.kib * 1024,
@@ -636,6 +715,9 @@ impl Detector for BulkSiphon {
                     "rate_bytes": base.rate_kib * 1024.0,
                     "session_minutes": base.session_minutes,
                 },
+                "last_5m": sc.map(|s| json!({
+                    "requests": s.requests5.round(), "bytes": (s.kib5 * 1024.0).round(),
+                })),
                 "last_15m": sc.map(|s| json!({
                     "requests": s.requests15.round(), "bytes": (s.kib15 * 1024.0).round(),
                 })),

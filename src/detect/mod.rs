@@ -179,7 +179,7 @@ struct DetectorEntry {
 }
 
 /// Version of the [`Engine::snapshot`] format.
-pub const SNAPSHOT_VERSION: u32 = 3;
+pub const SNAPSHOT_VERSION: u32 = 4;
 
 /// A snapshot that cannot be decoded (corrupt, or from another version).
 #[derive(Debug, thiserror::Error)]

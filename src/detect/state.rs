@@ -314,6 +314,9 @@ pub struct Scales {
     pub requests15: f32,
     pub kib15: f32,
     pub errors15: f32,
+    /// Decayed requests and KiB, τ = 5 min.
+    pub requests5: f32,
+    pub kib5: f32,
     /// Decayed requests and KiB, τ = 60 min.
     pub requests60: f32,
     pub kib60: f32,
@@ -346,6 +349,8 @@ impl Scales {
         }
         self.requests15 += 1.0;
         self.kib15 += kib;
+        self.requests5 += 1.0;
+        self.kib5 += kib;
         self.requests60 += 1.0;
         self.kib60 += kib;
         if error {
@@ -397,7 +402,10 @@ impl Scales {
         let dt = now.saturating_sub(self.at_s) as f32;
         if dt > 0.0 {
             let d15 = (-dt / 900.0).exp();
+            let d5 = (-dt / 300.0).exp();
             let d60 = (-dt / 3600.0).exp();
+            self.requests5 *= d5;
+            self.kib5 *= d5;
             self.requests15 *= d15;
             self.kib15 *= d15;
             self.errors15 *= d15;
@@ -505,7 +513,7 @@ impl TokenState {
                 oldest = oldest.max(age);
             }
         }
-        w.first_minute = now_minute - oldest;
+        w.first_minute = now_minute.saturating_sub(oldest);
         w
     }
 }

@@ -69,6 +69,13 @@ pub struct Scenario {
     pub roaming_share: f64,
     /// Share of desktop users behind their office's one proxy address.
     pub office_share: f64,
+    /// Spread of use between sessions: each session's think time is the
+    /// user's times a log-normal factor with this sigma (people are busier
+    /// on some days than others).
+    pub session_intensity_sigma: f64,
+    /// Most requests a phone app fires within seconds when it opens
+    /// (config, feed, profile, badges); each session draws 1 to this many.
+    pub app_launch_requests: u32,
 }
 
 impl Default for Scenario {
@@ -94,6 +101,8 @@ impl Default for Scenario {
             vpn_toggle_share: 0.02,
             roaming_share: 0.5,
             office_share: 0.1,
+            session_intensity_sigma: 0.35,
+            app_launch_requests: 6,
         }
     }
 }
@@ -119,6 +128,8 @@ impl Scenario {
             vpn_toggle_share: r.gen_range(0.01..0.05),
             roaming_share: r.gen_range(0.2..0.8),
             office_share: r.gen_range(0.0..0.3),
+            session_intensity_sigma: r.gen_range(0.1..0.7),
+            app_launch_requests: r.gen_range(2..14),
             ..self.clone()
         }
     }
@@ -364,6 +375,14 @@ impl Gen<'_> {
         self.tokens.len() - 1
     }
 
+    /// A log-normal factor with mean 1 and the given sigma.
+    fn lognormal(&mut self, sigma: f64) -> f64 {
+        let u1: f64 = self.rng.gen_range(1e-9..1.0);
+        let u2: f64 = self.rng.gen_range(0.0..1.0);
+        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        (sigma * z - sigma * sigma / 2.0).exp()
+    }
+
     fn exp_gap(&mut self, mean_s: f64) -> i64 {
         let u: f64 = self.rng.gen_range(1e-6..1.0);
         ((-u.ln() * mean_s * 1000.0) as i64).max(200)
@@ -573,6 +592,13 @@ impl Gen<'_> {
             };
             let dur = self.rng.gen_range(10 * 60_000..50 * 60_000i64);
             let end = ts + dur;
+            let session_think = think * self.lognormal(self.sc.session_intensity_sigma);
+            let mut launch = if agent.app() {
+                self.rng.gen_range(1..=self.sc.app_launch_requests.max(1)) - 1
+            } else {
+                0
+            };
+            let (mut launch_ip, mut in_launch) = (None, false);
             while ts < end && ts < self.t_end {
                 let valid = token.filter(|t| self.tokens[*t].exp > ts + 60_000);
                 let t = match valid {
@@ -629,6 +655,13 @@ impl Gen<'_> {
                 } else {
                     self.user_ip(&uu, ip_city)
                 };
+                // An app's launch calls leave within a second over one
+                // connection pool: one address (a carrier hops only later).
+                let ip = match launch_ip {
+                    Some(first) if in_launch => first,
+                    _ => ip,
+                };
+                launch_ip = Some(ip);
                 let req = self.user_request(&uu, t, ts, ip, major, patch);
                 // The app's plain URLSession / okhttp calls: the platform's
                 // default agent, same TLS stack, same address, same second.
@@ -642,7 +675,13 @@ impl Gen<'_> {
                 if let Some(last) = used.iter_mut().rev().find(|x| x.0 == t) {
                     last.2 = ts;
                 }
-                ts += self.exp_gap(think);
+                in_launch = launch > 0;
+                ts += if launch > 0 {
+                    launch -= 1;
+                    self.rng.gen_range(100..1_500)
+                } else {
+                    self.exp_gap(session_think)
+                };
             }
             last_end = ts;
         }
@@ -753,6 +792,31 @@ impl Gen<'_> {
     fn attacker_ip(&mut self, asn: u32, city: usize) -> IpAddr {
         let b = self.world.block(asn, city).expect("attacker block");
         self.world.addr(b, self.rng.gen_range(500..900))
+    }
+
+    /// Requests per minute in use of `tok`'s subject (or token) before
+    /// `before`: idle gaps under 5 minutes count as use, as the detector
+    /// counts them. `None` without a few minutes of history.
+    fn usual_rate(&self, tok: usize, before: i64) -> Option<f64> {
+        let subject = self.tokens[tok].subject.as_deref();
+        let mut ts: Vec<i64> = self
+            .reqs
+            .iter()
+            .filter(|r| r.ts < before)
+            .filter(|r| {
+                r.token == tok
+                    || (subject.is_some() && self.tokens[r.token].subject.as_deref() == subject)
+            })
+            .map(|r| r.ts)
+            .collect();
+        ts.sort_unstable();
+        let busy_ms: i64 = ts
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .filter(|gap| *gap < 5 * 60_000)
+            .sum();
+        let minutes = busy_ms as f64 / 60_000.0 + 1.0;
+        (minutes >= 5.0).then(|| ts.len() as f64 / minutes)
     }
 
     /// Inject one attack on a victim token; returns its label.
@@ -907,7 +971,10 @@ impl Gen<'_> {
                 } else {
                     self.sc.think_secs
                 };
-                let usual = 60.0 / think;
+                // "Usual" is the victim's own: requests per minute in use
+                // (idle gaps under 5 minutes count) over its subject's
+                // history, which varies from session to session.
+                let usual = self.usual_rate(tok, ts).unwrap_or(60.0 / think);
                 let slow = n % 2 == 1;
                 let (factor, minutes) = if slow {
                     (self.rng.gen_range(4.0..8.0), self.rng.gen_range(30..45))
