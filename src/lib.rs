@@ -32,6 +32,7 @@ pub mod enrich;
 pub mod eval;
 pub mod event;
 pub mod explain;
+pub mod health;
 pub mod jwks;
 pub mod kafka;
 pub mod live;

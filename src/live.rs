@@ -131,3 +131,55 @@ impl Hub {
         self.lag.lock().map(|m| m.values().sum()).unwrap_or(0)
     }
 }
+
+/// Tell the dashboard's live feed about new findings and what was decided.
+pub fn publish(
+    hub: &Hub,
+    findings: &[crate::detect::Finding],
+    fresh: &[bool],
+    decided: &[crate::decide::Decision],
+) {
+    let new = fresh.iter().filter(|n| **n).count() as u64;
+    hub.add_findings(new);
+    if hub.listeners() == 0 {
+        return;
+    }
+    for (f, _) in findings.iter().zip(fresh).filter(|(_, n)| **n) {
+        let incident = decided
+            .iter()
+            .find(|d| d.finding_id == f.id)
+            .map(|d| d.incident.id.as_str())
+            .unwrap_or("");
+        hub.publish(&LiveItem::Finding {
+            id: &f.id,
+            kind: f.kind.as_str(),
+            severity: f.severity.as_str(),
+            mode: f.mode.as_str(),
+            token_id: f.token_id.as_str(),
+            subject: f.subject.as_deref(),
+            client_id: f.client_id.as_deref(),
+            incident_id: incident,
+            event_time: &f.event_time,
+            summary: &f.summary,
+            country: f.country.as_deref(),
+            city: f.city.as_deref(),
+            network: f.network,
+            asn: f.asn,
+        });
+    }
+    for d in decided {
+        for a in &d.actions {
+            let (state, why) = a.state.describe();
+            hub.publish(&LiveItem::Action {
+                id: &a.id,
+                kind: a.kind.as_str(),
+                rule: &a.rule,
+                state,
+                why,
+                token_id: &a.token_id,
+                incident_id: &a.incident_id,
+                summary: &a.summary,
+            });
+        }
+    }
+}

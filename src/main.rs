@@ -731,7 +731,7 @@ fn run(cli: Cli) -> Result<()> {
             let flag = stop.clone();
             ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
                 .context("installing the SIGINT/SIGTERM handler")?;
-            let health = Arc::new(tokenwatch::kafka::Health::default());
+            let health = Arc::new(tokenwatch::health::Health::default());
             let custody = custody(&cfg)?;
             let settings = match &custody {
                 Some(c) => settings.with_custody(c.clone()),
@@ -988,7 +988,7 @@ fn demo(
         progress: false,
         max_examples: 5,
     };
-    let health = Arc::new(tokenwatch::kafka::Health::default());
+    let health = Arc::new(tokenwatch::health::Health::default());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // With the dashboard: findings and decisions go to a store of their
     // own (removed at exit), served while the replay runs and after it.
@@ -1037,7 +1037,7 @@ fn demo(
             if let Err(e) = store.insert_findings_and_decide(&row, now, |_| Some(d.clone())) {
                 tracing::warn!("demo store: {e}");
             }
-            tokenwatch::kafka::publish(
+            tokenwatch::live::publish(
                 &hub.live,
                 std::slice::from_ref(f),
                 &[true],
@@ -1105,7 +1105,7 @@ const ONE_TIME_PASSWORD_SECS: i64 = 3600;
 fn dashboard(
     cfg: &Config,
     listen: std::net::SocketAddr,
-    health: Arc<tokenwatch::kafka::Health>,
+    health: Arc<tokenwatch::health::Health>,
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
     deny: Option<Arc<tokenwatch::act::DenyList>>,
     stop: Arc<std::sync::atomic::AtomicBool>,

@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::routing::{any, get};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::kafka::Health;
+use crate::health::Health;
 
 /// Install the Prometheus recorder behind the `metrics` facade.
 pub fn install_recorder() -> Result<PrometheusHandle, String> {

@@ -196,7 +196,7 @@ pub struct Pipeline {
     /// records both in a store for its dashboard).
     pub on_decision: Option<Box<DecisionHook>>,
     /// Where processed events are counted for the dashboard.
-    pub live: Option<Arc<crate::kafka::Health>>,
+    pub live: Option<Arc<crate::health::Health>>,
 }
 
 pub type DecisionHook = dyn FnMut(&Finding, &crate::decide::Decision);

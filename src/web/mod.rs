@@ -32,7 +32,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
-use crate::kafka::Health;
+use crate::health::Health;
 use crate::store::{Store, StoreError};
 pub use auth::{Auth, Caller};
 

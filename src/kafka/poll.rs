@@ -1,0 +1,180 @@
+//! The poll thread and the consumer's callbacks: batches and rebalance
+//! events handed, in order, to the processing thread.
+
+use super::*;
+
+/// What the poll thread hands to the processing thread, in order.
+pub(super) enum Control {
+    Batch(Vec<OwnedMessage>),
+    /// Partitions assigned to this instance: restore their checkpoints.
+    Assigned(Vec<(String, i32)>),
+    /// Partitions about to be taken away: checkpoint and commit them, then
+    /// acknowledge (the rebalance waits for it).
+    Revoked(Vec<(String, i32)>, SyncSender<()>),
+    /// The poll thread stopped (shutdown).
+    End,
+}
+
+/// librdkafka callbacks: rebalances, statistics (consumer lag), errors.
+pub(super) struct Ctx {
+    pub(super) tx: SyncSender<Control>,
+    pub(super) closing: AtomicBool,
+    pub(super) health: Arc<Health>,
+    /// The last error logged and when: the same error is logged once per 30 s.
+    pub(super) last_logged: Mutex<Option<(String, Instant)>>,
+}
+
+pub(super) fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, s: Statistics) {
+        for (topic, t) in &s.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    crate::telemetry::consumer_lag(topic, *p, part.consumer_lag);
+                    self.health.live.set_lag(topic, *p, part.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let hint = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                " (no broker reachable: retrying with backoff; check kafka.brokers and the network)"
+            }
+            Some(
+                RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed,
+            ) => " (check the SASL/SSL settings in [kafka.properties] and the ACLs)",
+            _ => "",
+        };
+        if first_in_a_while(&self.last_logged, format!("{error}")) {
+            tracing::error!("kafka: {error}: {reason}{hint}");
+        } else {
+            tracing::debug!("kafka: {error}: {reason}");
+        }
+        self.health.set_error(format!("{error}: {reason}"));
+    }
+
+    // librdkafka's own log lines: what matters reaches `error` above.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!("librdkafka {fac}: {log_message}")
+            }
+            RDKafkaLogLevel::Warning if fac != "CONFWARN" => {
+                tracing::warn!("librdkafka {fac}: {log_message}")
+            }
+            _ => tracing::debug!("librdkafka {fac}: {log_message}"),
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            if self.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            let (ack, done) = std::sync::mpsc::sync_channel(1);
+            if self
+                .tx
+                .send(Control::Revoked(partitions_of(tpl), ack))
+                .is_ok()
+            {
+                // The processing thread checkpoints and commits first.
+                let _ = done.recv_timeout(Duration::from_secs(120));
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let _ = self.tx.send(Control::Assigned(partitions_of(tpl)));
+            }
+            Rebalance::Error(e) => tracing::warn!("kafka: rebalance failed: {e}"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+pub(super) type TwConsumer = BaseConsumer<Ctx>;
+
+/// The poll thread: batches of up to 1,024 messages; pauses the assignment
+/// while the pipeline is behind; ends on `stop`.
+pub(super) fn poll_loop(consumer: &TwConsumer, tx: &SyncSender<Control>, stop: &AtomicBool) {
+    // Messages returned while paused (already in the local queue) go first
+    // into the next batch: nothing polled is ever dropped.
+    let mut carry: Vec<OwnedMessage> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut batch = std::mem::take(&mut carry);
+        batch.reserve(1024);
+        let mut timeout = Duration::from_millis(100);
+        while batch.len() < 1024 {
+            match consumer.poll(timeout) {
+                Some(Ok(m)) => batch.push(m.detach()),
+                Some(Err(e)) => {
+                    // Broker-level errors are logged (once) by `Ctx::error`.
+                    tracing::debug!("kafka: consumer error: {e}; retrying");
+                    consumer
+                        .context()
+                        .health
+                        .set_error(format!("consumer: {e}"));
+                    break;
+                }
+                None => break,
+            }
+            timeout = Duration::ZERO;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match tx.try_send(Control::Batch(batch)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(batch)) => {
+                // Backpressure. Short waits just wait (pausing would drop the
+                // prefetched queue and stall on a refetch); past a second the
+                // assignment is paused and polled, so the group protocol keeps
+                // running however long the pipeline needs.
+                let waited = Instant::now();
+                let mut paused = None;
+                let mut pending = Some(batch);
+                while let Some(b) = pending.take() {
+                    match tx.try_send(b) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(b)) => {
+                            pending = Some(b);
+                            if paused.is_none() && waited.elapsed() > Duration::from_secs(1) {
+                                paused = consumer.assignment().ok();
+                                if let Some(a) = &paused {
+                                    let _ = consumer.pause(a);
+                                }
+                            }
+                            if paused.is_some() {
+                                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+                                    carry.push(m.detach());
+                                }
+                            } else {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                        Err(TrySendError::Disconnected(_)) => return,
+                    }
+                }
+                if let Some(a) = &paused {
+                    let _ = consumer.resume(a);
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
