@@ -91,9 +91,7 @@ fn main() {
             engine.push(
                 Enriched {
                     order_key: i as u64 * 2 + k as u64,
-                    source_offset: -1,
-                    source_index: 0,
-                    source_ts: -1,
+                    source: None,
                     net: nets[i % 2].clone(),
                     ua,
                     fp,

@@ -263,17 +263,22 @@ pub struct Enriched {
     pub fp: Fingerprint,
     /// A deterministic content hash: tie-breaker for ordering equal timestamps.
     pub order_key: u64,
-    /// Offset of the source record in its Kafka partition (-1 for files):
-    /// the engine reports the oldest one it still holds, which bounds the
-    /// offset that may be committed.
-    pub source_offset: i64,
-    /// Position of the event among the objects of its source record (a
-    /// record may hold a batch): with `source_offset`, the event's identity
-    /// in a checkpoint.
-    pub source_index: u32,
-    /// The broker's timestamp of the source record (ms; -1 for files): the
-    /// start of the processing-latency measurement.
-    pub source_ts: i64,
+    /// Where it came from in a Kafka partition (files: none).
+    pub source: Option<SourcePos>,
+}
+
+/// An event's place in its Kafka partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourcePos {
+    /// Offset of the source record: the engine reports the oldest one it
+    /// still holds, which bounds the offset that may be committed.
+    pub offset: i64,
+    /// Position among the objects of its record (a record may hold a
+    /// batch): with `offset`, the event's identity in a checkpoint.
+    pub index: u32,
+    /// The broker's timestamp of the record (ms): the start of the
+    /// processing-latency measurement.
+    pub broker_ts: Option<i64>,
 }
 
 /// Why a record was not turned into an event. Counted, never fatal.

@@ -38,6 +38,7 @@ pub mod kafka;
 pub mod live;
 pub mod ops;
 pub mod pipeline;
+pub mod process;
 pub mod seal;
 pub mod source;
 pub mod store;

@@ -187,7 +187,8 @@ struct Stream {
 /// Decode, enrich and detect over a set of sources.
 pub struct Pipeline {
     settings: DecodeSettings,
-    enricher: Arc<Enricher>,
+    /// The record step (decode and enrich), shared with `run`.
+    processor: crate::process::Processor,
     pub engine: Engine,
     pub decider: crate::decide::Decider,
     /// When `Some`, every action request the policy made is kept here.
@@ -205,7 +206,7 @@ impl Pipeline {
     pub fn new(config: &Config, settings: DecodeSettings, enricher: Arc<Enricher>) -> Pipeline {
         Pipeline {
             settings,
-            enricher,
+            processor: crate::process::Processor::new(enricher),
             engine: Engine::new(config),
             decider: crate::decide::Decider::new(&config.policy),
             actions: None,
@@ -261,7 +262,6 @@ impl Pipeline {
         } else {
             None
         };
-        let mut decoded = Vec::new();
         let mut line = Vec::with_capacity(4096);
         let mut findings = Vec::new();
         let mut pace: Option<(i64, Instant)> = None;
@@ -291,30 +291,28 @@ impl Pipeline {
                         continue;
                     }
                     summary.records += 1;
-                    decoded.clear();
-                    s.decoder.decode(&line, &mut decoded);
-                    for r in decoded.drain(..) {
-                        match r {
-                            Ok(ev) => s.buf.push_back(self.enricher.enrich(ev)),
+                    let (buf, decoder) = (&mut s.buf, &mut s.decoder);
+                    self.processor.prepare(
+                        decoder,
+                        &line,
+                        None,
+                        |_| true,
+                        |_, r| match r {
+                            Ok(en) => buf.push_back(en),
                             Err(d) => {
                                 drops[d.reason.index()] += 1;
+                                let what = format!("{coord}: {}: {}", d.reason.as_str(), d.detail);
                                 note(
                                     &mut summary,
                                     opts,
                                     match d.hint {
-                                        Some(h) => format!(
-                                            "{coord}: {}: {}; {h}",
-                                            d.reason.as_str(),
-                                            d.detail
-                                        ),
-                                        None => {
-                                            format!("{coord}: {}: {}", d.reason.as_str(), d.detail)
-                                        }
+                                        Some(h) => format!("{what}; {h}"),
+                                        None => what,
                                     },
                                 );
                             }
-                        }
-                    }
+                        },
+                    );
                 }
             }
             let next = streams

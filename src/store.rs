@@ -676,7 +676,7 @@ mod outbox_tests {
             user_agent: String::new(),
             evidence: serde_json::Value::Null,
             context: None,
-            source_ts: -1,
+            source_ts: None,
             token_exp: None,
         }
     }

@@ -84,6 +84,36 @@ fn score_world(sc: &Scenario, name: &str) -> (eval::Report, usize) {
             }
         }
     }
+    // `DEBUG_SLOW=secs`: each attack found later than that after it began.
+    if let Some(limit) = std::env::var("DEBUG_SLOW")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        for l in &ds.labels.attacks {
+            let first = scored
+                .iter()
+                .filter(|f| {
+                    f.token_id == l.token_id && f.kind == l.kind && f.event_ts >= l.start_ts
+                })
+                .map(|f| f.event_ts - l.start_ts)
+                .min();
+            if let Some(d) = first.filter(|d| *d > limit * 1000) {
+                let all: Vec<_> = scored
+                    .iter()
+                    .filter(|f| f.token_id == l.token_id)
+                    .map(|f| (f.kind.as_str(), (f.event_ts - l.start_ts) / 1000))
+                    .collect();
+                eprintln!(
+                    "SLOW {} {} {} {} s: {}; findings {all:?}",
+                    l.attack_id,
+                    l.token_id,
+                    l.variant,
+                    d / 1000,
+                    l.description
+                );
+            }
+        }
+    }
     (report, summary.formats.len())
 }
 

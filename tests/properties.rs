@@ -331,8 +331,11 @@ fn a_restored_checkpoint_continues_exactly_where_it_stopped() {
             d.decode(l, &mut out);
             for (i, r) in out.drain(..).enumerate() {
                 let mut en = enricher.enrich(r.unwrap());
-                en.source_offset = off as i64;
-                en.source_index = i as u32;
+                en.source = Some(tokenwatch::event::SourcePos {
+                    offset: off as i64,
+                    index: i as u32,
+                    broker_ts: None,
+                });
                 evs.push(en);
             }
         }
@@ -367,8 +370,9 @@ fn a_restored_checkpoint_continues_exactly_where_it_stopped() {
             second.restore(&snap).unwrap().into_iter().collect();
         assert!(second.tracked_tokens() > 0 || cut == 1, "state restored");
         for ev in events(resume, lines.len()) {
-            let already = (ev.source_offset as usize) < cut;
-            if already && !readmit.remove(&(ev.source_offset, ev.source_index)) {
+            let pos = ev.source.expect("a position");
+            let already = (pos.offset as usize) < cut;
+            if already && !readmit.remove(&(pos.offset, pos.index)) {
                 continue;
             }
             second.push(ev, &mut got);

@@ -116,9 +116,9 @@ pub struct Finding {
     /// Expiry of the token (ms), when it said so (JWT `exp`).
     #[serde(skip)]
     pub token_exp: Option<EventTime>,
-    /// Broker timestamp of the triggering record (ms; -1 for files). Not output.
+    /// Broker timestamp of the triggering record (ms; none for files). Not output.
     #[serde(skip)]
-    pub source_ts: i64,
+    pub source_ts: Option<i64>,
 }
 
 /// Counters the engine keeps (exported in the replay summary).
@@ -350,8 +350,7 @@ impl Engine {
     pub fn oldest_pending_offset(&self) -> Option<i64> {
         self.pending
             .iter()
-            .map(|e| e.source_offset)
-            .filter(|o| *o >= 0)
+            .filter_map(|e| e.source.map(|s| s.offset))
             .min()
     }
 
@@ -422,7 +421,7 @@ impl Engine {
             pending: self
                 .pending
                 .iter()
-                .map(|e| (e.source_offset, e.source_index))
+                .filter_map(|e| e.source.map(|s| (s.offset, s.index)))
                 .collect(),
         };
         postcard::to_allocvec(&snap).map_err(|e| SnapshotError(e.to_string()))
@@ -843,7 +842,7 @@ fn make_finding(
         user_agent: ev.user_agent.as_deref().unwrap_or("").to_string(),
         evidence: sig.evidence,
         context: Some(Box::new(context::snapshot(e, tok, fp_slot))),
-        source_ts: e.source_ts,
+        source_ts: e.source.and_then(|s| s.broker_ts),
         token_exp: ev.token_exp,
     }
 }
@@ -918,9 +917,7 @@ mod tests {
                 class: NetClass::Unknown,
             }),
             order_key: ts as u64,
-            source_offset: -1,
-            source_index: 0,
-            source_ts: -1,
+            source: None,
             event,
         }
     }

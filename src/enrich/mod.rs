@@ -168,9 +168,7 @@ impl Enricher {
             ua,
             fp,
             order_key,
-            source_offset: -1,
-            source_index: 0,
-            source_ts: -1,
+            source: None,
         }
     }
 }

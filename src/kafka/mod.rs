@@ -49,9 +49,10 @@ use crate::config::{Config, KafkaConfig};
 use crate::decode::{DecodeSettings, Decoder};
 use crate::detect::{Engine, Finding};
 use crate::enrich::Enricher;
-use crate::event::{Drop, DropReason};
+use crate::event::{Drop, DropReason, Enriched};
 use crate::health::Health;
 use crate::live::publish;
+use crate::process::RecordPos;
 use crate::store::{Checkpoint, Store, StoreError, StoredFinding};
 
 // One job per file. The children share this module's imports and each

@@ -22,7 +22,8 @@ pub(super) struct Service<'a> {
     pub(super) cfg: &'a Config,
     pub(super) kc: &'a KafkaConfig,
     pub(super) settings: DecodeSettings,
-    pub(super) enricher: Arc<Enricher>,
+    /// The record step (decode and enrich), shared with file replay.
+    pub(super) processor: crate::process::Processor,
     pub(super) roles: Vec<TopicRole>,
     pub(super) repartition_topic: Option<String>,
     pub(super) changelog: Option<String>,
@@ -158,7 +159,7 @@ pub fn run(
         cfg,
         kc,
         settings,
-        enricher,
+        processor: crate::process::Processor::new(enricher),
         roles,
         repartition_topic,
         changelog: kc.changelog_topic.clone(),
@@ -449,10 +450,14 @@ impl Service<'_> {
                         .to_string(),
                     _ => self.roles[ti].format.clone(),
                 };
-                let decoder = s
-                    .decoder(&self.settings, &format)
-                    .map_err(ServiceError::Setup)?;
-                self.decoded.clear();
+                let Shard {
+                    decoders,
+                    readmit,
+                    engine,
+                    ..
+                } = &mut **s;
+                let decoder =
+                    decoder_for(decoders, &self.settings, &format).map_err(ServiceError::Setup)?;
                 // Forwarded records are sealed (they carry raw credentials);
                 // ones forwarded by a version before sealing are read as
                 // they are, so a rolling upgrade loses nothing.
@@ -460,42 +465,46 @@ impl Service<'_> {
                     && m.headers()
                         .is_some_and(|h| h.iter().any(|h| h.key == "tokenwatch-seal"));
                 let opened = sealed.then(|| self.seal.open(&format, payload));
+                let pos = RecordPos {
+                    offset: off,
+                    broker_ts: m.timestamp().to_millis(),
+                };
+                let mut first_drop: Option<(Drop, usize)> = None;
+                let (stats, findings, health) = (&mut self.stats, &mut self.findings, &self.health);
+                let mut out = |_: u32, r: Result<Enriched, Drop>| match r {
+                    Ok(en) => {
+                        if en.event.rejected {
+                            crate::telemetry::rejected(1);
+                            health.live.add_rejected(1);
+                        }
+                        stats.events += 1;
+                        if !engine.push(en, findings) {
+                            stats.dropped += 1;
+                            crate::telemetry::dropped(DropReason::Late, 1);
+                        }
+                    }
+                    Err(d) if !replaying => count_drop(&mut first_drop, d),
+                    Err(_) => {}
+                };
+                // After a restore, only the events still waiting are fed again.
+                let keep = |i: u32| !replaying || readmit.remove(&(off, i));
                 match opened {
-                    None => decoder.decode(payload, &mut self.decoded),
-                    Some(Some(p)) => decoder.decode(&p, &mut self.decoded),
-                    Some(None) => self.decoded.push(Err(Drop::new(
-                        DropReason::Unsealable,
-                        "a repartitioned record that does not open under this instance's \
-                         key: give every instance of the group the same TOKENWATCH_HASH_KEY",
-                    ))),
+                    None => self
+                        .processor
+                        .prepare(decoder, payload, Some(pos), keep, &mut out),
+                    Some(Some(p)) => self
+                        .processor
+                        .prepare(decoder, &p, Some(pos), keep, &mut out),
+                    Some(None) => out(
+                        0,
+                        Err(Drop::new(
+                            DropReason::Unsealable,
+                            "a repartitioned record that does not open under this instance's \
+                             key: give every instance of the group the same TOKENWATCH_HASH_KEY",
+                        )),
+                    ),
                 }
                 warn_xff(&mut self.xff_warned, decoder);
-                let source_ts = m.timestamp().to_millis().unwrap_or(-1);
-                let mut first_drop: Option<(Drop, usize)> = None;
-                for (i, r) in self.decoded.drain(..).enumerate() {
-                    match r {
-                        Ok(ev) => {
-                            if replaying && !s.readmit.remove(&(off, i as u32)) {
-                                continue;
-                            }
-                            if ev.rejected {
-                                crate::telemetry::rejected(1);
-                                self.health.live.add_rejected(1);
-                            }
-                            let mut en = self.enricher.enrich(ev);
-                            en.source_offset = off;
-                            en.source_index = i as u32;
-                            en.source_ts = source_ts;
-                            self.stats.events += 1;
-                            if !s.engine.push(en, &mut self.findings) {
-                                self.stats.dropped += 1;
-                                crate::telemetry::dropped(DropReason::Late, 1);
-                            }
-                        }
-                        Err(d) if !replaying => count_drop(&mut first_drop, d),
-                        Err(_) => {}
-                    }
-                }
                 if !replaying {
                     s.next = Some(off + 1);
                 }
@@ -578,8 +587,8 @@ impl Service<'_> {
             self.stats.findings += 1;
             crate::telemetry::finding(f.kind);
             crate::telemetry::finding_latency((now_ms - f.event_ts) as f64 / 1000.0);
-            if f.source_ts >= 0 {
-                let us = (now_us - f.source_ts * 1000).max(1) as u64;
+            if let Some(ts) = f.source_ts {
+                let us = (now_us - ts * 1000).max(1) as u64;
                 let _ = self.latency.record(us.min(self.latency.high()));
                 crate::telemetry::processing_latency(us as f64 / 1e6);
             }

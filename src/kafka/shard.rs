@@ -110,22 +110,27 @@ impl Shard {
             sources: HashMap::new(),
         }
     }
+}
 
-    pub(super) fn decoder(
-        &mut self,
-        settings: &DecodeSettings,
-        format: &str,
-    ) -> Result<&mut Decoder, String> {
-        let i = match self.decoders.iter().position(|(f, _)| f == format) {
-            Some(i) => i,
-            None => {
-                self.decoders
-                    .push((format.to_string(), settings.decoder(format)?));
-                self.decoders.len() - 1
-            }
-        };
-        Ok(&mut self.decoders[i].1)
-    }
+/// The shard's decoder for `format` (the repartition topic carries several),
+/// made on first use. A function of the decoders alone, so that the engine
+/// and the readmission set stay free to borrow beside it.
+pub(super) fn decoder_for<'a>(
+    decoders: &'a mut Vec<(String, Decoder)>,
+    settings: &DecodeSettings,
+    format: &str,
+) -> Result<&'a mut Decoder, String> {
+    let i = match decoders.iter().position(|(f, _)| f == format) {
+        Some(i) => i,
+        None => {
+            decoders.push((format.to_string(), settings.decoder(format)?));
+            decoders.len() - 1
+        }
+    };
+    decoders
+        .get_mut(i)
+        .map(|(_, d)| d)
+        .ok_or_else(|| format!("no decoder for {format}"))
 }
 
 /// An unkeyed input partition in repartition mode: no state.

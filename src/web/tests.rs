@@ -45,7 +45,7 @@ fn finding(n: usize, kind: FindingKind) -> Finding {
         user_agent: "curl/8".into(),
         evidence: serde_json::json!({"distance_km": 550.4, "speed_kmh": 43020.0}),
         context: None,
-        source_ts: -1,
+        source_ts: None,
         token_exp: None,
     }
 }
