@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::event::NetClass;
+pub use crate::event::{Mode, Severity};
 
 mod dashboard;
 mod response;
@@ -116,7 +117,7 @@ pub struct PolicyRule {
     pub name: String,
     /// Finding kinds (`token_replay`, …); empty = every kind.
     #[serde(default)]
-    pub kinds: Vec<crate::detect::FindingKind>,
+    pub kinds: Vec<crate::event::FindingKind>,
     /// The lowest severity the rule applies to.
     #[serde(default = "default_min_severity")]
     pub min_severity: Severity,
@@ -152,7 +153,7 @@ fn default_rule_per_hour() -> u32 {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        use crate::detect::FindingKind as K;
+        use crate::event::FindingKind as K;
         let rule =
             |name: &str, kinds: Vec<K>, min_severity, actions: Vec<ActionKind>, mode| PolicyRule {
                 name: name.into(),
@@ -478,48 +479,11 @@ impl Default for EngineConfig {
     }
 }
 
-/// What the response layer may do with a detector's findings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    Observe,
-    Enforce,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Observe => "observe",
-            Mode::Enforce => "enforce",
-        }
-    }
-}
-
 impl ActionKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             ActionKind::Revoke => "revoke",
             ActionKind::Alert => "alert",
-        }
-    }
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
         }
     }
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Event time in milliseconds since the Unix epoch (UTC), always taken from
 /// the gateway's own timestamp, never from arrival time.
@@ -404,4 +404,87 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+// The vocabulary every layer shares (config, detect, decide, store, web):
+// kept here at the bottom so that none of them imports another for it.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    TokenReplay,
+    ImpossibleTravel,
+    SuspiciousNetwork,
+    BulkSiphon,
+    Enumeration,
+}
+
+impl FindingKind {
+    pub const ALL: [FindingKind; 5] = [
+        FindingKind::TokenReplay,
+        FindingKind::ImpossibleTravel,
+        FindingKind::SuspiciousNetwork,
+        FindingKind::BulkSiphon,
+        FindingKind::Enumeration,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::TokenReplay => "token_replay",
+            FindingKind::ImpossibleTravel => "impossible_travel",
+            FindingKind::SuspiciousNetwork => "suspicious_network",
+            FindingKind::BulkSiphon => "bulk_siphon",
+            FindingKind::Enumeration => "enumeration",
+        }
+    }
+    pub fn index(self) -> usize {
+        self as usize
+    }
+    /// Kinds that reason about one bearer token's devices, places and
+    /// networks: they run on [`IdentityKind::Token`] identities only, never
+    /// on a credential that many tokens and people may share.
+    pub fn token_scoped(self) -> bool {
+        matches!(
+            self,
+            FindingKind::TokenReplay
+                | FindingKind::ImpossibleTravel
+                | FindingKind::SuspiciousNetwork
+        )
+    }
+}
+
+/// What the response layer may do with a detector's findings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Observe,
+    Enforce,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Observe => "observe",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
 }

@@ -28,50 +28,7 @@ use crate::event::{Enriched, EventTime, IdentityKind, TokenId, fmt_time, stable_
 use detectors::{Context, Detector};
 use state::{PlaceSlot, Profile, TokenState, class_index};
 
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum FindingKind {
-    TokenReplay,
-    ImpossibleTravel,
-    SuspiciousNetwork,
-    BulkSiphon,
-    Enumeration,
-}
-
-impl FindingKind {
-    pub const ALL: [FindingKind; 5] = [
-        FindingKind::TokenReplay,
-        FindingKind::ImpossibleTravel,
-        FindingKind::SuspiciousNetwork,
-        FindingKind::BulkSiphon,
-        FindingKind::Enumeration,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FindingKind::TokenReplay => "token_replay",
-            FindingKind::ImpossibleTravel => "impossible_travel",
-            FindingKind::SuspiciousNetwork => "suspicious_network",
-            FindingKind::BulkSiphon => "bulk_siphon",
-            FindingKind::Enumeration => "enumeration",
-        }
-    }
-    pub fn index(self) -> usize {
-        self as usize
-    }
-    /// Kinds that reason about one bearer token's devices, places and
-    /// networks: they run on [`IdentityKind::Token`] identities only, never
-    /// on a credential that many tokens and people may share.
-    pub fn token_scoped(self) -> bool {
-        matches!(
-            self,
-            FindingKind::TokenReplay
-                | FindingKind::ImpossibleTravel
-                | FindingKind::SuspiciousNetwork
-        )
-    }
-}
+pub use crate::event::FindingKind;
 
 /// What a detector reports before the engine makes it a finding.
 #[derive(Debug, Clone)]
