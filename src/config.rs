@@ -677,7 +677,8 @@ pub struct EnumerationConfig {
     pub window_secs: u64,
     /// Distinct object ids in the window needed to fire.
     pub min_distinct_objects: u32,
-    /// Share of 403/404 responses in the window needed to fire.
+    /// Share of 403/404 responses in the window needed to fire (over the
+    /// long window: of requests, or of distinct ids if that is higher).
     pub min_error_ratio: f64,
     /// The long window (the last 15 to 30 minutes): "low and slow"
     /// enumeration, a few ids a minute, reaches this many distinct ids with

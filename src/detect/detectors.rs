@@ -541,7 +541,7 @@ impl Detector for BulkSiphon {
             }
         }
         let mut scale = "window";
-        let mut shape = "volume";
+        let mut shape: Option<&str> = None;
         let min_depth = f64::from(c.min_page_depth);
         // The burst scale: the last 60 s against a busy minute of the
         // baseline. The previous minute counts for the part of it still
@@ -573,7 +573,7 @@ impl Detector for BulkSiphon {
             {
                 ratio_max = ratio_max.max(req1 / busy);
                 scale = "burst";
-                shape = got.unwrap_or("volume");
+                shape = Some(got.unwrap_or("volume"));
                 reasons.push(format!(
                     "~{req1:.0} requests in the last 60 s, {:.1}x its busiest usual {:.1}/active min",
                     req1 / busy,
@@ -632,7 +632,7 @@ impl Detector for BulkSiphon {
                         15 => "sustained_15m",
                         _ => "sustained_60m",
                     };
-                    shape = got.unwrap_or(if by_kib { "heavy" } else { "volume" });
+                    shape = Some(got.unwrap_or(if by_kib { "heavy" } else { "volume" }));
                     reasons.push(format!(
                         "~{req:.0} requests and {:.1} MiB over the last {tau:.0} min, \
                          {r:.1}x its usual rate of {:.2} requests and {:.2} MiB a minute in use",
@@ -694,8 +694,15 @@ impl Detector for BulkSiphon {
             severity: None,
             score,
             summary: format!(
-                "bulk pull: {}; pagination depth {}",
+                "bulk pull: {}{}; pagination depth {}",
                 reasons.join("; "),
+                match shape {
+                    Some("heavy") => ", answers larger than its usual",
+                    Some("deep") => ", paging deeper than it usually does",
+                    Some("wide") => ", mostly distinct objects",
+                    Some(_) => ", volume alone (twice the factor)",
+                    None => "",
+                },
                 w.max_page
             ),
             evidence_first: i64::from(w.first_minute) * 60_000,
@@ -751,7 +758,11 @@ impl Detector for Enumeration {
             // Low and slow: the long window (15 to 30 minutes of ids).
             let sc = cx.tok.scales()?;
             let d = sc.objects();
-            let r = f64::from(sc.errors15) / f64::from(sc.requests15.max(1.0));
+            // The share of misses among all requests lags when the token
+            // was busy before (its own 200s decay slowly), so the misses per
+            // distinct id count too: an enumerator's ids are mostly misses.
+            let r = (f64::from(sc.errors15) / f64::from(sc.requests15.max(1.0)))
+                .max((f64::from(sc.errors15) / d.max(1.0)).min(1.0));
             if c.slow_min_distinct_objects == 0
                 || d < f64::from(c.slow_min_distinct_objects) * sens
                 || r < c.min_error_ratio
@@ -776,7 +787,7 @@ impl Detector for Enumeration {
             } else {
                 format!(
                     "low and slow: ~{distinct:.0} distinct object ids on {} over the last 15-30 min, \
-                     {:.0}% answered 403/404 (~{errors:.0} of ~{requests:.0} requests, decayed over 15 min)",
+                     {:.0}% answered 403/404 (~{errors:.0} misses, ~{requests:.0} requests, decayed over 15 min)",
                     ev.event.route,
                     ratio * 100.0,
                 )
