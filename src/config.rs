@@ -14,6 +14,7 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+pub use crate::decode::format::{FieldSource, PRESETS};
 use crate::event::NetClass;
 pub use crate::event::{Mode, Severity};
 
@@ -759,16 +760,6 @@ pub struct FormatConfig {
     pub fields: BTreeMap<String, FieldSource>,
 }
 
-/// Where one canonical field comes from: JSON Pointers tried in order, then
-/// named transforms applied in order.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FieldSource {
-    pub from: Vec<String>,
-    #[serde(default)]
-    pub transforms: Vec<String>,
-}
-
 /// A configuration error with the key and (when known) the line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
@@ -886,16 +877,6 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
     best
 }
 
-pub const PRESETS: [&str; 7] = [
-    "envoy",
-    "kong",
-    "apisix",
-    "nginx",
-    "traefik",
-    "aws_apigw",
-    "tyk",
-];
-
 impl Config {
     /// Cross-field checks. Returns (key path, message) pairs.
     pub fn validate(&self) -> Vec<(String, String)> {
@@ -937,12 +918,12 @@ impl Config {
             }
             for (field, src) in &f.fields {
                 let key = format!("formats.{name}.fields.{field}");
-                if !crate::decode::CANONICAL_FIELDS.contains(&field.as_str()) {
+                if !crate::decode::format::CANONICAL_FIELDS.contains(&field.as_str()) {
                     err(
                         &key,
                         format!(
                             "unknown canonical field `{field}`; known: {}",
-                            crate::decode::CANONICAL_FIELDS.join(", ")
+                            crate::decode::format::CANONICAL_FIELDS.join(", ")
                         ),
                     );
                 }
@@ -958,7 +939,7 @@ impl Config {
                     }
                 }
                 for t in &src.transforms {
-                    if let Err(m) = crate::decode::Transform::parse(t) {
+                    if let Err(m) = crate::decode::format::Transform::parse(t) {
                         err(&key, m);
                     }
                 }

@@ -12,6 +12,7 @@
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 pub mod envelope;
+pub mod format;
 pub mod json;
 pub mod presets;
 pub mod scrub;
@@ -26,35 +27,14 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde_json::value::RawValue;
 
-use crate::config::{Config, FieldSource, TokenIdentity};
+use crate::config::{Config, TokenIdentity};
 use crate::event::{AccessEvent, Drop, DropReason, IdentityKind, TokenId, stable_hash};
+use format::FieldSource;
 use json::{LazyObject, PointerPart, Scalar};
 use rustc_hash::FxHashMap;
 use token::TokenHasher;
 
-/// Canonical fields a field map may fill.
-pub const CANONICAL_FIELDS: &[&str] = &[
-    "timestamp",
-    "peer_ip",
-    "forwarded_for",
-    "method",
-    "path",
-    "route",
-    "status",
-    "bytes_sent",
-    "user_agent",
-    "accept_language",
-    "authorization",
-    "token",
-    "jti",
-    "credential",
-    "subject",
-    "client_id",
-    "ja3",
-    "ja4",
-    "response_flags",
-    "consumer",
-];
+pub use format::{CANONICAL_FIELDS, Transform};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
@@ -89,64 +69,6 @@ impl F {
             .get(self as usize)
             .copied()
             .unwrap_or("field")
-    }
-}
-
-/// A named value transform, applied in order after a pointer matched.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Transform {
-    /// Epoch milliseconds / seconds / nanoseconds (number or numeric string).
-    EpochMs,
-    EpochS,
-    EpochNs,
-    /// RFC 3339 / ISO 8601 date-time string.
-    Rfc3339,
-    /// Remove a `Bearer ` prefix.
-    StripBearer,
-    /// Decode the value as a JWT (after `Bearer`) and take one claim.
-    JwtClaim(String),
-    /// `"-"` (and empty strings) mean "absent".
-    DashNull,
-    /// `ip:port` or `[ipv6]:port` → ip.
-    HostPort,
-    /// An X-Forwarded-For list → its right-most address not in the trusted proxies.
-    XffRightmostUntrusted,
-    /// A secret (an API key header) → its keyed hash, `h:<16 hex>`: the
-    /// value itself is never kept.
-    Hash,
-    /// An NGINX request line (`GET /path?q HTTP/1.1`) → its method; any
-    /// other value is kept as it is.
-    RequestLineMethod,
-    /// An NGINX request line → its target (`/path?q`); any other value is
-    /// kept as it is.
-    RequestLinePath,
-}
-
-impl Transform {
-    pub fn parse(s: &str) -> Result<Transform, String> {
-        Ok(match s {
-            "epoch_ms" => Transform::EpochMs,
-            "epoch_s" => Transform::EpochS,
-            "epoch_ns" => Transform::EpochNs,
-            "rfc3339" => Transform::Rfc3339,
-            "strip_bearer" => Transform::StripBearer,
-            "dash_null" => Transform::DashNull,
-            "host_port" => Transform::HostPort,
-            "xff" | "xff_rightmost_untrusted" => Transform::XffRightmostUntrusted,
-            "hash" => Transform::Hash,
-            "request_line_method" => Transform::RequestLineMethod,
-            "request_line_path" => Transform::RequestLinePath,
-            _ => match s.strip_prefix("jwt_claim:") {
-                Some(c) if !c.is_empty() => Transform::JwtClaim(c.to_string()),
-                _ => {
-                    return Err(format!(
-                        "unknown transform `{s}`; known: epoch_ms, epoch_s, epoch_ns, rfc3339, \
-                         strip_bearer, jwt_claim:<claim>, dash_null, host_port, xff, hash, \
-                         request_line_method, request_line_path"
-                    ));
-                }
-            },
-        })
     }
 }
 
@@ -336,7 +258,7 @@ impl DecodeSettings {
         } else {
             return Err(format!(
                 "unknown format `{format}`: use auto, {} or a [formats.NAME] block",
-                crate::config::PRESETS.join(", ")
+                format::PRESETS.join(", ")
             ));
         };
         Ok(Decoder {

@@ -29,7 +29,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::FieldSource;
+use super::format::FieldSource;
 
 type Spec = &'static [(
     &'static str,
