@@ -283,6 +283,27 @@ fn default_idle_flush_ms() -> u64 {
     3000
 }
 
+/// The defaults a `[kafka]` section gets for what it leaves out (no brokers
+/// and no topics: `run` refuses those, `replay --to-kafka` sets its own).
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            group_id: default_group(),
+            topics: Vec::new(),
+            findings_topic: None,
+            dlq_topic: None,
+            commit_interval_ms: default_commit_ms(),
+            idle_flush_ms: default_idle_flush_ms(),
+            repartition_topic: None,
+            changelog_topic: None,
+            repartition_partitions: 0,
+            ops_listen: None,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
 impl KafkaConfig {
     /// The internal topic of the repartition mode.
     pub fn repartition_topic(&self) -> String {

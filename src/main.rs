@@ -900,20 +900,7 @@ fn load_kafka(
     rate: Option<f64>,
     key_by_token: bool,
 ) -> Result<()> {
-    let mut kc = cfg.kafka.clone().unwrap_or(config::KafkaConfig {
-        brokers: String::new(),
-        group_id: String::new(),
-        topics: Vec::new(),
-        findings_topic: None,
-        dlq_topic: None,
-        commit_interval_ms: 0,
-        idle_flush_ms: 0,
-        repartition_topic: None,
-        repartition_partitions: 0,
-        changelog_topic: None,
-        ops_listen: None,
-        properties: Default::default(),
-    });
+    let mut kc = cfg.kafka.clone().unwrap_or_default();
     kc.brokers = brokers.to_string();
     let settings = DecodeSettings::new(cfg, &batch_hash_key(cfg)?).map_err(anyhow::Error::msg)?;
     let format = format.unwrap_or_else(|| cfg.input.format.clone());

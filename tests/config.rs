@@ -57,3 +57,23 @@ fn bad_configs_name_key_and_line() {
         "every expectation was checked"
     );
 }
+
+/// `KafkaConfig::default()` is what a `[kafka]` section that says only its
+/// brokers and topics gets: one set of defaults, not a second one by hand.
+#[test]
+fn kafka_defaults_are_the_ones_a_minimal_section_gets() {
+    let cfg = tokenwatch::config::load_str(
+        "[kafka]\nbrokers = \"b:9092\"\ntopics = [{ name = \"gw\", format = \"envoy\" }]\n",
+        "minimal.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let parsed = cfg.kafka.expect("a kafka section");
+    let default = tokenwatch::config::KafkaConfig {
+        brokers: "b:9092".into(),
+        topics: parsed.topics.clone(),
+        ..Default::default()
+    };
+    assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+    assert_eq!(default.group_id, "tokenwatch");
+    assert_eq!(default.commit_interval_ms, 2000);
+}
