@@ -10,11 +10,13 @@
 //! - [`explain`]: `tokenwatch explain`, what the decoder read from each record.
 //! - [`kafka`]: the streaming service (`tokenwatch run`) and `replay --to-kafka`.
 //! - [`decide`]: findings → incidents → action requests (pure).
+//! - [`respond`]: findings → store with the policy's decisions → live feed.
 //! - [`act`]: the dispatcher: revocations and alerts from the outbox.
 //! - [`jwks`]: the issuer's keys for JWT verification, loaded and refreshed.
 //! - [`custody`]: raw tokens, sealed in memory, for RFC 7009 revocation.
 //! - [`store`]: SQLite: checkpoints, findings, incidents, outbox, audit.
 //! - [`telemetry`]: every metric, through the `metrics` facade.
+//! - [`clock`]: the wall clock, for the edges only.
 //! - [`config`]: `rules.toml`, documented and validated.
 //! - [`synth`]: labeled synthetic traffic and matching GeoIP databases.
 //! - [`eval`]: scores findings against ground-truth labels.
@@ -23,6 +25,7 @@
 //! clock, no panics on input. See ARCHITECTURE.md.
 
 pub mod act;
+pub mod clock;
 pub mod config;
 pub mod custody;
 pub mod decide;
@@ -39,6 +42,7 @@ pub mod live;
 pub mod ops;
 pub mod pipeline;
 pub mod process;
+pub mod respond;
 pub mod seal;
 pub mod source;
 pub mod store;

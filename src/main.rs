@@ -318,7 +318,7 @@ fn custody(cfg: &Config) -> Result<Option<Arc<tokenwatch::custody::Custody>>> {
 fn act_cmd(config_path: &Path, by: &str, act: Act) -> Result<()> {
     let (cfg, _) = load_config(Some(config_path))?;
     let mut store = tokenwatch::store::Store::open(&cfg.store.path)?;
-    let now = tokenwatch::act::now_ms();
+    let now = tokenwatch::clock::now_ms();
     let done = |ok: bool, what: &str| -> Result<()> {
         if ok {
             println!("{what}: done (audited as user:{by})");
@@ -1018,18 +1018,13 @@ fn demo(
         let hub = health.clone();
         pipeline.live = Some(health.clone());
         pipeline.on_decision = Some(Box::new(move |f, d| {
-            let json = serde_json::to_vec(f).unwrap_or_default();
-            let row = [tokenwatch::store::StoredFinding::of(f, &json)];
-            let now = tokenwatch::act::now_ms();
-            if let Err(e) = store.insert_findings_and_decide(&row, now, |_| Some(d.clone())) {
+            let now = tokenwatch::clock::now_ms();
+            let f = std::slice::from_ref(f);
+            if let Err(e) =
+                tokenwatch::respond::respond(&mut store, &hub.live, f, now, |_| d.clone())
+            {
                 tracing::warn!("demo store: {e}");
             }
-            tokenwatch::live::publish(
-                &hub.live,
-                std::slice::from_ref(f),
-                &[true],
-                std::slice::from_ref(d),
-            );
         }));
     }
     let stdout = std::io::stdout();
@@ -1106,7 +1101,7 @@ fn dashboard(
             name: "admin".to_string(),
             role: config::Role::Admin,
             password_hash: web::auth::hash_password(p).map_err(anyhow::Error::msg)?,
-            expires_ms: tokenwatch::act::now_ms() + ONE_TIME_PASSWORD_SECS * 1000,
+            expires_ms: tokenwatch::clock::now_ms() + ONE_TIME_PASSWORD_SECS * 1000,
         });
     }
     let secure = cfg

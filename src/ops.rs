@@ -155,7 +155,7 @@ async fn check_token(
             "no deny-list\n".into(),
         );
     };
-    match check.denied(&uri, &headers, crate::act::now_ms()) {
+    match check.denied(&uri, &headers, crate::clock::now_ms()) {
         Some((id, until)) => {
             crate::telemetry::deny_check("deny");
             (

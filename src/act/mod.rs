@@ -33,18 +33,7 @@ use crate::store::{ActionRow, DeliveryRow, Finish, Store};
 use notify::AlertView;
 use retry::{Breaker, Permit, RateLimit, Transition};
 
-/// The dispatcher's clock, in milliseconds since the epoch: [`now_ms`] in
-/// service, a controlled clock in tests (rate-limit windows, breaker open
-/// times and backoff are all read from it).
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// Wall-clock milliseconds since the epoch (the dispatcher's clock).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::Clock;
 
 /// The result of one call to an endpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -255,7 +244,7 @@ pub fn start(
                 deny,
                 admin: revoke::AdminTokens::default(),
             });
-            rt.block_on(Dispatcher::new(shared, store, Arc::new(now_ms)).run(stop));
+            rt.block_on(Dispatcher::new(shared, store, crate::clock::system()).run(stop));
         })
 }
 

@@ -192,7 +192,7 @@ impl AdminTokens {
             &mut form,
         )?;
         let resp = req.form(&form).send().await;
-        let now = super::now_ms();
+        let now = crate::clock::now_ms();
         let body = match resp {
             Ok(r) if r.status().is_success() => {
                 r.json::<Value>().await.map_err(|e| Outcome::Retry {

@@ -45,15 +45,15 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use rustc_hash::FxHashSet;
 
+use crate::clock::{now_ms, now_us};
 use crate::config::{Config, KafkaConfig};
 use crate::decode::{DecodeSettings, Decoder};
 use crate::detect::{Engine, Finding};
 use crate::enrich::Enricher;
 use crate::event::{Drop, DropReason, Enriched};
 use crate::health::Health;
-use crate::live::publish;
 use crate::process::RecordPos;
-use crate::store::{Checkpoint, Store, StoreError, StoredFinding};
+use crate::store::{Checkpoint, Store, StoreError};
 
 // One job per file. The children share this module's imports and each
 // other's items through `use super::*` (the edge's vocabulary: rdkafka,

@@ -3,20 +3,6 @@
 
 use super::*;
 
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-pub(super) fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 /// The streaming service: `tokenwatch run`.
 pub(super) struct Service<'a> {
     pub(super) cfg: &'a Config,
@@ -528,28 +514,14 @@ impl Service<'_> {
         if self.findings.is_empty() {
             return Ok(());
         }
-        let jsons: Vec<Vec<u8>> = self
-            .findings
-            .iter()
-            .map(|f| serde_json::to_vec(f).unwrap_or_default())
-            .collect();
-        let rows: Vec<StoredFinding<'_>> = self
-            .findings
-            .iter()
-            .zip(&jsons)
-            .map(|(f, j)| StoredFinding::of(f, j))
-            .collect();
-        let (findings, decider) = (&self.findings, &mut self.decider);
-        let mut decided = Vec::new();
-        let fresh = self
-            .store
-            .insert_findings_and_decide(&rows, now_ms(), |i| {
-                let d = decider.decide(&findings[i]);
-                decided.push(d.clone());
-                Some(d)
-            })?;
-        drop(rows);
-        publish(&self.health.live, &self.findings, &fresh, &decided);
+        let decider = &mut self.decider;
+        let crate::respond::Responded { fresh, json: jsons } = crate::respond::respond(
+            &mut self.store,
+            &self.health.live,
+            &self.findings,
+            now_ms(),
+            |f| decider.decide(f),
+        )?;
         // A finding derived again that its first deriver recorded but never
         // got confirmed as produced (it died in between: a partition taken
         // over from a killed instance sharing this store) is produced now.

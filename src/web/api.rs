@@ -187,7 +187,7 @@ async fn set_status(
         )
         .into());
     }
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     let (who, iid, status) = (caller.name.clone(), id.clone(), b.status.clone());
     let found = st
         .db(move |s| {
@@ -275,7 +275,7 @@ async fn decide_approval(
     approve: bool,
 ) -> ApiResult {
     require(&caller, Role::Responder)?;
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     let (who, aid) = (caller.name.clone(), id.clone());
     let done = st
         .db(move |s| {
@@ -313,7 +313,7 @@ async fn revoke(
     if let Some(why) = crate::decode::token::invalid_token_id(&token) {
         return Err(WebError::BadRequest(why.into()).into());
     }
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     let (who, t, reason) = (caller.name.clone(), token.clone(), b.reason);
     let id = st
         .db(move |s| s.manual_revoke(&t, &who, &reason, now))
@@ -331,7 +331,7 @@ async fn reset_fuse(
     Path(rule): Path<String>,
 ) -> ApiResult {
     require(&caller, Role::Admin)?;
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     let (who, r) = (caller.name.clone(), rule.clone());
     if !st.db(move |s| s.reset_fuse(&r, &who, now)).await? {
         return Err(WebError::NotFound(format!("the fuse `{rule}` is not tripped")).into());
@@ -400,7 +400,7 @@ async fn audit(
 }
 
 async fn denylist(State(st): State<WebState>, Path(token): Path<String>) -> ApiResult {
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     let until = match &st.deny {
         Some(d) => d.until(&token).filter(|u| *u > now),
         None => {

@@ -122,7 +122,7 @@ impl WebState {
     /// The overview's store part, computed at most every 2 s however many
     /// browsers ask.
     pub async fn overview(&self) -> Result<Arc<crate::store::Overview>, WebError> {
-        let now = crate::act::now_ms();
+        let now = crate::clock::now_ms();
         if let Ok(c) = self.overview_cache.lock()
             && let Some((at, o)) = c.as_ref()
             && now - at < 2_000
@@ -138,7 +138,7 @@ impl WebState {
 
     /// Sample the event counter (every second, from a background task).
     fn sample(&self) {
-        let now = crate::act::now_ms();
+        let now = crate::clock::now_ms();
         if let Ok(mut r) = self.rates.lock() {
             r.push_back((now, self.health.live.events()));
             while r.len() > 601 {
@@ -279,7 +279,7 @@ async fn authenticate(
     next: Next,
 ) -> Result<Response, Response> {
     let api = req.uri().path().starts_with("/api/");
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)

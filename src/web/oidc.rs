@@ -122,7 +122,7 @@ pub async fn start(
         return Err(WebError::NotFound("single sign-on is not configured".into()).into());
     };
     let d = oidc.discovery().await?;
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     oidc.pending.retain(|_, p| now - p.created_ms < PENDING_MS);
     // Anyone may start a login: the logins in progress are bounded (each
     // entry is small: `next` is a checked path of at most 512 bytes).
@@ -215,7 +215,7 @@ pub async fn callback(
         )
         .into());
     };
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     if now - pending.created_ms >= PENDING_MS {
         return Err(WebError::Forbidden(
             "this login expired; start again from the login page".into(),

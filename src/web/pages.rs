@@ -293,7 +293,7 @@ async fn login(State(st): State<WebState>, req: Request) -> PageResult {
             StatusCode::FORBIDDEN,
         );
     }
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     // What is logged and audited of a submitted name: at most 64 characters.
     let shown: String = f.username.chars().take(64).collect::<String>();
     let shown = shown.escape_debug().to_string();
@@ -335,7 +335,7 @@ async fn login(State(st): State<WebState>, req: Request) -> PageResult {
         tokio::task::spawn_blocking(move || {
             auth_st
                 .auth
-                .check_password(&name, &password, crate::act::now_ms())
+                .check_password(&name, &password, crate::clock::now_ms())
         })
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?
@@ -383,7 +383,7 @@ async fn logout(
     if let Some(c) = super::cookie_value(req.headers(), st.auth.cookie_name()) {
         st.auth.logout(c);
     }
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     let who = caller.name.clone();
     st.db(move |s| s.audit(now, &format!("user:{who}"), "logout", "dashboard", ""))
         .await?;
@@ -1098,7 +1098,7 @@ async fn incident_act(
     Form(form): Form<ActForm>,
 ) -> PageResult {
     require(&caller, Role::Responder)?;
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     let who = caller.name.clone();
     let (iid, note) = (id.clone(), form.note.clone());
     let (found, query) = match act.as_str() {
@@ -1194,7 +1194,7 @@ async fn revoke(
     } else {
         f.reason.trim().chars().take(500).collect()
     };
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     let who = caller.name.clone();
     let t = token.clone();
     let action = st
@@ -1283,7 +1283,7 @@ async fn action_act(
     Path((id, act)): Path<(String, String)>,
 ) -> PageResult {
     require(&caller, Role::Responder)?;
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     let who = caller.name.clone();
     let aid = id.clone();
     let done = match act.as_str() {
@@ -1303,7 +1303,7 @@ async fn reset_fuse(
     Path(rule): Path<String>,
 ) -> PageResult {
     require(&caller, Role::Admin)?;
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     let who = caller.name.clone();
     let r = rule.clone();
     if !st.db(move |s| s.reset_fuse(&r, &who, now)).await? {
@@ -1493,7 +1493,7 @@ pub async fn set_rule_mode(
     if !st.cfg.policy.rules.iter().any(|r| r.name == name) {
         return Err(WebError::NotFound(format!("no rule `{name}` in [policy]")));
     }
-    let now = crate::act::now_ms();
+    let now = crate::clock::now_ms();
     let (who, n, m) = (caller.name.clone(), name.to_string(), mode.to_string());
     st.db(move |s| s.set_rule_mode(&n, &m, &who, now)).await
 }

@@ -167,7 +167,7 @@ pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 pub fn now_ms() -> i64 {
-    tokenwatch::act::now_ms()
+    tokenwatch::clock::now_ms()
 }
 
 pub fn ip(world: &World, place: &str, net: NetClass, host: u32) -> String {
