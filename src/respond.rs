@@ -52,42 +52,10 @@ pub fn respond(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::config::PolicyConfig;
     use crate::decide::Decider;
-    use crate::detect::FindingKind;
-    use crate::event::{Mode, Severity, TokenId};
-
-    fn finding(i: i64) -> Finding {
-        Finding {
-            id: format!("f-{i}"),
-            kind: FindingKind::TokenReplay,
-            severity: Severity::High,
-            score: 90,
-            mode: Mode::Enforce,
-            token_id: TokenId(Arc::from(format!("t{i}").as_str())),
-            subject: Some(Arc::from(format!("u{i}").as_str())),
-            client_id: None,
-            event_time: "2026-01-01T00:00:00Z".into(),
-            event_ts: 1_767_225_600_000 + i * 1000,
-            evidence_first: String::new(),
-            evidence_last: String::new(),
-            summary: "replayed".into(),
-            client_ip: "20.0.0.1".into(),
-            asn: 1,
-            network: "residential",
-            country: None,
-            city: None,
-            route: "/v1".into(),
-            user_agent: String::new(),
-            evidence: serde_json::Value::Null,
-            context: None,
-            source_ts: None,
-            token_exp: None,
-        }
-    }
+    use crate::store::outbox_tests::finding;
 
     /// New findings are stored, decided once and shown once; the same
     /// findings derived again (a restart) are neither decided nor shown.

@@ -643,7 +643,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod outbox_tests {
+pub(crate) mod outbox_tests {
     use std::sync::Arc;
 
     use super::*;
@@ -652,7 +652,9 @@ mod outbox_tests {
     use crate::detect::{Finding, FindingKind};
     use crate::event::TokenId;
 
-    fn finding(i: i64) -> Finding {
+    /// A high-severity token_replay finding on token `t{i}` (shared by the
+    /// store's and the response step's tests).
+    pub(crate) fn finding(i: i64) -> Finding {
         Finding {
             id: format!("f-{i}"),
             kind: FindingKind::TokenReplay,
