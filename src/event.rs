@@ -427,7 +427,19 @@ impl FindingKind {
         FindingKind::BulkSiphon,
         FindingKind::Enumeration,
     ];
-    pub fn as_str(self) -> &'static str {
+    /// Every kind's name.
+    // Evaluated at compile time: an index out of range fails the build.
+    #[allow(clippy::indexing_slicing)]
+    pub const NAMES: [&'static str; 5] = {
+        let mut names = [""; 5];
+        let mut i = 0;
+        while i < 5 {
+            names[i] = FindingKind::ALL[i].as_str();
+            i += 1;
+        }
+        names
+    };
+    pub const fn as_str(self) -> &'static str {
         match self {
             FindingKind::TokenReplay => "token_replay",
             FindingKind::ImpossibleTravel => "impossible_travel",
@@ -475,6 +487,13 @@ impl Mode {
             Mode::Observe => "observe",
             Mode::Enforce => "enforce",
         }
+    }
+
+    /// From its name (`observe`, `enforce`).
+    pub fn parse(name: &str) -> Option<Mode> {
+        [Mode::Observe, Mode::Enforce]
+            .into_iter()
+            .find(|m| m.as_str() == name)
     }
 }
 

@@ -174,7 +174,7 @@ pub fn publish(
                 id: &a.id,
                 kind: a.kind.as_str(),
                 rule: &a.rule,
-                state,
+                state: state.as_str(),
                 why,
                 token_id: &a.token_id,
                 incident_id: &a.incident_id,

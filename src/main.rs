@@ -332,7 +332,9 @@ fn act_cmd(config_path: &Path, by: &str, act: Act) -> Result<()> {
     match act {
         Act::Status => {
             println!("Revocations waiting for approval:");
-            for (id, json) in store.actions_in_state("awaiting_approval")? {
+            for (id, json) in
+                store.actions_in_state(tokenwatch::decide::ActionStatus::AwaitingApproval)?
+            {
                 let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
                 println!("  {id}  {}", v["summary"].as_str().unwrap_or_default());
             }
@@ -542,16 +544,10 @@ fn run(cli: Cli) -> Result<()> {
                     "{}: ok (format {}, {} detectors enabled, {} route rules, {} custom formats)",
                     file.display(),
                     cfg.input.format,
-                    [
-                        cfg.detectors.token_replay.enabled,
-                        cfg.detectors.impossible_travel.enabled,
-                        cfg.detectors.suspicious_network.enabled,
-                        cfg.detectors.bulk_siphon.enabled,
-                        cfg.detectors.enumeration.enabled
-                    ]
-                    .iter()
-                    .filter(|e| **e)
-                    .count(),
+                    tokenwatch::detect::registry::entries(&cfg.detectors)
+                        .iter()
+                        .filter(|e| e.enabled)
+                        .count(),
                     cfg.routes.len(),
                     cfg.formats.len()
                 );

@@ -10,12 +10,22 @@
 
 use std::path::{Path, PathBuf};
 
+use rusqlite::types::{ToSql, ToSqlOutput};
 use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::decide::ActionStatus;
 
 mod outbox;
 mod views;
 pub use outbox::*;
 pub use views::*;
+
+/// Action states are stored by name.
+impl ToSql for ActionStatus {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("store {path}: {source}")]
@@ -458,7 +468,10 @@ impl Store {
     }
 
     /// Action requests in a state (`pending`, `observed`, …): `(id, json)`.
-    pub fn actions_in_state(&self, state: &str) -> Result<Vec<(String, String)>, StoreError> {
+    pub fn actions_in_state(
+        &self,
+        state: ActionStatus,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT id, json FROM actions WHERE state = ?1 ORDER BY event_ts, id")
@@ -517,6 +530,7 @@ fn write_decisions(
         )?;
         for a in &d.actions {
             let (state, why) = a.state.describe();
+            let state = state.as_str();
             let kind = a.kind.as_str();
             // The raw token travels sealed with revocations that will (or
             // may, once approved) be executed.
@@ -648,7 +662,7 @@ pub(crate) mod outbox_tests {
 
     use super::*;
     use crate::config::{Mode, PolicyConfig, Severity};
-    use crate::decide::Decider;
+    use crate::decide::{Command, Decider};
     use crate::detect::{Finding, FindingKind};
     use crate::event::TokenId;
 
@@ -705,7 +719,7 @@ pub(crate) mod outbox_tests {
             .unwrap();
         assert_eq!(fresh, vec![true; 4]);
         let pending_revokes = |s: &Store| {
-            s.actions_in_state("pending")
+            s.actions_in_state(ActionStatus::Pending)
                 .unwrap()
                 .iter()
                 .filter(|(_, j)| j.contains("\"kind\":\"revoke\""))
@@ -733,5 +747,74 @@ pub(crate) mod outbox_tests {
         );
         assert_eq!(restarted.tripped(), vec!["stolen-token".to_string()]);
         assert_eq!(restarted.open_incidents(), 4);
+    }
+
+    /// What a person does in the dashboard or with `tokenwatch act`
+    /// reaches the running policy as typed commands, and each one changes
+    /// its state: a resolved incident is closed for the policy too (the
+    /// next finding opens a new one), a reset fuse lets revocations run.
+    #[test]
+    fn people_s_acts_reach_the_policy_as_commands_it_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db")).unwrap();
+        let mut policy = PolicyConfig::default();
+        policy.rules[0].mode = Mode::Enforce;
+        policy.rules[0].max_revocations_per_minute = 1;
+        let mut decider = Decider::new(&policy);
+        let fs: Vec<Finding> = (0..2).map(finding).collect();
+        let jsons: Vec<Vec<u8>> = fs.iter().map(|f| serde_json::to_vec(f).unwrap()).collect();
+        let rows: Vec<StoredFinding<'_>> = fs
+            .iter()
+            .zip(&jsons)
+            .map(|(f, j)| StoredFinding::of(f, j))
+            .collect();
+        store
+            .insert_findings_and_decide(&rows, 0, |i| Some(decider.decide(&fs[i])))
+            .unwrap();
+        assert_eq!(decider.open_incidents(), 2);
+        assert_eq!(decider.tripped(), vec!["stolen-token".to_string()]);
+        let incident = store.open_incidents().unwrap()[0].id.clone();
+        assert!(store.resolve(&incident, "alice", 5).unwrap());
+        assert!(store.reset_fuse("stolen-token", "alice", 6).unwrap());
+        store
+            .set_rule_mode("stolen-token", Mode::Observe, "alice", 7)
+            .unwrap();
+        let commands: Vec<Command> = store
+            .take_commands()
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            commands,
+            vec![
+                Command::Resolve {
+                    incident_id: incident.clone()
+                },
+                Command::ResetFuse {
+                    rule: "stolen-token".into()
+                },
+                Command::SetMode {
+                    rule: "stolen-token".into(),
+                    mode: Mode::Observe
+                },
+            ]
+        );
+        for c in &commands {
+            assert!(decider.apply(c), "{c:?} changed nothing");
+        }
+        assert_eq!(decider.open_incidents(), 1);
+        assert!(decider.tripped().is_empty());
+        assert!(store.take_commands().unwrap().is_empty(), "taken once");
+        // A row some other version wrote is reported, not dropped silently.
+        store
+            .conn
+            .execute(
+                "INSERT INTO commands (at_ms, actor, command, target) VALUES (8, 'x', 'reboot', 'now')",
+                [],
+            )
+            .unwrap();
+        let odd = store.take_commands().unwrap();
+        assert!(matches!(&odd[..], [Err(e)] if e.contains("now")), "{odd:?}");
     }
 }

@@ -12,6 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 
+use tokenwatch::decide::ActionStatus;
 use tokenwatch::detect::FindingKind;
 use tokenwatch::synth::{self, Scenario};
 
@@ -344,10 +345,10 @@ fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
     // (default policy: revocations observed; alerts for the dispatcher,
     // which finds no channel configured here and records that).
     let store = tokenwatch::store::Store::open(&d.join("tokenwatch.db")).unwrap();
-    let observed = store.actions_in_state("observed").unwrap();
+    let observed = store.actions_in_state(ActionStatus::Observed).unwrap();
     let alerts = [
-        store.actions_in_state("pending").unwrap(),
-        store.actions_in_state("no_endpoint").unwrap(),
+        store.actions_in_state(ActionStatus::Pending).unwrap(),
+        store.actions_in_state(ActionStatus::NoEndpoint).unwrap(),
     ]
     .concat();
     assert!(!observed.is_empty(), "observed revocations recorded");
@@ -359,7 +360,10 @@ fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
         observed.len() + alerts.len(),
         "every decision audited once"
     );
-    let no_channel = store.actions_in_state("no_endpoint").unwrap().len();
+    let no_channel = store
+        .actions_in_state(ActionStatus::NoEndpoint)
+        .unwrap()
+        .len();
     assert!(
         audit
             .iter()

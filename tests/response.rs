@@ -16,6 +16,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokenwatch::decide::ActionStatus;
 use tokenwatch::synth::world::World;
 
 mod common;
@@ -692,7 +693,11 @@ fn a_false_positive_storm_trips_the_fuse_and_says_so() {
             .any(|a| a.0 == "user:alice" && a.1 == "fuse reset")
     );
     assert!(
-        store.actions_in_state("observed").unwrap().len() >= 9,
+        store
+            .actions_in_state(ActionStatus::Observed)
+            .unwrap()
+            .len()
+            >= 9,
         "the rest recorded as would-have"
     );
 }

@@ -579,7 +579,7 @@ impl Dispatcher {
             _ => {}
         }
         match self.store.finish(&d, &finish, now) {
-            Ok(Some(s)) if s == "failed" && d.action.kind == "revoke" => {
+            Ok(Some(crate::decide::ActionStatus::Failed)) if d.action.kind == "revoke" => {
                 self.system_alert(
                     &d,
                     None,

@@ -13,6 +13,7 @@ use sha2::Sha256;
 
 use super::{Outcome, http_outcome};
 use crate::config::{ChannelConfig, ChannelKind, Severity, resolve_secret};
+use crate::decide::ActionStatus;
 
 /// Everything an alert says, in words and numbers.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -113,13 +114,31 @@ impl AlertView {
         }
         let mut done_lines: Vec<String> = done
             .iter()
-            .map(|(k, st, why)| match st.as_str() {
-                "done" => format!("{k}: done"),
-                "pending" | "dispatched" => format!("{k}: in progress"),
-                "observed" => format!("{k}: would have been done (observe: {why})"),
-                "awaiting_approval" => format!("{k}: waiting for approval ({why})"),
-                other if why.is_empty() => format!("{k}: {other}"),
-                other => format!("{k}: {other} ({why})"),
+            .map(|(k, st, why)| match ActionStatus::parse(st) {
+                Some(ActionStatus::Done) => format!("{k}: done"),
+                Some(ActionStatus::Pending | ActionStatus::Dispatched) => {
+                    format!("{k}: in progress")
+                }
+                Some(ActionStatus::Observed) => {
+                    format!("{k}: would have been done (observe: {why})")
+                }
+                Some(ActionStatus::AwaitingApproval) => {
+                    format!("{k}: waiting for approval ({why})")
+                }
+                Some(
+                    ActionStatus::Failed
+                    | ActionStatus::Rejected
+                    | ActionStatus::Skipped
+                    | ActionStatus::Digest
+                    | ActionStatus::NoEndpoint,
+                )
+                | None => {
+                    if why.is_empty() {
+                        format!("{k}: {st}")
+                    } else {
+                        format!("{k}: {st} ({why})")
+                    }
+                }
             })
             .collect();
         if done_lines.is_empty() {

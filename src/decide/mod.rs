@@ -15,6 +15,9 @@
 // The pure core is total: no indexing or string slicing that can panic.
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
+mod command;
+mod status;
+
 use std::collections::VecDeque;
 
 use ipnet::IpNet;
@@ -25,6 +28,8 @@ use sha2::{Digest, Sha256};
 use crate::config::{ActionKind, Mode, PolicyConfig, PolicyRule, Severity};
 use crate::detect::Finding;
 use crate::event::EventTime;
+pub use command::Command;
+pub use status::ActionStatus;
 
 /// What happens to an action request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -43,14 +48,14 @@ pub enum ActionState {
 }
 
 impl ActionState {
-    /// The state as stored (`pending`, `observed`, …) and why.
-    pub fn describe(&self) -> (&'static str, &str) {
+    /// The state it is stored in, and why.
+    pub fn describe(&self) -> (ActionStatus, &str) {
         match self {
-            ActionState::Execute => ("pending", ""),
-            ActionState::Observe(w) => ("observed", w),
-            ActionState::AwaitingApproval(w) => ("awaiting_approval", w),
-            ActionState::Skipped(w) => ("skipped", w),
-            ActionState::Digest => ("digest", ""),
+            ActionState::Execute => (ActionStatus::Pending, ""),
+            ActionState::Observe(w) => (ActionStatus::Observed, w),
+            ActionState::AwaitingApproval(w) => (ActionStatus::AwaitingApproval, w),
+            ActionState::Skipped(w) => (ActionStatus::Skipped, w),
+            ActionState::Digest => (ActionStatus::Digest, ""),
         }
     }
 }
@@ -228,6 +233,15 @@ impl Decider {
             out.push("policy".into());
         }
         out
+    }
+
+    /// Apply a person's act. Returns whether it changed something.
+    pub fn apply(&mut self, command: &Command) -> bool {
+        match command {
+            Command::ResetFuse { rule } => self.reset_fuse(rule),
+            Command::Resolve { incident_id } => self.resolve(incident_id),
+            Command::SetMode { rule, mode } => self.set_mode(rule, *mode),
+        }
     }
 
     /// A person resets a tripped fuse (`"policy"`: the global one). Returns

@@ -13,6 +13,7 @@
 
 pub mod context;
 pub mod detectors;
+pub mod registry;
 pub mod state;
 
 use std::collections::VecDeque;
@@ -25,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Mode, RouteClass, Severity};
 use crate::event::{Enriched, EventTime, IdentityKind, TokenId, fmt_time, stable_hash};
-use detectors::{Context, Detector};
+use detectors::Context;
 use state::{PlaceSlot, Profile, TokenState, class_index};
 
 pub use crate::event::FindingKind;
@@ -127,14 +128,6 @@ impl Allow {
     }
 }
 
-struct DetectorEntry {
-    detector: Box<dyn Detector>,
-    enabled: bool,
-    mode: Mode,
-    severity: Severity,
-    cooldown_ms: i64,
-}
-
 /// Version of the [`Engine::snapshot`] format.
 pub const SNAPSHOT_VERSION: u32 = 4;
 
@@ -174,7 +167,7 @@ fn order(e: &Enriched) -> (EventTime, u64, u64) {
 
 /// The detection engine for one shard of tokens.
 pub struct Engine {
-    detectors: Vec<DetectorEntry>,
+    detectors: Vec<registry::Entry>,
     allow: Allow,
     routes: Vec<(String, usize)>,
     route_classes: Vec<RouteClass>,
@@ -202,51 +195,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(cfg: &Config) -> Engine {
         let d = &cfg.detectors;
-        let entry =
-            |detector: Box<dyn Detector>, enabled, mode, severity, cooldown: u64| DetectorEntry {
-                detector,
-                enabled,
-                mode,
-                severity,
-                cooldown_ms: (cooldown * 1000) as i64,
-            };
-        let detectors = vec![
-            entry(
-                Box::new(detectors::TokenReplay(d.token_replay.clone())),
-                d.token_replay.enabled,
-                d.token_replay.mode,
-                d.token_replay.severity,
-                d.token_replay.cooldown_secs,
-            ),
-            entry(
-                Box::new(detectors::ImpossibleTravel(d.impossible_travel.clone())),
-                d.impossible_travel.enabled,
-                d.impossible_travel.mode,
-                d.impossible_travel.severity,
-                d.impossible_travel.cooldown_secs,
-            ),
-            entry(
-                Box::new(detectors::SuspiciousNetwork(d.suspicious_network.clone())),
-                d.suspicious_network.enabled,
-                d.suspicious_network.mode,
-                d.suspicious_network.severity,
-                d.suspicious_network.cooldown_secs,
-            ),
-            entry(
-                Box::new(detectors::BulkSiphon(d.bulk_siphon.clone())),
-                d.bulk_siphon.enabled,
-                d.bulk_siphon.mode,
-                d.bulk_siphon.severity,
-                d.bulk_siphon.cooldown_secs,
-            ),
-            entry(
-                Box::new(detectors::Enumeration(d.enumeration.clone())),
-                d.enumeration.enabled,
-                d.enumeration.mode,
-                d.enumeration.severity,
-                d.enumeration.cooldown_secs,
-            ),
-        ];
+        let detectors = registry::entries(d);
         let a = &cfg.allow;
         let mut route_classes = vec![RouteClass::default()];
         let mut class_idx = FxHashMap::default();
@@ -618,7 +567,7 @@ impl Engine {
             let k = kind.index();
             let severity = sig.severity.unwrap_or(d.severity);
             let (last_s, last_sev) = tok.last_finding(k);
-            let in_cooldown = last_s != 0 && ts / 1000 - i64::from(last_s) < d.cooldown_ms / 1000;
+            let in_cooldown = last_s != 0 && ts / 1000 - i64::from(last_s) < d.cooldown_secs as i64;
             // Within the cooldown only an escalation (higher severity) gets through.
             if in_cooldown && (severity as u8) < last_sev {
                 stats.suppressed_cooldown += 1;

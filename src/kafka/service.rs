@@ -40,19 +40,6 @@ pub(super) struct Service<'a> {
     pub(super) last_checkpoint: Instant,
 }
 
-/// `rule=observe|enforce`, as the dashboard writes it.
-pub(super) fn set_mode(decider: &mut crate::decide::Decider, target: &str) -> bool {
-    let Some((rule, mode)) = target.split_once('=') else {
-        return false;
-    };
-    let mode = match mode {
-        "observe" => crate::config::Mode::Observe,
-        "enforce" => crate::config::Mode::Enforce,
-        _ => return false,
-    };
-    decider.set_mode(rule, mode)
-}
-
 /// The streaming service. Returns when `stop` is set (SIGINT / SIGTERM),
 /// after checkpointing, committing and leaving the group.
 pub fn run(
@@ -81,7 +68,14 @@ pub fn run(
         &store.executed_revocations()?,
     );
     for (rule, mode) in store.rule_modes()? {
-        set_mode(&mut decider, &format!("{rule}={mode}"));
+        match crate::config::Mode::parse(&mode) {
+            Some(mode) => {
+                decider.set_mode(&rule, mode);
+            }
+            None => {
+                tracing::warn!(%rule, %mode, "policy: stored rule mode is not observe or enforce; kept the configured one")
+            }
+        }
     }
     let mut roles: Vec<TopicRole> = kc
         .topics
@@ -274,21 +268,19 @@ impl Service<'_> {
     pub(super) fn apply_commands(&mut self) {
         match self.store.take_commands() {
             Ok(cmds) => {
-                for (cmd, target) in cmds {
-                    let applied = match cmd.as_str() {
-                        "reset_fuse" => self.decider.reset_fuse(&target),
-                        "resolve" => self.decider.resolve(&target),
-                        "set_mode" => set_mode(&mut self.decider, &target),
-                        _ => false,
-                    };
-                    tracing::info!(
-                        "policy: {cmd} {target} ({})",
-                        if applied {
-                            "applied"
-                        } else {
-                            "nothing to change"
+                for cmd in cmds {
+                    match cmd {
+                        Ok(cmd) => {
+                            let applied = self.decider.apply(&cmd);
+                            tracing::info!(
+                                command = cmd.name(),
+                                target = cmd.target(),
+                                applied,
+                                "policy: command"
+                            );
                         }
-                    );
+                        Err(e) => tracing::warn!("policy: command skipped: {e}"),
+                    }
                 }
             }
             Err(e) => tracing::warn!("reading commands: {e}"),

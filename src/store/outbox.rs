@@ -12,6 +12,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
+use crate::decide::{ActionStatus, Command};
 
 pub(super) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS deliveries (
@@ -110,6 +111,21 @@ pub enum Finish {
     Defer { why: String, next_ms: i64 },
 }
 
+/// The `commands` row of one command: its name, for people reading the
+/// table, and the command itself as JSON in `target`.
+fn push_command(
+    conn: &rusqlite::Connection,
+    actor: &str,
+    command: &Command,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO commands (at_ms, actor, command, target) VALUES (?1, ?2, ?3, ?4)",
+        params![now_ms, actor, command.name(), command.to_json()],
+    )
+    .map(|_| ())
+}
+
 const ACTION_COLS: &str =
     "a.id, a.kind, a.rule, a.token_id, a.incident_id, a.finding_id, a.json, a.sealed";
 
@@ -202,9 +218,9 @@ impl Store {
                 why_none,
             )
             .map_err(err)?;
-            "no_endpoint"
+            ActionStatus::NoEndpoint
         } else {
-            "dispatched"
+            ActionStatus::Dispatched
         };
         tx.execute(
             "UPDATE actions SET state = ?2 WHERE id = ?1 AND state = 'pending'",
@@ -272,7 +288,7 @@ impl Store {
         d: &DeliveryRow,
         outcome: &Finish,
         now_ms: i64,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<ActionStatus>, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError {
             path: path.clone(),
@@ -360,7 +376,11 @@ impl Store {
             .map_err(err)?;
         let mut changed = None;
         if left == 0 {
-            let state = if delivered > 0 { "done" } else { "failed" };
+            let state = if delivered > 0 {
+                ActionStatus::Done
+            } else {
+                ActionStatus::Failed
+            };
             let n = tx
                 .execute(
                     "UPDATE actions SET state = ?2 WHERE id = ?1 AND state = 'dispatched'",
@@ -368,14 +388,14 @@ impl Store {
                 )
                 .map_err(err)?;
             if n == 1 {
-                if d.action.kind == "revoke" && state == "done" {
+                if d.action.kind == "revoke" && state == ActionStatus::Done {
                     tx.execute(
                         "UPDATE incidents SET revoked = 1 WHERE id = ?1",
                         params![d.action.incident_id],
                     )
                     .map_err(err)?;
                 }
-                changed = Some(state.to_string());
+                changed = Some(state);
             }
         }
         tx.commit().map_err(err)?;
@@ -538,39 +558,32 @@ impl Store {
     pub fn push_command(
         &self,
         actor: &str,
-        command: &str,
-        target: &str,
+        command: &Command,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO commands (at_ms, actor, command, target) VALUES (?1, ?2, ?3, ?4)",
-                params![now_ms, actor, command, target],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        push_command(&self.conn, actor, command, now_ms).map_err(|e| self.err(e))
     }
 
-    /// Commands not yet applied: `(command, target)`; they are marked applied.
-    pub fn take_commands(&mut self) -> Result<Vec<(String, String)>, StoreError> {
+    /// Commands not yet applied, in order, marked applied as they are read.
+    /// A row that is not a command (written by another version) is an
+    /// `Err` saying what it held, for the reader to report.
+    pub fn take_commands(&mut self) -> Result<Vec<Result<Command, String>>, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        let rows: Vec<(i64, String, String)> = {
+        let rows: Vec<(i64, String)> = {
             let mut stmt = tx
-                .prepare_cached(
-                    "SELECT seq, command, target FROM commands WHERE done = 0 ORDER BY seq",
-                )
+                .prepare_cached("SELECT seq, target FROM commands WHERE done = 0 ORDER BY seq")
                 .map_err(err)?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(err)?;
             rows.collect::<Result<_, _>>().map_err(err)?
         };
-        if let Some((last, _, _)) = rows.last() {
+        if let Some((last, _)) = rows.last() {
             tx.execute(
                 "UPDATE commands SET done = 1 WHERE seq <= ?1",
                 params![last],
@@ -578,7 +591,10 @@ impl Store {
             .map_err(err)?;
         }
         tx.commit().map_err(err)?;
-        Ok(rows.into_iter().map(|(_, c, t)| (c, t)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(_, stored)| Command::from_json(&stored))
+            .collect())
     }
 
     /// A person approves a revocation waiting for approval: it is executed.
@@ -588,7 +604,7 @@ impl Store {
         actor: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        self.manual_transition(action_id, actor, "approved", "pending", now_ms)
+        self.manual_transition(action_id, actor, "approved", ActionStatus::Pending, now_ms)
     }
 
     /// A person rejects a revocation waiting for approval.
@@ -598,7 +614,7 @@ impl Store {
         actor: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        self.manual_transition(action_id, actor, "rejected", "rejected", now_ms)
+        self.manual_transition(action_id, actor, "rejected", ActionStatus::Rejected, now_ms)
     }
 
     fn manual_transition(
@@ -606,7 +622,7 @@ impl Store {
         action_id: &str,
         actor: &str,
         what: &str,
-        to: &str,
+        to: ActionStatus,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let path = self.path.clone();
@@ -660,7 +676,13 @@ impl Store {
             rule,
             "revocations may run again",
         )?;
-        self.push_command(actor, "reset_fuse", rule, now_ms)?;
+        self.push_command(
+            actor,
+            &Command::ResetFuse {
+                rule: rule.to_string(),
+            },
+            now_ms,
+        )?;
         Ok(true)
     }
 
@@ -730,11 +752,10 @@ impl Store {
             &key,
         )
         .map_err(err)?;
-        tx.execute(
-            "INSERT INTO commands (at_ms, actor, command, target) VALUES (?1, ?2, 'resolve', ?3)",
-            params![now_ms, actor, key],
-        )
-        .map_err(err)?;
+        let resolve = Command::Resolve {
+            incident_id: incident_id.to_string(),
+        };
+        push_command(&tx, actor, &resolve, now_ms).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(true)
     }

@@ -9,6 +9,8 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Store, StoreError};
+use crate::config::Mode;
+use crate::decide::{ActionStatus, Command};
 
 pub(super) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS incident_findings (
@@ -288,7 +290,7 @@ impl Store {
     pub fn actions_page(
         &self,
         incident_id: Option<&str>,
-        state: Option<&str>,
+        state: Option<ActionStatus>,
         offset: u32,
         limit: u32,
     ) -> Result<(Vec<ActionView>, i64), StoreError> {
@@ -538,14 +540,14 @@ impl Store {
     pub fn set_rule_mode(
         &mut self,
         rule: &str,
-        mode: &str,
+        mode: Mode,
         actor: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO rule_modes (rule, mode, actor, at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![rule, mode, actor, now_ms],
+                params![rule, mode.as_str(), actor, now_ms],
             )
             .map_err(|e| self.err(e))?;
         self.audit(
@@ -553,9 +555,16 @@ impl Store {
             &format!("user:{actor}"),
             "rule mode",
             rule,
-            &format!("set to {mode}"),
+            &format!("set to {}", mode.as_str()),
         )?;
-        self.push_command(actor, "set_mode", &format!("{rule}={mode}"), now_ms)?;
+        self.push_command(
+            actor,
+            &Command::SetMode {
+                rule: rule.to_string(),
+                mode,
+            },
+            now_ms,
+        )?;
         Ok(())
     }
 

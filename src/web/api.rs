@@ -15,14 +15,19 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::pages::{FilterQuery, load_incident, require, rule_views, set_rule_mode};
-use super::{ApiError, Caller, WebError, WebState, view};
+use super::queries::{
+    FilterQuery, KINDS, action_state, detector_settings, load_incident, one_of, rule_views,
+    set_rule_mode,
+};
+use super::{ApiError, Caller, WebError, WebState, require, view};
 use crate::config::Role;
 
 type ApiResult = Result<Response, ApiError>;
 
+/// The API and the live feed's stream, behind login.
 pub fn routes() -> Router<WebState> {
     Router::new()
+        .route("/live/stream", get(stream))
         .route("/api/v1/me", get(me))
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/incidents", get(incidents))
@@ -220,11 +225,7 @@ async fn findings(
     no_empty(&raw, &["kind"])?;
     let q = query(q)?;
     let (page, per) = page_of(q.page, q.per_page)?;
-    let kind = super::pages::one_of(
-        "kind",
-        q.kind.filter(|k| !k.is_empty()),
-        &super::pages::KINDS,
-    )?;
+    let kind = one_of("kind", q.kind.filter(|k| !k.is_empty()), &KINDS)?;
     let token = q.token_id.filter(|t| !t.is_empty());
     let (items, total) = st
         .db(move |s| s.findings_page(kind.as_deref(), token.as_deref(), (page - 1) * per, per))
@@ -248,14 +249,10 @@ async fn actions(
     no_empty(&raw, &["state"])?;
     let q = query(q)?;
     let (page, per) = page_of(q.page, q.per_page)?;
-    let state = super::pages::one_of(
-        "state",
-        q.state.filter(|k| !k.is_empty()),
-        &super::pages::ACTION_STATES,
-    )?;
+    let state = action_state(q.state.filter(|k| !k.is_empty()))?;
     let inc = q.incident_id.filter(|t| !t.is_empty());
     let (items, total) = st
-        .db(move |s| s.actions_page(inc.as_deref(), state.as_deref(), (page - 1) * per, per))
+        .db(move |s| s.actions_page(inc.as_deref(), state, (page - 1) * per, per))
         .await?;
     ok(json!({"page": page, "per_page": per, "total": total, "items": items}))
 }
@@ -341,7 +338,7 @@ async fn reset_fuse(
 
 async fn rules(State(st): State<WebState>) -> ApiResult {
     let (rules, by_kind) = rule_views(&st).await?;
-    let detectors: Vec<Value> = super::pages::detector_settings(&st.cfg)
+    let detectors: Vec<Value> = detector_settings(&st.cfg)
         .into_iter()
         .map(|(k, on, sev, cd)| {
             let n = by_kind.iter().find(|x| x.0 == k).map(|x| x.1).unwrap_or(0);

@@ -6,9 +6,11 @@
 
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Query, Request, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
 use base64::Engine;
 use dashmap::DashMap;
 use serde::Deserialize;
@@ -16,7 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::auth::random_token;
-use super::{PageError, WebError, WebState, url_escape};
+use super::{PageError, WebError, WebState, safe_next, url_escape};
 use crate::config::{OidcConfig, Role};
 
 const STATE_COOKIE: &str = "tw_oidc";
@@ -108,13 +110,20 @@ fn challenge(verifier: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
+/// Single sign-on's two public routes: off to the provider and back.
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/login/oidc", get(start))
+        .route("/login/oidc/callback", get(callback))
+}
+
 #[derive(Deserialize)]
 pub struct StartQuery {
     next: Option<String>,
 }
 
 /// `GET /login/oidc`: off to the provider.
-pub async fn start(
+async fn start(
     State(st): State<WebState>,
     Query(q): Query<StartQuery>,
 ) -> Result<Response, PageError> {
@@ -146,7 +155,7 @@ pub async fn start(
         Pending {
             verifier,
             nonce,
-            next: super::pages::safe_next(q.next.as_deref()),
+            next: safe_next(q.next.as_deref()),
             created_ms: now,
         },
     );
@@ -177,7 +186,7 @@ struct TokenAnswer {
 }
 
 /// `GET /login/oidc/callback`: check everything, start a session.
-pub async fn callback(
+async fn callback(
     State(st): State<WebState>,
     Query(q): Query<CallbackQuery>,
     req: Request,
@@ -292,7 +301,7 @@ pub async fn callback(
     // A page of our own moves on: a redirect chain started by the provider
     // would not carry the new SameSite=Strict cookie (so no 303 here). The
     // target is checked again and HTML-escaped: only a dashboard path.
-    let next = html_escape(&super::pages::safe_next(Some(&pending.next)));
+    let next = html_escape(&safe_next(Some(&pending.next)));
     let body = format!(
         "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0;url={next}\"><title>Signed in</title><p>Signed in. <a href=\"{next}\">Continue</a></p>"
     );

@@ -730,7 +730,7 @@ async fn the_api_answers_every_documented_read_with_the_documented_fields() {
 /// would make of the rest.
 #[test]
 fn login_returns_only_to_dashboard_paths() {
-    use super::pages::safe_next;
+    use super::safe_next;
     for evil in [
         "/\t/evil.example/phish",
         "/\n/evil.example",
