@@ -335,8 +335,8 @@ fn act_cmd(config_path: &Path, by: &str, act: Act) -> Result<()> {
             for (id, json) in
                 store.actions_in_state(tokenwatch::decide::ActionStatus::AwaitingApproval)?
             {
-                let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-                println!("  {id}  {}", v["summary"].as_str().unwrap_or_default());
+                let action = tokenwatch::store::ActionRecord::parse(&json);
+                println!("  {id}  {}", action.summary);
             }
             println!("Tripped fuses: {:?}", store.tripped_fuses()?);
             println!("Open incidents: {}", store.open_incidents()?.len());

@@ -16,8 +16,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::decide::ActionStatus;
 
 mod outbox;
+mod records;
 mod views;
 pub use outbox::*;
+pub use records::*;
 pub use views::*;
 
 /// Action states are stored by name.

@@ -25,11 +25,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use serde_json::Value;
 
 use crate::config::{Config, ResponseConfig};
 use crate::custody::Custody;
-use crate::store::{ActionRow, DeliveryRow, Finish, Store};
+use crate::store::{ActionRecord, ActionRow, DeliveryRow, Finish, Store};
 use notify::AlertView;
 use retry::{Breaker, Permit, RateLimit, Transition};
 
@@ -362,21 +361,16 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn action_json(a: &ActionRow) -> Value {
-        serde_json::from_str(&a.json).unwrap_or(Value::Null)
-    }
-
     fn view(&self, a: &ActionRow) -> AlertView {
-        let action = Self::action_json(a);
+        let action = ActionRecord::parse(&a.json);
         let (f, i, done) = self
             .store
             .alert_context(&a.finding_id, &a.incident_id)
             .unwrap_or_default();
-        let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Value>(&s).ok());
         AlertView::build(
             &action,
-            parse(f).as_ref(),
-            parse(i).as_ref(),
+            f.as_ref(),
+            i.as_ref(),
             &done,
             &self.shared.cfg.dashboard_url,
         )
@@ -386,8 +380,8 @@ impl Dispatcher {
     fn route(&self, a: &ActionRow) -> (Vec<String>, String) {
         let cfg = &self.shared.cfg;
         if a.kind == "revoke" {
-            let action = Self::action_json(a);
-            let client = action["client_id"].as_str();
+            let action = ActionRecord::parse(&a.json);
+            let client = action.client_id.as_deref();
             let issuer = self
                 .shared
                 .custody
@@ -408,7 +402,7 @@ impl Dispatcher {
             (eps, why)
         } else {
             let v = self.view(a);
-            let exclude = Self::action_json(a)["exclude"].as_str().map(str::to_string);
+            let exclude = ActionRecord::parse(&a.json).exclude;
             let eps = cfg
                 .channels
                 .iter()
@@ -690,7 +684,7 @@ async fn execute(shared: &Shared, d: &DeliveryRow, work: Work, now: i64) -> Outc
                     error: format!("revoker {name} is no longer configured"),
                 };
             };
-            let action: Value = serde_json::from_str(&d.action.json).unwrap_or(Value::Null);
+            let action = ActionRecord::parse(&d.action.json);
             let custody = shared.custody.as_deref();
             let raw = custody.and_then(|c| {
                 let sealed = d
@@ -706,9 +700,9 @@ async fn execute(shared: &Shared, d: &DeliveryRow, work: Work, now: i64) -> Outc
                 delivery_id: &d.id,
                 incident_id: &d.action.incident_id,
                 token_id: &d.action.token_id,
-                subject: action["subject"].as_str(),
-                client_id: action["client_id"].as_str(),
-                summary: action["summary"].as_str().unwrap_or_default(),
+                subject: action.subject.as_deref(),
+                client_id: action.client_id.as_deref(),
+                summary: &action.summary,
                 raw,
                 facts: custody.and_then(|c| c.facts(&d.action.token_id)),
             };

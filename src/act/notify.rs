@@ -13,7 +13,8 @@ use sha2::Sha256;
 
 use super::{Outcome, http_outcome};
 use crate::config::{ChannelConfig, ChannelKind, Severity, resolve_secret};
-use crate::decide::ActionStatus;
+use crate::decide::{ActionStatus, Incident};
+use crate::store::{ActionRecord, FindingRecord};
 
 /// Everything an alert says, in words and numbers.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -61,52 +62,52 @@ fn scalar(v: &Value) -> String {
 }
 
 impl AlertView {
-    /// Build from the stored action (JSON), its finding and incident (JSON),
-    /// and the incident's revocations `(kind, state, why)`.
+    /// Build from the stored action, its finding and incident, and the
+    /// incident's revocations `(kind, state, why)`.
     pub fn build(
-        action: &Value,
-        finding: Option<&Value>,
-        incident: Option<&Value>,
+        action: &ActionRecord,
+        finding: Option<&FindingRecord>,
+        incident: Option<&Incident>,
         done: &[(String, String, String)],
         dashboard_url: &str,
     ) -> AlertView {
-        let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let kind = s(action, "kind").unwrap_or_else(|| "alert".into());
-        let rule = s(action, "rule").unwrap_or_default();
-        let incident_id = s(action, "incident_id").unwrap_or_default();
-        let token_id = s(action, "token_id").unwrap_or_default();
-        let summary = s(action, "summary").unwrap_or_default();
+        let kind = if action.kind.is_empty() {
+            "alert".to_string()
+        } else {
+            action.kind.clone()
+        };
+        let rule = action.rule.clone();
+        let incident_id = action.incident_id.clone();
+        let token_id = action.token_id.clone();
+        let summary = action.summary.clone();
         let severity = if rule == "policy" || rule == "delivery" {
             Severity::Critical
         } else {
             incident
-                .and_then(|i| s(i, "severity"))
-                .or_else(|| finding.and_then(|f| s(f, "severity")))
-                .and_then(|x| sev_of(&x))
+                .map(|i| i.severity)
+                .or_else(|| finding.and_then(|f| sev_of(&f.severity)))
                 .unwrap_or(Severity::Medium)
         };
-        let finding_kind = finding.and_then(|f| s(f, "kind"));
+        let finding_kind = finding.map(|f| f.kind.clone()).filter(|k| !k.is_empty());
         let mut evidence = Vec::new();
         if let Some(f) = finding {
-            for (label, key) in [
-                ("client IP", "client_ip"),
-                ("network", "network"),
-                ("ASN", "asn"),
-                ("country", "country"),
-                ("city", "city"),
-                ("route", "route"),
-                ("user agent", "user_agent"),
-                ("first evidence", "evidence_first"),
-                ("last evidence", "evidence_last"),
+            let asn = (f.asn != 0).then(|| f.asn.to_string());
+            for (label, value) in [
+                ("client IP", Some(&f.client_ip)),
+                ("network", Some(&f.network)),
+                ("ASN", asn.as_ref()),
+                ("country", f.country.as_ref()),
+                ("city", f.city.as_ref()),
+                ("route", Some(&f.route)),
+                ("user agent", Some(&f.user_agent)),
+                ("first evidence", Some(&f.evidence_first)),
+                ("last evidence", Some(&f.evidence_last)),
             ] {
-                if let Some(v) = f.get(key).filter(|v| !v.is_null()) {
-                    let t = scalar(v);
-                    if !t.is_empty() && t != "0" {
-                        evidence.push(format!("{label}: {t}"));
-                    }
+                if let Some(t) = value.filter(|t| !t.is_empty() && *t != "0") {
+                    evidence.push(format!("{label}: {t}"));
                 }
             }
-            if let Some(Value::Object(m)) = f.get("evidence") {
+            if let Value::Object(m) = &f.evidence {
                 for (k, v) in m {
                     evidence.push(format!("{}: {}", k.replace('_', " "), scalar(v)));
                 }
@@ -145,7 +146,7 @@ impl AlertView {
             done_lines.push("nothing automatic: alert only".into());
         }
         let what = finding_kind.clone().unwrap_or_else(|| rule.clone());
-        let who = match (finding.and_then(|f| s(f, "subject")), &token_id) {
+        let who = match (finding.and_then(|f| f.subject.clone()), &token_id) {
             (Some(sub), t) => format!("subject {sub}, token {t}"),
             (None, t) => format!("token {t}"),
         };
@@ -158,7 +159,7 @@ impl AlertView {
             format!("{} {what}: {who}", severity.as_str().to_uppercase())
         };
         AlertView {
-            action_id: s(action, "id").unwrap_or_default(),
+            action_id: action.id.clone(),
             kind,
             rule,
             link: format!(
@@ -166,8 +167,8 @@ impl AlertView {
                 dashboard_url.trim_end_matches('/')
             ),
             incident_id,
-            subject: finding.and_then(|f| s(f, "subject")),
-            client_id: finding.and_then(|f| s(f, "client_id")),
+            subject: finding.and_then(|f| f.subject.clone()),
+            client_id: finding.and_then(|f| f.client_id.clone()),
             token_id,
             severity,
             finding_kind,
@@ -175,12 +176,14 @@ impl AlertView {
             // Alerts about the response itself (fuses, breakers) say their
             // own thing; others tell the finding's story.
             summary: finding
-                .and_then(|f| s(f, "summary"))
-                .filter(|_| !system)
+                .map(|f| f.summary.clone())
+                .filter(|s| !system && !s.is_empty())
                 .unwrap_or(summary),
             evidence,
             done: done_lines,
-            event_time: finding.and_then(|f| s(f, "event_time")),
+            event_time: finding
+                .map(|f| f.event_time.clone())
+                .filter(|t| !t.is_empty()),
         }
     }
 
@@ -625,11 +628,14 @@ mod tests {
     use super::*;
 
     fn view() -> AlertView {
-        let action = json!({"id": "a-1", "kind": "alert", "rule": "notify", "incident_id": "i-1",
-            "token_id": "h:abc", "summary": "token_replay on h:abc"});
-        let finding = json!({"kind": "token_replay", "severity": "high", "subject": "u-1",
+        let action: ActionRecord = serde_json::from_value(
+            json!({"id": "a-1", "kind": "alert", "rule": "notify", "incident_id": "i-1",
+            "token_id": "h:abc", "summary": "token_replay on h:abc"}),
+        )
+        .unwrap();
+        let finding: FindingRecord = serde_json::from_value(json!({"kind": "token_replay", "severity": "high", "subject": "u-1",
             "client_id": "web", "summary": "second device <python>", "client_ip": "203.0.113.9",
-            "asn": 16509, "event_time": "2026-01-05T10:05:00Z", "evidence": {"distance_km": 812.5, "devices": 2}});
+            "asn": 16509, "event_time": "2026-01-05T10:05:00Z", "evidence": {"distance_km": 812.5, "devices": 2}})).unwrap();
         AlertView::build(
             &action,
             Some(&finding),

@@ -11,7 +11,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, StoreError};
+use super::{FindingRecord, Store, StoreError};
 use crate::decide::{ActionStatus, Command};
 
 pub(super) const SCHEMA: &str = "
@@ -84,11 +84,11 @@ pub struct EndpointState {
     pub last_error: Option<String>,
 }
 
-/// An alert's context: finding JSON, incident JSON, the incident's
+/// An alert's context: its finding, its incident, the incident's
 /// revocations `(kind, state, why)`.
 pub type AlertContext = (
-    Option<String>,
-    Option<String>,
+    Option<FindingRecord>,
+    Option<crate::decide::Incident>,
     Vec<(String, String, String)>,
 );
 
@@ -409,7 +409,7 @@ impl Store {
         finding_id: &str,
         incident_id: &str,
     ) -> Result<AlertContext, StoreError> {
-        let finding = self
+        let finding: Option<String> = self
             .conn
             .query_row(
                 "SELECT json FROM findings WHERE id = ?1",
@@ -418,7 +418,7 @@ impl Store {
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        let incident = self
+        let incident: Option<String> = self
             .conn
             .query_row(
                 "SELECT json FROM incidents WHERE id = ?1",
@@ -438,7 +438,11 @@ impl Store {
             .map_err(|e| self.err(e))?
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))?;
-        Ok((finding, incident, done))
+        Ok((
+            finding.and_then(|j| FindingRecord::parse(&j)),
+            incident.and_then(|j| serde_json::from_str(&j).ok()),
+            done,
+        ))
     }
 
     /// Every delivery of the actions of an incident (or all, newest first).

@@ -8,7 +8,7 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Store, StoreError};
+use super::{FindingRecord, Store, StoreError};
 use crate::config::Mode;
 use crate::decide::{ActionStatus, Command};
 
@@ -234,7 +234,7 @@ impl Store {
         &self,
         incident_id: &str,
         limit: u32,
-    ) -> Result<Vec<serde_json::Value>, StoreError> {
+    ) -> Result<Vec<FindingRecord>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
@@ -242,11 +242,11 @@ impl Store {
                  WHERE x.incident_id = ?1 ORDER BY x.event_ts DESC, f.id LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
-        let mut rows: Vec<serde_json::Value> = stmt
+        let mut rows: Vec<FindingRecord> = stmt
             .query_map(params![incident_id, limit], |r| r.get::<_, String>(0))
             .map_err(|e| self.err(e))?
             .filter_map(|r| r.ok())
-            .filter_map(|j| serde_json::from_str(&j).ok())
+            .filter_map(|j| FindingRecord::parse(&j))
             .collect();
         rows.reverse();
         Ok(rows)
@@ -259,7 +259,7 @@ impl Store {
         token_id: Option<&str>,
         offset: u32,
         limit: u32,
-    ) -> Result<(Vec<serde_json::Value>, i64), StoreError> {
+    ) -> Result<(Vec<FindingRecord>, i64), StoreError> {
         let filter =
             "FROM findings WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR token_id = ?2)";
         let total: i64 = self
@@ -281,7 +281,7 @@ impl Store {
             .query_map(params![kind, token_id], |r| r.get::<_, String>(0))
             .map_err(|e| self.err(e))?
             .filter_map(|r| r.ok())
-            .filter_map(|j| serde_json::from_str(&j).ok())
+            .filter_map(|j| FindingRecord::parse(&j))
             .collect();
         Ok((rows, total))
     }

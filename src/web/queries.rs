@@ -8,7 +8,8 @@ use super::{Caller, WebError, WebState, require, url_escape};
 use crate::config::Role;
 use crate::decide::ActionStatus;
 use crate::store::{
-    ActionView, DeliveryStatus, IncidentFilter, IncidentRow, RuleCounts, SEVERITIES, STATUSES,
+    ActionView, DeliveryStatus, FindingRecord, IncidentFilter, IncidentRow, RuleCounts, SEVERITIES,
+    STATUSES,
 };
 
 /// The finding kinds, as the filters name them.
@@ -140,7 +141,7 @@ impl FilterQuery {
 /// Everything an incident page shows.
 pub struct IncidentData {
     pub row: IncidentRow,
-    pub findings: Vec<serde_json::Value>,
+    pub findings: Vec<FindingRecord>,
     pub actions: Vec<ActionView>,
     pub deliveries: Vec<DeliveryStatus>,
 }

@@ -6,8 +6,9 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::detect::context::{ContextDevice, ContextMinute, ContextPlace, TokenContext};
+use crate::detect::context::{ContextDevice, ContextMinute, ContextPlace};
 use crate::detect::detectors::haversine_km;
+use crate::store::FindingRecord;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MapPoint {
@@ -92,10 +93,6 @@ pub fn project(lat: f32, lon: f32) -> (f64, f64) {
     )
 }
 
-fn context(f: &Value) -> Option<TokenContext> {
-    serde_json::from_value(f.get("context")?.clone()).ok()
-}
-
 fn label(p: &ContextPlace) -> String {
     match (&p.city, &p.country) {
         (Some(c), Some(k)) => format!("{c}, {k}"),
@@ -106,15 +103,17 @@ fn label(p: &ContextPlace) -> String {
 }
 
 /// Merge the findings' snapshots into one picture.
-pub fn picture(findings: &[Value]) -> Picture {
+pub fn picture(findings: &[FindingRecord]) -> Picture {
     let mut places: Vec<(ContextPlace, String)> = Vec::new();
     let mut devices: Vec<Device> = Vec::new();
     let mut latest: Option<(i64, String, Vec<ContextMinute>)> = None;
     for f in findings {
-        let token = f["token_id"].as_str().unwrap_or("").to_string();
-        let ts = f["event_ts"].as_i64().unwrap_or(0);
-        let ua = f["user_agent"].as_str().unwrap_or("").to_string();
-        let Some(cx) = context(f) else { continue };
+        let token = f.token_id.clone();
+        let ts = f.event_ts;
+        let ua = f.user_agent.clone();
+        let Some(cx) = f.context.clone() else {
+            continue;
+        };
         for p in cx.places {
             // The same place seen by several findings: widen its times.
             match places.iter_mut().find(|(q, t)| {
@@ -272,10 +271,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn finding(token: &str, ts: i64, places: Value) -> Value {
-        json!({"token_id": token, "event_ts": ts, "user_agent": "curl/8",
+    fn finding(token: &str, ts: i64, places: Value) -> FindingRecord {
+        serde_json::from_value(json!({"token_id": token, "event_ts": ts, "user_agent": "curl/8",
                "context": {"places": places, "devices": [{"id": "d1", "scripting": true, "tls_known": false,
-                 "first": ts, "last": ts, "requests": 1, "current": true}], "minutes": [{"ts": ts, "requests": 3, "kib": 1, "errors": 0, "max_page": 0}]}})
+                 "first": ts, "last": ts, "requests": 1, "current": true}], "minutes": [{"ts": ts, "requests": 3, "kib": 1, "errors": 0, "max_page": 0}]}}))
+        .unwrap()
     }
 
     #[test]
@@ -306,7 +306,9 @@ mod tests {
 
     #[test]
     fn findings_without_context_give_an_empty_picture() {
-        let p = picture(&[json!({"token_id": "x"}), json!("garbage")]);
+        let none = FindingRecord::parse(r#"{"token_id": "x"}"#).unwrap();
+        assert!(FindingRecord::parse(r#""garbage""#).is_none());
+        let p = picture(&[none]);
         assert!(p.points.is_empty() && p.jumps.is_empty() && p.devices.is_empty());
     }
 }

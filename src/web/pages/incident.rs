@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{Chrome, LAND, PageResult, chrome, render};
 use crate::config::Role;
-use crate::store::{ActionView, DeliveryStatus, IncidentRow};
+use crate::store::{ActionView, DeliveryStatus, FindingRecord, IncidentRow};
 use crate::web::queries::{IncidentData, load_incident};
 use crate::web::view::{self, time};
 use crate::web::{Caller, WebState};
@@ -37,32 +37,26 @@ pub struct FindingView {
     pub window: String,
 }
 
-fn finding_view(f: &serde_json::Value) -> FindingView {
-    let s = |k: &str| f[k].as_str().unwrap_or("").to_string();
-    let place = match (f["city"].as_str(), f["country"].as_str()) {
-        (Some(c), Some(k)) => format!("{c}, {k}"),
-        (None, Some(k)) => k.to_string(),
-        _ => "unknown place".into(),
-    };
+fn finding_view(f: &FindingRecord) -> FindingView {
     FindingView {
-        time: s("event_time").replace('T', " "),
-        kind: s("kind"),
-        severity: s("severity"),
-        score: f["score"].to_string(),
-        mode: s("mode"),
-        token_id: s("token_id"),
-        summary: s("summary"),
-        evidence: view::evidence_pairs(&f["evidence"]),
-        route: s("route"),
-        client_ip: s("client_ip"),
-        asn: f["asn"].to_string(),
-        network: s("network"),
-        place,
-        user_agent: s("user_agent"),
+        time: f.event_time.replace('T', " "),
+        kind: f.kind.clone(),
+        severity: f.severity.clone(),
+        score: f.score.to_string(),
+        mode: f.mode.clone(),
+        token_id: f.token_id.clone(),
+        summary: f.summary.clone(),
+        evidence: view::evidence_pairs(&f.evidence),
+        route: f.route.clone(),
+        client_ip: f.client_ip.clone(),
+        asn: f.asn.to_string(),
+        network: f.network.clone(),
+        place: f.place(),
+        user_agent: f.user_agent.clone(),
         window: format!(
             "{} → {}",
-            s("evidence_first").replace('T', " "),
-            s("evidence_last").replace('T', " ")
+            f.evidence_first.replace('T', " "),
+            f.evidence_last.replace('T', " ")
         ),
     }
 }
@@ -112,10 +106,10 @@ fn allow_suggestion(d: &IncidentData) -> String {
     if let Some(c) = &d.row.client_id {
         lines.push(format!("# client_ids = [{c:?}]    # or the whole client"));
     }
-    let asns: std::collections::BTreeSet<i64> = d
+    let asns: std::collections::BTreeSet<u32> = d
         .findings
         .iter()
-        .filter_map(|f| f["asn"].as_i64())
+        .map(|f| f.asn)
         .filter(|a| *a > 0)
         .collect();
     if !asns.is_empty() {
@@ -180,7 +174,8 @@ async fn page(
     let mut tokens: Vec<String> = d
         .findings
         .iter()
-        .filter_map(|f| f["token_id"].as_str().map(str::to_string))
+        .map(|f| f.token_id.clone())
+        .filter(|t| !t.is_empty())
         .collect();
     tokens.sort();
     tokens.dedup();
@@ -238,7 +233,7 @@ type Timeline = (Vec<Bar>, u32, String, String, Vec<(f64, String)>);
 
 fn timeline(
     minutes: &[crate::detect::context::ContextMinute],
-    findings: &[serde_json::Value],
+    findings: &[FindingRecord],
 ) -> Timeline {
     let (Some(first), Some(last)) = (minutes.first(), minutes.last()) else {
         return (Vec::new(), 0, String::new(), String::new(), Vec::new());
@@ -274,15 +269,11 @@ fn timeline(
     let markers = findings
         .iter()
         .filter_map(|f| {
-            let ts = f["event_ts"].as_i64()?;
+            let ts = f.event_ts;
             (ts >= t0 && ts <= t1).then(|| {
                 (
                     ((ts - t0) as f64 / span * 600.0).min(599.0),
-                    format!(
-                        "{} {}",
-                        f["kind"].as_str().unwrap_or(""),
-                        f["event_time"].as_str().unwrap_or("")
-                    ),
+                    format!("{} {}", f.kind, f.event_time),
                 )
             })
         })
