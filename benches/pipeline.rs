@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
-use tokenwatch::config::{Config, PRESETS};
+use tokenwatch::config::{Config, Preset};
 use tokenwatch::decode::DecodeSettings;
 use tokenwatch::detect::{Engine, FindingKind};
 use tokenwatch::enrich::Enricher;
@@ -58,7 +58,7 @@ fn decode_events(cfg: &Config, format: &str, data: &[u8], n: usize) -> Vec<Acces
 
 fn benches(c: &mut Criterion) {
     let cfg = Config::default();
-    let all = dataset(&PRESETS, 700, 4);
+    let all = dataset(Preset::NAMES, 700, 4);
 
     let mut g = c.benchmark_group("decode");
     for (format, data) in &all {

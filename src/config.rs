@@ -14,9 +14,9 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-pub use crate::decode::format::{FieldSource, PRESETS};
 use crate::event::NetClass;
 pub use crate::event::{Mode, Severity};
+pub use crate::format::{Field, FieldSource, Preset, Transform};
 
 mod dashboard;
 mod response;
@@ -770,15 +770,80 @@ impl Default for RouteClass {
     }
 }
 
-/// A custom format: canonical field → where to find it.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A custom format: canonical field → where to find it. Read through
+/// [`RawFormat`], so that every unknown name in a block is reported, not
+/// only the first.
+#[derive(Clone, Debug, Default)]
 pub struct FormatConfig {
     /// Start from a preset and override some fields.
+    pub base: Option<Preset>,
+    /// Canonical field → source (see README "Custom formats").
+    pub fields: BTreeMap<Field, FieldSource>,
+    /// Names the block used that are not known: (key under the block,
+    /// message); reported by [`Config::validate`].
+    unknown: Vec<(String, String)>,
+}
+
+/// A `[formats.NAME]` block as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFormat {
     #[serde(default)]
-    pub base: Option<String>,
-    /// Canonical field name → source (see README "Custom formats").
-    pub fields: BTreeMap<String, FieldSource>,
+    base: Option<String>,
+    fields: BTreeMap<String, RawSource>,
+}
+
+/// One `fields.NAME = { from, transforms }` entry as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    from: Vec<String>,
+    #[serde(default)]
+    transforms: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for FormatConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawFormat::deserialize(d)?;
+        let mut f = FormatConfig::default();
+        if let Some(b) = raw.base {
+            match Preset::parse(&b) {
+                Some(p) => f.base = Some(p),
+                None => f.unknown.push((
+                    "base".into(),
+                    format!("unknown preset `{b}`; known: {}", Preset::NAMES.join(", ")),
+                )),
+            }
+        }
+        for (name, src) in raw.fields {
+            let key = format!("fields.{name}");
+            let Some(field) = Field::parse(&name) else {
+                f.unknown.push((
+                    key,
+                    format!(
+                        "unknown canonical field `{name}`; known: {}",
+                        Field::NAMES.join(", ")
+                    ),
+                ));
+                continue;
+            };
+            let mut transforms = Vec::new();
+            for t in &src.transforms {
+                match Transform::parse(t) {
+                    Ok(t) => transforms.push(t),
+                    Err(m) => f.unknown.push((key.clone(), m)),
+                }
+            }
+            f.fields.insert(
+                field,
+                FieldSource {
+                    from: src.from,
+                    transforms,
+                },
+            );
+        }
+        Ok(f)
+    }
 }
 
 /// A configuration error with the key and (when known) the line.
@@ -899,17 +964,22 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
 }
 
 impl Config {
+    /// `auto`, a preset or a `[formats.NAME]` block.
+    fn knows_format(&self, name: &str) -> bool {
+        name == "auto" || Preset::parse(name).is_some() || self.formats.contains_key(name)
+    }
+
     /// Cross-field checks. Returns (key path, message) pairs.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
         let mut err = |k: &str, m: String| errs.push((k.to_string(), m));
         let fmt = self.input.format.as_str();
-        if fmt != "auto" && !PRESETS.contains(&fmt) && !self.formats.contains_key(fmt) {
+        if !self.knows_format(fmt) {
             err(
                 "input.format",
                 format!(
                     "unknown format `{fmt}`: use `auto`, a preset ({}) or define [formats.{fmt}]",
-                    PRESETS.join(", ")
+                    Preset::NAMES.join(", ")
                 ),
             );
         }
@@ -923,31 +993,14 @@ impl Config {
             err("input.max_record_bytes", "must be at least 256".into());
         }
         for (name, f) in &self.formats {
-            if PRESETS.contains(&name.as_str()) {
+            if Preset::parse(name).is_some() {
                 err(
                     &format!("formats.{name}"),
                     "a custom format cannot take a preset's name".into(),
                 );
             }
-            if let Some(b) = &f.base
-                && !PRESETS.contains(&b.as_str())
-            {
-                err(
-                    &format!("formats.{name}.base"),
-                    format!("unknown preset `{b}`"),
-                );
-            }
             for (field, src) in &f.fields {
                 let key = format!("formats.{name}.fields.{field}");
-                if !crate::decode::format::CANONICAL_FIELDS.contains(&field.as_str()) {
-                    err(
-                        &key,
-                        format!(
-                            "unknown canonical field `{field}`; known: {}",
-                            crate::decode::format::CANONICAL_FIELDS.join(", ")
-                        ),
-                    );
-                }
                 if src.from.is_empty() {
                     err(&key, "`from` needs at least one JSON Pointer".into());
                 }
@@ -959,13 +1012,11 @@ impl Config {
                         );
                     }
                 }
-                for t in &src.transforms {
-                    if let Err(m) = crate::decode::format::Transform::parse(t) {
-                        err(&key, m);
-                    }
-                }
             }
-            if f.base.is_none() && !f.fields.contains_key("timestamp") {
+            for (key, m) in &f.unknown {
+                err(&format!("formats.{name}.{key}"), m.clone());
+            }
+            if f.base.is_none() && !f.fields.contains_key(&Field::Timestamp) {
                 err(
                     &format!("formats.{name}.fields"),
                     "a format without `base` needs a `timestamp` field".into(),
@@ -1045,7 +1096,7 @@ impl Config {
             }
             for (i, t) in k.topics.iter().enumerate() {
                 let f = t.format.as_str();
-                if f != "auto" && !PRESETS.contains(&f) && !self.formats.contains_key(f) {
+                if !self.knows_format(f) {
                     err(
                         &format!("kafka.topics[{i}].format"),
                         format!("unknown format `{f}`"),

@@ -14,21 +14,22 @@ use serde_json::{Value, json};
 
 use crate::decode::{DecodeSettings, Decoder, Seen, presets};
 use crate::event::{AccessEvent, Drop, fmt_time};
+use crate::format::Field;
 
 /// Fields whose absence the summary reports, in output order.
-const REPORTED: &[&str] = &[
-    "method",
-    "path",
-    "route",
-    "status",
-    "bytes_sent",
-    "user_agent",
-    "forwarded_for",
-    "subject",
-    "client_id",
-    "accept_language",
-    "ja3",
-    "ja4",
+const REPORTED: &[Field] = &[
+    Field::Method,
+    Field::Path,
+    Field::Route,
+    Field::Status,
+    Field::BytesSent,
+    Field::UserAgent,
+    Field::ForwardedFor,
+    Field::Subject,
+    Field::ClientId,
+    Field::AcceptLanguage,
+    Field::Ja3,
+    Field::Ja4,
 ];
 
 /// Reads records and renders what was read; keeps the counts for the summary.
@@ -38,7 +39,7 @@ pub struct Explainer {
     events: u64,
     drops: BTreeMap<&'static str, u64>,
     /// Field → events that did not have it.
-    missing: BTreeMap<&'static str, u64>,
+    missing: BTreeMap<Field, u64>,
     /// The hint of the first drop of each reason.
     hints: BTreeMap<&'static str, &'static str>,
     buf: Vec<Result<AccessEvent, Drop>>,
@@ -77,7 +78,7 @@ impl Explainer {
                     self.events += 1;
                     let seen = seen.unwrap_or_default();
                     for f in &seen.unfilled {
-                        *self.missing.entry(f).or_default() += 1;
+                        *self.missing.entry(*f).or_default() += 1;
                     }
                     json!({"source": source, "format": format, "event": event_json(&e, &seen)})
                 }
@@ -96,14 +97,14 @@ impl Explainer {
     }
 
     /// Fields never or not always filled, with what to configure.
-    fn missing(&self) -> Vec<(&'static str, f64, Option<&'static str>)> {
+    fn missing(&self) -> Vec<(Field, f64, Option<&'static str>)> {
         let base = self.decoder.format_base();
         REPORTED
             .iter()
             .filter_map(|f| {
                 let n = *self.missing.get(f)?;
                 let pct = 100.0 * n as f64 / self.events.max(1) as f64;
-                Some((*f, pct, base.and_then(|b| presets::missing_hint(b, f))))
+                Some((*f, pct, base.and_then(|b| presets::missing_hint(b, *f))))
             })
             .collect()
     }
@@ -185,8 +186,13 @@ fn event_json(e: &AccessEvent, seen: &Seen) -> Value {
     let defaulted: Vec<&str> = seen
         .unfilled
         .iter()
-        .copied()
-        .filter(|f| matches!(*f, "method" | "path" | "route" | "status"))
+        .filter(|f| {
+            matches!(
+                f,
+                Field::Method | Field::Path | Field::Route | Field::Status
+            )
+        })
+        .map(|f| f.as_str())
         .collect();
     if !defaulted.is_empty() {
         v["defaulted"] = json!(defaulted);

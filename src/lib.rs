@@ -35,6 +35,7 @@ pub mod enrich;
 pub mod eval;
 pub mod event;
 pub mod explain;
+pub mod format;
 pub mod health;
 pub mod jwks;
 pub mod kafka;

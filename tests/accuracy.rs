@@ -154,7 +154,10 @@ fn recall_and_false_positives_on_a_labeled_dataset() {
         users: 2400,
         hours: 8,
         services: 9,
-        formats: config::PRESETS.iter().map(|s| s.to_string()).collect(),
+        formats: config::Preset::NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         attacks: FindingKind::ALL.iter().map(|k| (*k, 20)).collect(),
         ..Scenario::default()
     };

@@ -15,7 +15,7 @@ use tokenwatch::synth::{self, Scenario, world};
 
 fn decode_all(bytes: &[u8]) {
     let s = DecodeSettings::new(&Config::default(), b"k").unwrap();
-    for f in std::iter::once("auto").chain(tokenwatch::config::PRESETS) {
+    for f in std::iter::once("auto").chain(tokenwatch::config::Preset::NAMES.iter().copied()) {
         let mut d = s.decoder(f).unwrap();
         let mut out = Vec::new();
         d.decode(bytes, &mut out);

@@ -79,7 +79,7 @@ pub fn config(data: &[u8]) {
     let _ = tokenwatch::config::secrets::inline_errors(&cfg, "fuzz.toml", text);
     let _ = tokenwatch::config::secrets::redacted_response(&cfg);
     if let Ok(s) = DecodeSettings::new(&cfg, b"fuzz") {
-        for f in std::iter::once("auto").chain(tokenwatch::config::PRESETS) {
+        for f in std::iter::once("auto").chain(tokenwatch::config::Preset::NAMES.iter().copied()) {
             let _ = s.decoder(f);
         }
     }

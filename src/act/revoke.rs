@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use super::{Outcome, http_outcome};
-use crate::config::{ClientAuth, ClientCredentials, RevokerConfig, RevokerKind, resolve_secret};
+use crate::config::{
+    ClientAuth, ClientCredentials, HttpTemplate, RevokerConfig, RevokerKind, resolve_secret,
+};
 use crate::custody::TokenFacts;
 
 /// What a revocation knows about its target.
@@ -28,46 +30,47 @@ pub struct Target<'a> {
 }
 
 /// A ready-made template: (method, url, body).
-fn preset(name: &str) -> Option<(&'static str, &'static str, Option<&'static str>)> {
-    Some(match name {
-        "keycloak_logout_user" => (
+fn preset(t: HttpTemplate) -> (&'static str, &'static str, Option<&'static str>) {
+    match t {
+        HttpTemplate::KeycloakLogoutUser => (
             "POST",
             "{base_url}/admin/realms/{realm}/users/{sub}/logout",
             None,
         ),
-        "keycloak_delete_session" => (
+        HttpTemplate::KeycloakDeleteSession => (
             "DELETE",
             "{base_url}/admin/realms/{realm}/sessions/{session_id}",
             None,
         ),
-        "okta_revoke_user_grants" => (
+        HttpTemplate::OktaRevokeUserGrants => (
             "DELETE",
             "{base_url}/api/v1/users/{sub}/clients/{client_id}/tokens",
             None,
         ),
-        "okta_clear_user_sessions" => (
+        HttpTemplate::OktaClearUserSessions => (
             "DELETE",
             "{base_url}/api/v1/users/{sub}/sessions?oauthTokens=true",
             None,
         ),
-        "auth0_delete_refresh_tokens" => (
+        HttpTemplate::Auth0DeleteRefreshTokens => (
             "DELETE",
             "{base_url}/api/v2/users/{sub}/refresh-tokens",
             None,
         ),
-        "auth0_delete_sessions" => ("DELETE", "{base_url}/api/v2/users/{sub}/sessions", None),
-        "hydra_revoke_consent" => (
+        HttpTemplate::Auth0DeleteSessions => {
+            ("DELETE", "{base_url}/api/v2/users/{sub}/sessions", None)
+        }
+        HttpTemplate::HydraRevokeConsent => (
             "DELETE",
             "{base_url}/admin/oauth2/auth/sessions/consent?subject={sub}&client={client_id}",
             None,
         ),
-        "hydra_revoke_login" => (
+        HttpTemplate::HydraRevokeLogin => (
             "DELETE",
             "{base_url}/admin/oauth2/auth/sessions/login?subject={sub}",
             None,
         ),
-        _ => return None,
-    })
+    }
 }
 
 /// How values are escaped when rendered.
@@ -378,7 +381,7 @@ async fn templated(
     timeout: Duration,
     now_ms: i64,
 ) -> Outcome {
-    let (method, url, body) = match r.template.as_deref().and_then(preset) {
+    let (method, url, body) = match r.template.map(preset) {
         Some((m, u, b)) => (
             r.method.clone().unwrap_or_else(|| m.to_string()),
             r.url.clone().unwrap_or_else(|| u.to_string()),
@@ -712,12 +715,12 @@ mod tests {
         v.insert("base_url".to_string(), "https://kc.example.com".to_string());
         v.insert("realm".to_string(), "acme".to_string());
         v.insert("sub".to_string(), "u 1/x".to_string());
-        let (_, url, _) = preset("keycloak_logout_user").unwrap();
+        let (_, url, _) = preset(HttpTemplate::KeycloakLogoutUser);
         assert_eq!(
             render(url, &v, Escape::Url).unwrap(),
             "https://kc.example.com/admin/realms/acme/users/u%201%2Fx/logout"
         );
-        let (_, url, _) = preset("keycloak_delete_session").unwrap();
+        let (_, url, _) = preset(HttpTemplate::KeycloakDeleteSession);
         assert_eq!(
             render(url, &v, Escape::Url).unwrap_err(),
             "unknown for this token: session_id"
@@ -726,8 +729,8 @@ mod tests {
             render(r#"{"s":"{sub}"}"#, &v, Escape::Json).unwrap(),
             r#"{"s":"u 1/x"}"#
         );
-        for t in crate::config::HTTP_TEMPLATES {
-            assert!(preset(t).is_some(), "{t}");
+        for t in HttpTemplate::ALL {
+            assert!(preset(*t).1.starts_with("{base_url}/"), "{t}");
         }
     }
 

@@ -176,13 +176,13 @@ pub struct RevokerConfig {
     #[serde(default)]
     pub clients: BTreeMap<String, ClientCredentials>,
 
-    /// http: a ready-made template (`keycloak_logout_user`,
+    /// http: a ready-made template ([`HttpTemplate`]: `keycloak_logout_user`,
     /// `keycloak_delete_session`, `okta_revoke_user_grants`,
     /// `okta_clear_user_sessions`, `auth0_delete_refresh_tokens`,
     /// `auth0_delete_sessions`, `hydra_revoke_consent`,
     /// `hydra_revoke_login`), or none and `method`/`url`/`headers`/`body`.
     #[serde(default)]
-    pub template: Option<String>,
+    pub template: Option<HttpTemplate>,
     #[serde(default)]
     pub method: Option<String>,
     #[serde(default)]
@@ -341,16 +341,28 @@ pub fn resolve_secret(v: &str) -> Result<String, String> {
     }
 }
 
-pub const HTTP_TEMPLATES: [&str; 8] = [
-    "keycloak_logout_user",
-    "keycloak_delete_session",
-    "okta_revoke_user_grants",
-    "okta_clear_user_sessions",
-    "auth0_delete_refresh_tokens",
-    "auth0_delete_sessions",
-    "hydra_revoke_consent",
-    "hydra_revoke_login",
-];
+crate::format::names! {
+    /// A ready-made HTTP revocation call (`act::revoke` holds the method,
+    /// URL and body of each).
+    HttpTemplate {
+        /// Keycloak: log the user out of every session.
+        KeycloakLogoutUser = "keycloak_logout_user",
+        /// Keycloak: delete the token's session.
+        KeycloakDeleteSession = "keycloak_delete_session",
+        /// Okta: revoke the user's grants to the token's client.
+        OktaRevokeUserGrants = "okta_revoke_user_grants",
+        /// Okta: clear the user's sessions and their OAuth tokens.
+        OktaClearUserSessions = "okta_clear_user_sessions",
+        /// Auth0: delete the user's refresh tokens.
+        Auth0DeleteRefreshTokens = "auth0_delete_refresh_tokens",
+        /// Auth0: delete the user's sessions.
+        Auth0DeleteSessions = "auth0_delete_sessions",
+        /// Ory Hydra: revoke the subject's consent to the client.
+        HydraRevokeConsent = "hydra_revoke_consent",
+        /// Ory Hydra: revoke the subject's login sessions.
+        HydraRevokeLogin = "hydra_revoke_login",
+    }
+}
 
 impl ResponseConfig {
     /// Cross-field checks: (key path, message).
@@ -373,19 +385,11 @@ impl ResponseConfig {
                         err(&k("client"), "rfc7009 needs client credentials: client = { client_id = \"…\", client_secret = \"env:…\" }".into());
                     }
                 }
-                RevokerKind::Http => match &r.template {
-                    Some(t) if !HTTP_TEMPLATES.contains(&t.as_str()) => err(
-                        &k("template"),
-                        format!(
-                            "unknown template `{t}`: use one of {}",
-                            HTTP_TEMPLATES.join(", ")
-                        ),
-                    ),
-                    None if r.url.is_none() => {
+                RevokerKind::Http => {
+                    if r.template.is_none() && r.url.is_none() {
                         err(&k("url"), "http needs a template or a url".into())
                     }
-                    _ => {}
-                },
+                }
                 RevokerKind::DenyList => {
                     for (j, p) in r.token_places.iter().enumerate() {
                         if let Err(e) = TokenPlace::parse(p) {

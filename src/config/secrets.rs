@@ -186,10 +186,12 @@ pub fn redacted_response(cfg: &Config) -> String {
             "\n[[revokers]] {:?}: kind {:?}, client_ids {:?}, issuers {:?}",
             r.name, r.kind, r.client_ids, r.issuers
         ));
+        if let Some(t) = r.template {
+            s.push_str(&format!("\n  template = {:?}", t.as_str()));
+        }
         for (what, v) in [
             ("endpoint", &r.endpoint),
             ("introspection_endpoint", &r.introspection_endpoint),
-            ("template", &r.template),
             ("method", &r.method),
             ("url", &r.url),
         ] {

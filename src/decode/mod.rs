@@ -12,7 +12,6 @@
 #![deny(clippy::indexing_slicing, clippy::string_slice)]
 
 pub mod envelope;
-pub mod format;
 pub mod json;
 pub mod presets;
 pub mod scrub;
@@ -29,48 +28,12 @@ use serde_json::value::RawValue;
 
 use crate::config::{Config, TokenIdentity};
 use crate::event::{AccessEvent, Drop, DropReason, IdentityKind, TokenId, stable_hash};
-use format::FieldSource;
+use crate::format::{Field as F, FieldSource, NFIELDS, Preset};
 use json::{LazyObject, PointerPart, Scalar};
 use rustc_hash::FxHashMap;
 use token::TokenHasher;
 
-pub use format::{CANONICAL_FIELDS, Transform};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-enum F {
-    Timestamp,
-    PeerIp,
-    ForwardedFor,
-    Method,
-    Path,
-    Route,
-    Status,
-    BytesSent,
-    UserAgent,
-    AcceptLanguage,
-    Authorization,
-    Token,
-    Jti,
-    Credential,
-    Subject,
-    ClientId,
-    Ja3,
-    Ja4,
-    ResponseFlags,
-    Consumer,
-}
-const NFIELDS: usize = 20;
-
-impl F {
-    /// The canonical name of the field (for messages).
-    fn name(self) -> &'static str {
-        CANONICAL_FIELDS
-            .get(self as usize)
-            .copied()
-            .unwrap_or("field")
-    }
-}
+pub use crate::format::Transform;
 
 #[derive(Clone, Debug, Default)]
 struct CompiledField {
@@ -90,23 +53,16 @@ pub struct FieldMap {
     /// Slots of the keys that mark an envelope ([`envelope::KEYS`]).
     envelope: [u16; 3],
     /// The preset this map is (or is based on), for hints.
-    pub base: Option<String>,
+    pub base: Option<Preset>,
 }
 
 impl FieldMap {
-    pub fn compile(name: &str, map: &BTreeMap<String, FieldSource>) -> Result<FieldMap, String> {
+    pub fn compile(name: &str, map: &BTreeMap<F, FieldSource>) -> Result<FieldMap, String> {
         let mut fields: Vec<Option<CompiledField>> = vec![None; NFIELDS];
         let mut index: FxHashMap<Box<str>, u16> = FxHashMap::default();
         for (k, src) in map {
-            let idx = CANONICAL_FIELDS
-                .iter()
-                .position(|f| f == k)
-                .ok_or_else(|| format!("unknown canonical field `{k}`"))?;
-            let transforms = src
-                .transforms
-                .iter()
-                .map(|t| Transform::parse(t))
-                .collect::<Result<Vec<_>, _>>()?;
+            let idx = *k as usize;
+            let transforms = src.transforms.clone();
             let mut pointers = Vec::new();
             for p in &src.from {
                 let mut parts = json::split_pointer(p);
@@ -134,17 +90,20 @@ impl FieldMap {
             fields,
             index,
             envelope,
-            base: presets::no_token_hint(name).map(|_| name.to_string()),
+            base: None,
         })
     }
 
-    pub fn preset(name: &str) -> Option<FieldMap> {
-        presets::preset(name).and_then(|m| FieldMap::compile(name, &m).ok())
+    /// The compiled field map of a built-in format.
+    pub fn preset(p: Preset) -> Option<FieldMap> {
+        let mut map = FieldMap::compile(p.as_str(), &presets::preset(p)).ok()?;
+        map.base = Some(p);
+        Some(map)
     }
 
     /// What to configure at the gateway when a record has no identity.
     fn no_token_hint(&self) -> Option<&'static str> {
-        self.base.as_deref().and_then(presets::no_token_hint)
+        self.base.map(presets::no_token_hint)
     }
 }
 
@@ -184,15 +143,11 @@ impl DecodeSettings {
     pub fn new(config: &Config, hash_key: &[u8]) -> Result<DecodeSettings, String> {
         let mut custom = BTreeMap::new();
         for (name, f) in &config.formats {
-            let mut fields = match &f.base {
-                Some(b) => presets::preset(b)
-                    .ok_or_else(|| format!("formats.{name}.base: unknown preset `{b}`"))?,
-                None => BTreeMap::new(),
-            };
+            let mut fields = f.base.map(presets::preset).unwrap_or_default();
             fields.extend(f.fields.clone());
             let mut map =
                 FieldMap::compile(name, &fields).map_err(|e| format!("formats.{name}: {e}"))?;
-            map.base = f.base.clone();
+            map.base = f.base;
             custom.insert(name.clone(), Arc::new(map));
         }
         let hasher = TokenHasher::new(hash_key);
@@ -253,12 +208,12 @@ impl DecodeSettings {
             Format::Auto(None)
         } else if let Some(m) = self.custom.get(format) {
             Format::Fixed(m.clone())
-        } else if let Some(m) = FieldMap::preset(format) {
+        } else if let Some(m) = Preset::parse(format).and_then(FieldMap::preset) {
             Format::Fixed(Arc::new(m))
         } else {
             return Err(format!(
                 "unknown format `{format}`: use auto, {} or a [formats.NAME] block",
-                format::PRESETS.join(", ")
+                Preset::NAMES.join(", ")
             ));
         };
         Ok(Decoder {
@@ -453,7 +408,7 @@ pub struct Seen {
     pub object: Option<String>,
     /// Canonical fields the record did not fill (a default or nothing was
     /// used instead).
-    pub unfilled: Vec<&'static str>,
+    pub unfilled: Vec<F>,
 }
 
 /// Envelopes inside envelopes are not opened: a record is at most one
@@ -477,9 +432,9 @@ impl Decoder {
     }
 
     /// The preset the format in use is (or is based on).
-    pub fn format_base(&self) -> Option<&str> {
+    pub fn format_base(&self) -> Option<Preset> {
         match &self.format {
-            Format::Fixed(m) | Format::Auto(Some(m)) => m.base.as_deref(),
+            Format::Fixed(m) | Format::Auto(Some(m)) => m.base,
             Format::Auto(None) => None,
         }
     }
@@ -628,7 +583,7 @@ impl Decoder {
                     return self.drop(d, out);
                 };
                 let Some(m) = FieldMap::preset(name) else {
-                    return self.drop(Drop::new(DropReason::UnknownFormat, name), out);
+                    return self.drop(Drop::new(DropReason::UnknownFormat, name.as_str()), out);
                 };
                 let m = Arc::new(m);
                 self.format = Format::Auto(Some(m.clone()));
@@ -721,7 +676,7 @@ impl<'a> Extract<'a, '_> {
     }
 
     fn apply(&self, t: &Transform, v: Scalar<'a>, f: F) -> Result<Scalar<'a>, Drop> {
-        let name = f.name();
+        let name = f.as_str();
         Ok(match (t, v) {
             (_, Scalar::Null) => Scalar::Null,
             (Transform::DashNull, Scalar::Str(s)) if s.trim().is_empty() || s.trim() == "-" => {
@@ -828,7 +783,11 @@ impl<'a> Extract<'a, '_> {
             Some(Scalar::Num(n)) => Ok(Some(Cow::Owned(fmt_num(n)))),
             Some(other) => Err(Drop::new(
                 DropReason::WrongType,
-                format!("{}: expected a string, got {}", f.name(), other.type_name()),
+                format!(
+                    "{}: expected a string, got {}",
+                    f.as_str(),
+                    other.type_name()
+                ),
             )),
         }
     }
@@ -841,12 +800,16 @@ impl<'a> Extract<'a, '_> {
             Some(Scalar::Str(s)) => s.trim().parse::<f64>().map(Some).map_err(|_| {
                 Drop::new(
                     DropReason::WrongType,
-                    format!("{}: `{s}` is not a number", f.name()),
+                    format!("{}: `{s}` is not a number", f.as_str()),
                 )
             }),
             Some(other) => Err(Drop::new(
                 DropReason::WrongType,
-                format!("{}: expected a number, got {}", f.name(), other.type_name()),
+                format!(
+                    "{}: expected a number, got {}",
+                    f.as_str(),
+                    other.type_name()
+                ),
             )),
         }
     }
@@ -1148,16 +1111,16 @@ impl Extract<'_, '_> {
             F::ForwardedFor,
         ] {
             if self.get(f).ok().flatten().is_none() {
-                seen.unfilled.push(f.name());
+                seen.unfilled.push(f);
             }
         }
         for (name, filled) in [
-            ("user_agent", e.user_agent.is_some()),
-            ("subject", e.subject.is_some()),
-            ("client_id", e.client_id.is_some()),
-            ("accept_language", seen.accept_language.is_some()),
-            ("ja3", seen.ja3.is_some()),
-            ("ja4", seen.ja4.is_some()),
+            (F::UserAgent, e.user_agent.is_some()),
+            (F::Subject, e.subject.is_some()),
+            (F::ClientId, e.client_id.is_some()),
+            (F::AcceptLanguage, seen.accept_language.is_some()),
+            (F::Ja3, seen.ja3.is_some()),
+            (F::Ja4, seen.ja4.is_some()),
         ] {
             if !filled {
                 seen.unfilled.push(name);

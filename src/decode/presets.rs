@@ -29,34 +29,30 @@
 
 use std::collections::BTreeMap;
 
-use super::format::FieldSource;
+use crate::format::{Field as F, FieldSource, Preset as P, Transform};
 
-type Spec = &'static [(
-    &'static str,
-    &'static [&'static str],
-    &'static [&'static str],
-)];
+type Spec = &'static [(F, &'static [&'static str], &'static [&'static str])];
 
 /// One built-in format.
-pub struct Preset {
-    pub name: &'static str,
+pub struct Builtin {
+    pub preset: P,
     fields: Spec,
     /// What to configure at this gateway when a record has no identity.
     pub no_token_hint: &'static str,
     /// Per canonical field: what to configure when it is never filled.
-    missing: &'static [(&'static str, &'static str)],
+    missing: &'static [(F, &'static str)],
 }
 
 /// Istio's keys first, then Envoy Gateway's (`x-envoy-origin-path`,
 /// `user-agent`, `x-forwarded-for`) and Contour's `@timestamp`.
 const ENVOY: Spec = &[
     (
-        "timestamp",
+        F::Timestamp,
         &["/start_time", "/@timestamp", "/timestamp"],
         &[],
     ),
     (
-        "peer_ip",
+        F::PeerIp,
         &[
             "/downstream_remote_address",
             "/downstream_direct_remote_address",
@@ -64,57 +60,57 @@ const ENVOY: Spec = &[
         &["dash_null", "host_port"],
     ),
     (
-        "forwarded_for",
+        F::ForwardedFor,
         &["/x_forwarded_for", "/x-forwarded-for", "/forwarded_for"],
         &["dash_null"],
     ),
-    ("method", &["/method", "/request_method"], &["dash_null"]),
+    (F::Method, &["/method", "/request_method"], &["dash_null"]),
     (
-        "path",
+        F::Path,
         &["/path", "/x-envoy-origin-path", "/x_envoy_original_path"],
         &["dash_null"],
     ),
-    ("route", &["/route_name"], &["dash_null"]),
-    ("status", &["/response_code", "/status"], &[]),
-    ("bytes_sent", &["/bytes_sent"], &["dash_null"]),
+    (F::Route, &["/route_name"], &["dash_null"]),
+    (F::Status, &["/response_code", "/status"], &[]),
+    (F::BytesSent, &["/bytes_sent"], &["dash_null"]),
     (
-        "user_agent",
+        F::UserAgent,
         &["/user_agent", "/user-agent"],
         &["dash_null"],
     ),
     (
-        "accept_language",
+        F::AcceptLanguage,
         &["/accept_language", "/accept-language"],
         &["dash_null"],
     ),
-    ("authorization", &["/authorization"], &["dash_null"]),
-    ("ja3", &["/ja3"], &["dash_null"]),
-    ("ja4", &["/ja4"], &["dash_null"]),
-    ("response_flags", &["/response_flags"], &["dash_null"]),
+    (F::Authorization, &["/authorization"], &["dash_null"]),
+    (F::Ja3, &["/ja3"], &["dash_null"]),
+    (F::Ja4, &["/ja4"], &["dash_null"]),
+    (F::ResponseFlags, &["/response_flags"], &["dash_null"]),
 ];
 
 /// `kong.log.serialize()`; `authenticated_entity` is the credential.
 /// The consumer is not an identity here: an `anonymous` consumer would
 /// pool every unauthenticated caller into one.
 const KONG: Spec = &[
-    ("timestamp", &["/started_at"], &[]),
-    ("peer_ip", &["/client_ip"], &[]),
-    ("forwarded_for", &["/request/headers/x-forwarded-for"], &[]),
-    ("method", &["/request/method"], &[]),
-    ("path", &["/request/uri", "/upstream_uri"], &[]),
-    ("route", &["/route/name", "/route/id"], &[]),
-    ("status", &["/response/status"], &[]),
-    ("bytes_sent", &["/response/size"], &[]),
-    ("user_agent", &["/request/headers/user-agent"], &[]),
+    (F::Timestamp, &["/started_at"], &[]),
+    (F::PeerIp, &["/client_ip"], &[]),
+    (F::ForwardedFor, &["/request/headers/x-forwarded-for"], &[]),
+    (F::Method, &["/request/method"], &[]),
+    (F::Path, &["/request/uri", "/upstream_uri"], &[]),
+    (F::Route, &["/route/name", "/route/id"], &[]),
+    (F::Status, &["/response/status"], &[]),
+    (F::BytesSent, &["/response/size"], &[]),
+    (F::UserAgent, &["/request/headers/user-agent"], &[]),
     (
-        "accept_language",
+        F::AcceptLanguage,
         &["/request/headers/accept-language"],
         &[],
     ),
-    ("authorization", &["/request/headers/authorization"], &[]),
-    ("credential", &["/authenticated_entity/id"], &[]),
+    (F::Authorization, &["/request/headers/authorization"], &[]),
+    (F::Credential, &["/authenticated_entity/id"], &[]),
     (
-        "subject",
+        F::Subject,
         &["/consumer/custom_id", "/consumer/username", "/consumer/id"],
         &[],
     ),
@@ -124,7 +120,7 @@ const KONG: Spec = &[
 /// is written with (`$remote_addr`, `$request`, `$http_user_agent`…).
 const APISIX: Spec = &[
     (
-        "timestamp",
+        F::Timestamp,
         &[
             "/start_time",
             "/@timestamp",
@@ -134,53 +130,53 @@ const APISIX: Spec = &[
         ],
         &[],
     ),
-    ("peer_ip", &["/client_ip", "/remote_addr"], &["dash_null"]),
+    (F::PeerIp, &["/client_ip", "/remote_addr"], &["dash_null"]),
     (
-        "forwarded_for",
+        F::ForwardedFor,
         &["/request/headers/x-forwarded-for", "/http_x_forwarded_for"],
         &["dash_null"],
     ),
     (
-        "method",
+        F::Method,
         &["/request/method", "/request_method", "/method", "/request"],
         &["dash_null", "request_line_method"],
     ),
     (
-        "path",
+        F::Path,
         &["/request/uri", "/request_uri", "/request", "/uri"],
         &["dash_null", "request_line_path"],
     ),
-    ("route", &["/route_id", "/route_name"], &["dash_null"]),
-    ("status", &["/response/status", "/status"], &[]),
+    (F::Route, &["/route_id", "/route_name"], &["dash_null"]),
+    (F::Status, &["/response/status", "/status"], &[]),
     (
-        "bytes_sent",
+        F::BytesSent,
         &["/response/size", "/body_bytes_sent", "/bytes_sent"],
         &[],
     ),
     (
-        "user_agent",
+        F::UserAgent,
         &["/request/headers/user-agent", "/http_user_agent"],
         &["dash_null"],
     ),
     (
-        "accept_language",
+        F::AcceptLanguage,
         &["/request/headers/accept-language", "/http_accept_language"],
         &["dash_null"],
     ),
     (
-        "authorization",
+        F::Authorization,
         &["/request/headers/authorization", "/http_authorization"],
         &["dash_null"],
     ),
     // key-auth's default header: the key itself, so only its keyed hash.
     (
-        "credential",
+        F::Credential,
         &["/request/headers/apikey", "/http_apikey"],
         &["dash_null", "hash"],
     ),
-    ("subject", &["/consumer/username", "/consumer_name"], &[]),
+    (F::Subject, &["/consumer/username", "/consumer_name"], &[]),
     (
-        "consumer",
+        F::Consumer,
         &["/consumer/username", "/consumer_name"],
         &["dash_null"],
     ),
@@ -190,7 +186,7 @@ const APISIX: Spec = &[
 /// was logged; `$uri` (normalised, no query) is the last resort.
 const NGINX: Spec = &[
     (
-        "timestamp",
+        F::Timestamp,
         &[
             "/msec",
             "/time_iso8601",
@@ -202,96 +198,96 @@ const NGINX: Spec = &[
         &[],
     ),
     (
-        "peer_ip",
+        F::PeerIp,
         &["/realip_remote_addr", "/remote_addr", "/client_ip"],
         &["dash_null"],
     ),
     (
-        "forwarded_for",
+        F::ForwardedFor,
         &["/http_x_forwarded_for", "/x_forwarded_for", "/xff"],
         &["dash_null"],
     ),
     (
-        "method",
+        F::Method,
         &["/request_method", "/method", "/request"],
         &["dash_null", "request_line_method"],
     ),
     (
-        "path",
+        F::Path,
         &["/request_uri", "/request", "/uri"],
         &["dash_null", "request_line_path"],
     ),
-    ("status", &["/status"], &[]),
-    ("bytes_sent", &["/body_bytes_sent", "/bytes_sent"], &[]),
+    (F::Status, &["/status"], &[]),
+    (F::BytesSent, &["/body_bytes_sent", "/bytes_sent"], &[]),
     (
-        "user_agent",
+        F::UserAgent,
         &["/http_user_agent", "/user_agent", "/ua"],
         &["dash_null"],
     ),
     (
-        "accept_language",
+        F::AcceptLanguage,
         &["/http_accept_language", "/accept_language"],
         &["dash_null"],
     ),
     (
-        "authorization",
+        F::Authorization,
         &["/http_authorization", "/authorization"],
         &["dash_null"],
     ),
-    ("ja3", &["/http_ssl_ja3", "/ssl_ja3"], &["dash_null"]),
-    ("ja4", &["/http_ssl_ja4", "/ssl_ja4"], &["dash_null"]),
+    (F::Ja3, &["/http_ssl_ja3", "/ssl_ja3"], &["dash_null"]),
+    (F::Ja4, &["/http_ssl_ja4", "/ssl_ja4"], &["dash_null"]),
 ];
 
 const TRAEFIK: Spec = &[
-    ("timestamp", &["/StartUTC", "/time"], &["rfc3339"]),
-    ("peer_ip", &["/ClientHost", "/ClientAddr"], &["host_port"]),
-    ("forwarded_for", &["/request_X-Forwarded-For"], &[]),
-    ("method", &["/RequestMethod"], &[]),
-    ("path", &["/RequestPath"], &[]),
-    ("route", &["/RouterName"], &[]),
-    ("status", &["/DownstreamStatus", "/OriginStatus"], &[]),
-    ("bytes_sent", &["/DownstreamContentSize"], &[]),
-    ("user_agent", &["/request_User-Agent"], &[]),
-    ("accept_language", &["/request_Accept-Language"], &[]),
-    ("authorization", &["/request_Authorization"], &[]),
+    (F::Timestamp, &["/StartUTC", "/time"], &["rfc3339"]),
+    (F::PeerIp, &["/ClientHost", "/ClientAddr"], &["host_port"]),
+    (F::ForwardedFor, &["/request_X-Forwarded-For"], &[]),
+    (F::Method, &["/RequestMethod"], &[]),
+    (F::Path, &["/RequestPath"], &[]),
+    (F::Route, &["/RouterName"], &[]),
+    (F::Status, &["/DownstreamStatus", "/OriginStatus"], &[]),
+    (F::BytesSent, &["/DownstreamContentSize"], &[]),
+    (F::UserAgent, &["/request_User-Agent"], &[]),
+    (F::AcceptLanguage, &["/request_Accept-Language"], &[]),
+    (F::Authorization, &["/request_Authorization"], &[]),
     // Set by the BasicAuth / DigestAuth middlewares.
-    ("consumer", &["/ClientUsername"], &["dash_null"]),
+    (F::Consumer, &["/ClientUsername"], &["dash_null"]),
 ];
 
 const AWS_APIGW: Spec = &[
     (
-        "timestamp",
+        F::Timestamp,
         &["/requestTimeEpoch", "/requestTime"],
         &["dash_null"],
     ),
     (
-        "peer_ip",
+        F::PeerIp,
         &["/ip", "/sourceIp", "/identity/sourceIp"],
         &["dash_null"],
     ),
-    ("method", &["/httpMethod", "/method"], &["dash_null"]),
-    ("path", &["/path", "/resourcePath"], &["dash_null"]),
-    ("route", &["/routeKey", "/resourcePath"], &["dash_null"]),
-    ("status", &["/status"], &[]),
-    ("bytes_sent", &["/responseLength"], &["dash_null"]),
+    (F::Method, &["/httpMethod", "/method"], &["dash_null"]),
+    (F::Path, &["/path", "/resourcePath"], &["dash_null"]),
+    (F::Route, &["/routeKey", "/resourcePath"], &["dash_null"]),
+    (F::Status, &["/status"], &[]),
+    (F::BytesSent, &["/responseLength"], &["dash_null"]),
     (
-        "user_agent",
+        F::UserAgent,
         &["/userAgent", "/identity/userAgent"],
         &["dash_null"],
     ),
-    ("jti", &["/jti", "/authorizer/claims/jti"], &["dash_null"]),
+    (F::Jti, &["/jti", "/authorizer/claims/jti"], &["dash_null"]),
     (
-        "credential",
+        F::Credential,
         &["/apiKeyId", "/identity/apiKeyId", "/principalId"],
         &["dash_null"],
     ),
     (
-        "subject",
+        F::Subject,
         &["/sub", "/authorizer/claims/sub", "/principalId"],
         &["dash_null"],
     ),
     (
-        "client_id",
+        F::ClientId,
         &[
             "/client_id",
             "/authorizer/claims/client_id",
@@ -300,7 +296,7 @@ const AWS_APIGW: Spec = &[
         &["dash_null"],
     ),
     // `$context.identity.user` / `.caller`: the IAM principal of SigV4 calls.
-    ("consumer", &["/user", "/caller"], &["dash_null"]),
+    (F::Consumer, &["/user", "/caller"], &["dash_null"]),
 ];
 
 /// No tyk-pump record carries a response size (`network.bytes_out` is
@@ -308,237 +304,242 @@ const AWS_APIGW: Spec = &[
 /// unknown. `ip_address` is X-Real-IP, else the left-most X-Forwarded-For,
 /// else the peer: see README ("Tyk").
 const TYK: Spec = &[
-    ("timestamp", &["/timestamp"], &["rfc3339"]),
-    ("peer_ip", &["/ip_address"], &[]),
-    ("method", &["/method"], &[]),
-    ("path", &["/raw_path", "/path"], &[]),
-    ("route", &["/api_name", "/api_id"], &[]),
-    ("status", &["/response_code"], &[]),
-    ("user_agent", &["/user_agent"], &[]),
-    ("token", &["/api_key"], &["dash_null"]),
-    ("subject", &["/alias"], &[]),
-    ("client_id", &["/oauth_id"], &[]),
-    ("consumer", &["/alias"], &["dash_null"]),
+    (F::Timestamp, &["/timestamp"], &["rfc3339"]),
+    (F::PeerIp, &["/ip_address"], &[]),
+    (F::Method, &["/method"], &[]),
+    (F::Path, &["/raw_path", "/path"], &[]),
+    (F::Route, &["/api_name", "/api_id"], &[]),
+    (F::Status, &["/response_code"], &[]),
+    (F::UserAgent, &["/user_agent"], &[]),
+    (F::Token, &["/api_key"], &["dash_null"]),
+    (F::Subject, &["/alias"], &[]),
+    (F::ClientId, &["/oauth_id"], &[]),
+    (F::Consumer, &["/alias"], &["dash_null"]),
 ];
 
-const ALL: &[Preset] = &[
-    Preset {
-        name: "envoy",
+const ALL: &[Builtin] = &[
+    Builtin {
+        preset: P::Envoy,
         fields: ENVOY,
         no_token_hint: "add \"authorization\": \"%REQ(AUTHORIZATION)%\" to the access log's json_format \
              (Istio: meshConfig.accessLogFormat; Envoy Gateway: EnvoyProxy \
              telemetry.accessLog.settings[].format.json; Contour: accesslog-json-fields)",
         missing: &[
             (
-                "user_agent",
+                F::UserAgent,
                 "add \"user_agent\": \"%REQ(USER-AGENT)%\" to the json_format",
             ),
             (
-                "ja4",
+                F::Ja4,
                 "add \"ja4\": \"%TLS_JA4_FINGERPRINT%\" (Envoy ≥ 1.33; TLS listeners only)",
             ),
-            ("ja3", "add \"ja3\": \"%TLS_JA3_FINGERPRINT%\""),
+            (F::Ja3, "add \"ja3\": \"%TLS_JA3_FINGERPRINT%\""),
             (
-                "accept_language",
+                F::AcceptLanguage,
                 "add \"accept_language\": \"%REQ(ACCEPT-LANGUAGE)%\"",
             ),
             (
-                "forwarded_for",
+                F::ForwardedFor,
                 "add \"x_forwarded_for\": \"%REQ(X-FORWARDED-FOR)%\"",
             ),
             (
-                "route",
+                F::Route,
                 "add \"route_name\": \"%ROUTE_NAME%\" (routes are templated from the path meanwhile)",
             ),
         ],
     },
-    Preset {
-        name: "kong",
+    Builtin {
+        preset: P::Kong,
         fields: KONG,
         no_token_hint: "Kong logs Authorization as REDACTED: enable an authentication plugin \
              (jwt, oauth2, key-auth, openid-connect) on the route so authenticated_entity is logged",
         missing: &[
             (
-                "ja4",
+                F::Ja4,
                 "Kong logs no TLS fingerprint; terminate TLS at a proxy that logs JA4 if you need it",
             ),
-            ("ja3", "Kong logs no TLS fingerprint"),
+            (F::Ja3, "Kong logs no TLS fingerprint"),
             (
-                "subject",
+                F::Subject,
                 "set a consumer on the credential (username or custom_id) so findings name the user",
             ),
         ],
     },
-    Preset {
-        name: "apisix",
+    Builtin {
+        preset: P::Apisix,
         fields: APISIX,
         no_token_hint: "enable an auth plugin on the route (jwt-auth, key-auth, basic-auth, openid-connect); \
              with a custom log_format add \"authorization\": \"$http_authorization\" and \
              \"consumer_name\": \"$consumer_name\"",
         missing: &[
             (
-                "user_agent",
+                F::UserAgent,
                 "with a custom log_format add \"http_user_agent\": \"$http_user_agent\"",
             ),
             (
-                "method",
+                F::Method,
                 "with a custom log_format add \"request\": \"$request\" (or \"request_method\")",
             ),
             (
-                "path",
+                F::Path,
                 "with a custom log_format add \"request_uri\": \"$request_uri\"",
             ),
             (
-                "status",
+                F::Status,
                 "with a custom log_format add \"status\": \"$status\"",
             ),
             (
-                "bytes_sent",
+                F::BytesSent,
                 "with a custom log_format add \"body_bytes_sent\": \"$body_bytes_sent\"",
             ),
-            ("ja4", "APISIX logs no TLS fingerprint"),
-            ("ja3", "APISIX logs no TLS fingerprint"),
+            (F::Ja4, "APISIX logs no TLS fingerprint"),
+            (F::Ja3, "APISIX logs no TLS fingerprint"),
         ],
     },
-    Preset {
-        name: "nginx",
+    Builtin {
+        preset: P::Nginx,
         fields: NGINX,
         no_token_hint: "add \"http_authorization\": \"$http_authorization\" to the log_format (escape=json)",
         missing: &[
             (
-                "route",
+                F::Route,
                 "NGINX has no route name: routes are templated from the path ({id} for id-like segments)",
             ),
             (
-                "user_agent",
+                F::UserAgent,
                 "add \"http_user_agent\": \"$http_user_agent\" to the log_format",
             ),
             (
-                "forwarded_for",
+                F::ForwardedFor,
                 "add \"http_x_forwarded_for\": \"$http_x_forwarded_for\" to the log_format",
             ),
             (
-                "accept_language",
+                F::AcceptLanguage,
                 "add \"http_accept_language\": \"$http_accept_language\"",
             ),
             (
-                "ja4",
+                F::Ja4,
                 "NGINX has no JA4 variable of its own; a JA4 module's variable as \"ssl_ja4\" is read",
             ),
             (
-                "ja3",
+                F::Ja3,
                 "NGINX has no JA3 variable of its own; a JA3 module's variable as \"ssl_ja3\" is read",
             ),
         ],
     },
-    Preset {
-        name: "traefik",
+    Builtin {
+        preset: P::Traefik,
         fields: TRAEFIK,
         no_token_hint: "Traefik v3 drops every request header by default: set \
              accesslog.fields.headers.names.Authorization=keep",
         missing: &[
             (
-                "user_agent",
+                F::UserAgent,
                 "Traefik v3 drops every request header by default: set \
                  accesslog.fields.headers.names.User-Agent=keep",
             ),
             (
-                "forwarded_for",
+                F::ForwardedFor,
                 "set accesslog.fields.headers.names.X-Forwarded-For=keep",
             ),
             (
-                "accept_language",
+                F::AcceptLanguage,
                 "set accesslog.fields.headers.names.Accept-Language=keep",
             ),
-            ("ja4", "Traefik logs no TLS fingerprint"),
-            ("ja3", "Traefik logs no TLS fingerprint"),
+            (F::Ja4, "Traefik logs no TLS fingerprint"),
+            (F::Ja3, "Traefik logs no TLS fingerprint"),
         ],
     },
-    Preset {
-        name: "aws_apigw",
+    Builtin {
+        preset: P::AwsApigw,
         fields: AWS_APIGW,
         no_token_hint: "add \"jti\": \"$context.authorizer.claims.jti\" (JWT and Cognito authorizers) or \
              \"apiKeyId\": \"$context.identity.apiKeyId\" (API keys) to the stage's access log format",
         missing: &[
             (
-                "user_agent",
+                F::UserAgent,
                 "add \"userAgent\": \"$context.identity.userAgent\"",
             ),
             (
-                "bytes_sent",
+                F::BytesSent,
                 "add \"responseLength\": \"$context.responseLength\"",
             ),
-            ("subject", "add \"sub\": \"$context.authorizer.claims.sub\""),
             (
-                "client_id",
+                F::Subject,
+                "add \"sub\": \"$context.authorizer.claims.sub\"",
+            ),
+            (
+                F::ClientId,
                 "add \"client_id\": \"$context.authorizer.claims.client_id\"",
             ),
             (
-                "path",
+                F::Path,
                 "add \"path\": \"$context.path\" (resourcePath is a template: objects are not seen)",
             ),
-            ("ja4", "API Gateway logs no TLS fingerprint"),
-            ("ja3", "API Gateway logs no TLS fingerprint"),
+            (F::Ja4, "API Gateway logs no TLS fingerprint"),
+            (F::Ja3, "API Gateway logs no TLS fingerprint"),
             (
-                "accept_language",
+                F::AcceptLanguage,
                 "API Gateway has no header variables in access logs",
             ),
         ],
     },
-    Preset {
-        name: "tyk",
+    Builtin {
+        preset: P::Tyk,
         fields: TYK,
         no_token_hint: "api_key is 00000000 for keyless APIs and requests refused before authentication: \
              protect the API with an auth token, JWT or OAuth",
         missing: &[
             (
-                "bytes_sent",
+                F::BytesSent,
                 "no tyk-pump record carries the response size: byte siphoning is blind, \
                  request, object and pagination windows still work",
             ),
-            ("ja4", "Tyk logs no TLS fingerprint"),
-            ("ja3", "Tyk logs no TLS fingerprint"),
+            (F::Ja4, "Tyk logs no TLS fingerprint"),
+            (F::Ja3, "Tyk logs no TLS fingerprint"),
             (
-                "accept_language",
+                F::AcceptLanguage,
                 "Tyk's analytics record has no request headers",
             ),
             (
-                "forwarded_for",
+                F::ForwardedFor,
                 "Tyk logs one address (ip_address): see README (Tyk)",
             ),
         ],
     },
 ];
 
-fn find(name: &str) -> Option<&'static Preset> {
-    ALL.iter().find(|p| p.name == name)
+fn find(p: P) -> Option<&'static Builtin> {
+    ALL.iter().find(|b| b.preset == p)
 }
 
-/// The field map of a preset, or `None` for an unknown name.
-pub fn preset(name: &str) -> Option<BTreeMap<String, FieldSource>> {
-    let spec = find(name)?.fields;
-    Some(
-        spec.iter()
-            .map(|(field, from, tr)| {
-                (
-                    field.to_string(),
-                    FieldSource {
-                        from: from.iter().map(|s| s.to_string()).collect(),
-                        transforms: tr.iter().map(|s| s.to_string()).collect(),
-                    },
-                )
-            })
-            .collect(),
-    )
+/// The field map of a preset. Its transforms are names checked by the test
+/// below (every preset compiles), so none is dropped.
+pub fn preset(p: P) -> BTreeMap<F, FieldSource> {
+    let Some(b) = find(p) else {
+        return BTreeMap::new();
+    };
+    b.fields
+        .iter()
+        .map(|(field, from, tr)| {
+            (
+                *field,
+                FieldSource {
+                    from: from.iter().map(|s| s.to_string()).collect(),
+                    transforms: tr.iter().filter_map(|s| Transform::parse(s).ok()).collect(),
+                },
+            )
+        })
+        .collect()
 }
 
 /// What to configure at the gateway of `preset` when no identity was logged.
-pub fn no_token_hint(preset: &str) -> Option<&'static str> {
-    find(preset).map(|p| p.no_token_hint)
+pub fn no_token_hint(preset: P) -> &'static str {
+    find(preset).map_or("", |p| p.no_token_hint)
 }
 
 /// What to configure at the gateway of `preset` when `field` is never filled.
-pub fn missing_hint(preset: &str, field: &str) -> Option<&'static str> {
+pub fn missing_hint(preset: P, field: F) -> Option<&'static str> {
     find(preset)?
         .missing
         .iter()
@@ -548,19 +549,19 @@ pub fn missing_hint(preset: &str, field: &str) -> Option<&'static str> {
 
 /// Guess the preset from the keys of one record (for `format = "auto"`);
 /// envelopes are unwrapped before this is asked.
-pub fn detect(keys: &[&str]) -> Option<&'static str> {
+pub fn detect(keys: &[&str]) -> Option<P> {
     let has = |k: &str| keys.contains(&k);
     let any = |ks: &[&str]| ks.iter().any(|k| has(k));
     if has("started_at") && any(&["authenticated_entity", "upstream_uri", "latencies"]) {
-        Some("kong")
+        Some(P::Kong)
     } else if any(&["StartUTC", "ClientHost"]) {
-        Some("traefik")
+        Some(P::Traefik)
     } else if has("requestTimeEpoch")
         || (has("requestId") && any(&["httpMethod", "routeKey", "resourcePath"]))
     {
-        Some("aws_apigw")
+        Some(P::AwsApigw)
     } else if (has("api_key") && has("response_code")) || (has("api_id") && has("org_id")) {
-        Some("tyk")
+        Some(P::Tyk)
     } else if any(&["start_time", "@timestamp", "timestamp"])
         && any(&[
             "downstream_remote_address",
@@ -570,9 +571,9 @@ pub fn detect(keys: &[&str]) -> Option<&'static str> {
             "upstream_service_time",
         ])
     {
-        Some("envoy")
+        Some(P::Envoy)
     } else if has("route_id") || has("apisix_latency") || (has("start_time") && has("client_ip")) {
-        Some("apisix")
+        Some(P::Apisix)
     } else if any(&[
         "request_uri",
         "remote_addr",
@@ -581,10 +582,31 @@ pub fn detect(keys: &[&str]) -> Option<&'static str> {
         "http_user_agent",
         "body_bytes_sent",
     ]) {
-        Some("nginx")
+        Some(P::Nginx)
     } else if has("start_time") && has("response_code") {
-        Some("envoy")
+        Some(P::Envoy)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_built_in_with_transforms_that_parse() {
+        for p in P::ALL {
+            let b = find(*p).unwrap_or_else(|| panic!("{p} has no built-in entry"));
+            assert!(!b.no_token_hint.is_empty(), "{p}");
+            for (field, from, tr) in b.fields {
+                assert!(!from.is_empty(), "{p}.{field}");
+                for t in *tr {
+                    assert!(Transform::parse(t).is_ok(), "{p}.{field}: {t}");
+                }
+            }
+            assert!(preset(*p).contains_key(&F::Timestamp), "{p}");
+            assert!(super::super::FieldMap::preset(*p).is_some(), "{p}");
+        }
     }
 }

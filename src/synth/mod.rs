@@ -1185,10 +1185,10 @@ fn encode(r: &Req, t: &Token, format: &str, rng: &mut ChaCha8Rng) -> serde_json:
 /// opaque tokens (labels carry the token ids it will derive).
 pub fn generate(sc: &Scenario, name: &str, hash_key: &[u8]) -> Result<Dataset, String> {
     for f in &sc.formats {
-        if !crate::config::PRESETS.contains(&f.as_str()) {
+        if crate::format::Preset::parse(f).is_none() {
             return Err(format!(
                 "scenario format `{f}` is not a preset ({})",
-                crate::config::PRESETS.join(", ")
+                crate::format::Preset::NAMES.join(", ")
             ));
         }
     }
