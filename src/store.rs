@@ -15,10 +15,17 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::decide::ActionStatus;
 
-mod outbox;
+mod actions;
+mod audit;
+mod commands;
+mod deliveries;
+mod endpoints;
+mod manual;
 mod records;
 mod views;
-pub use outbox::*;
+pub use actions::ActionRow;
+pub use deliveries::*;
+pub use endpoints::*;
 pub use records::*;
 pub use views::*;
 
@@ -27,6 +34,18 @@ impl ToSql for ActionStatus {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::from(self.as_str()))
     }
+}
+
+/// Run a query and map every row: the one place rows are collected (in a
+/// transaction or on the connection).
+fn query_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    stmt.query_map(args, f)?.collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +191,9 @@ impl Store {
                  detail TEXT NOT NULL);",
         ))
         .map_err(err)?;
-        busy_retry(|| conn.execute_batch(outbox::SCHEMA)).map_err(err)?;
+        for schema in [deliveries::SCHEMA, endpoints::SCHEMA, commands::SCHEMA] {
+            busy_retry(|| conn.execute_batch(schema)).map_err(err)?;
+        }
         busy_retry(|| conn.execute_batch(views::SCHEMA)).map_err(err)?;
         // Added after the first release of the schema.
         match conn.execute("ALTER TABLE actions ADD COLUMN sealed BLOB", []) {
@@ -212,6 +233,35 @@ impl Store {
             path: self.path.clone(),
             source,
         }
+    }
+
+    /// Run a query and map every row (see [`query_rows`]).
+    fn rows<T>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        query_rows(&self.conn, sql, args, f).map_err(|e| self.err(e))
+    }
+
+    /// Run `f` in one transaction, committed when it returns `Ok` and
+    /// rolled back otherwise; its errors name the store file.
+    fn in_tx<T>(
+        &mut self,
+        behavior: rusqlite::TransactionBehavior,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let run = |conn: &mut Connection| {
+            let tx = conn.transaction_with_behavior(behavior)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run(&mut self.conn).map_err(|source| StoreError {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// A random id fixed when the database was created.
@@ -396,14 +446,11 @@ impl Store {
     /// Findings recorded but not confirmed produced (a crash came between):
     /// `(id, token_id, json)`.
     pub fn unproduced(&self) -> Result<Vec<(String, String, String)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, token_id, json FROM findings WHERE produced = 0 ORDER BY event_ts")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.rows(
+            "SELECT id, token_id, json FROM findings WHERE produced = 0 ORDER BY event_ts",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
     }
 
     /// Record what the policy decided, in one transaction: incidents
@@ -415,58 +462,36 @@ impl Store {
         decisions: &[crate::decide::Decision],
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        let n = write_decisions(&tx, decisions, now_ms, self.custody.as_deref()).map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(n)
+        let custody = self.custody.clone();
+        self.in_tx(rusqlite::TransactionBehavior::Deferred, |tx| {
+            write_decisions(tx, decisions, now_ms, custody.as_deref())
+        })
     }
 
     /// Open incidents (to rebuild the policy's state after a restart).
     pub fn open_incidents(&self) -> Result<Vec<crate::decide::Incident>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT json FROM incidents WHERE open = 1")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            if let Ok(i) = serde_json::from_str(&r.map_err(|e| self.err(e))?) {
-                out.push(i);
-            }
-        }
-        Ok(out)
+        let rows = self.rows("SELECT json FROM incidents WHERE open = 1", [], |r| {
+            r.get::<_, String>(0)
+        })?;
+        Ok(rows
+            .iter()
+            .filter_map(|j| serde_json::from_str(j).ok())
+            .collect())
     }
 
     /// Rules whose fuse tripped and was not reset.
     pub fn tripped_fuses(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT rule FROM fuses ORDER BY rule")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.rows("SELECT rule FROM fuses ORDER BY rule", [], |r| r.get(0))
     }
 
     /// Revocations decided for execution: `(rule, event time)`, for the budgets.
     pub fn executed_revocations(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT rule, event_ts FROM actions WHERE kind = 'revoke' AND rule != 'manual'
-                 AND state IN ('pending', 'dispatched', 'done', 'failed', 'no_endpoint') ORDER BY event_ts",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.rows(
+            "SELECT rule, event_ts FROM actions WHERE kind = 'revoke' AND rule != 'manual'
+             AND state IN ('pending', 'dispatched', 'done', 'failed', 'no_endpoint') ORDER BY event_ts",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Action requests in a state (`pending`, `observed`, …): `(id, json)`.
@@ -474,26 +499,11 @@ impl Store {
         &self,
         state: ActionStatus,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, json FROM actions WHERE state = ?1 ORDER BY event_ts, id")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![state], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
-    }
-
-    /// The audit log, oldest first: `(actor, what, target, detail)`.
-    pub fn audit_log(&self) -> Result<Vec<(String, String, String, String)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT actor, what, target, detail FROM audit ORDER BY seq")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.rows(
+            "SELECT id, json FROM actions WHERE state = ?1 ORDER BY event_ts, id",
+            params![state],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Number of findings recorded.
@@ -532,7 +542,6 @@ fn write_decisions(
         )?;
         for a in &d.actions {
             let (state, why) = a.state.describe();
-            let state = state.as_str();
             let kind = a.kind.as_str();
             // The raw token travels sealed with revocations that will (or
             // may, once approved) be executed.
@@ -544,36 +553,33 @@ fn write_decisions(
                 ) => c.sealed(&a.token_id).map(|s| s.0),
                 _ => None,
             };
-            let n = tx.execute(
-                "INSERT OR IGNORE INTO actions (id, incident_id, kind, rule, state, why, finding_id, token_id, event_ts, created_ms, json, sealed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    a.id,
-                    a.incident_id,
+            let n = actions::insert_action(
+                tx,
+                &actions::NewAction {
+                    id: &a.id,
+                    incident_id: &a.incident_id,
                     kind,
-                    a.rule,
+                    rule: &a.rule,
                     state,
                     why,
-                    a.finding_id,
-                    a.token_id,
-                    a.event_ts,
-                    now_ms,
-                    serde_json::to_string(a).unwrap_or_default(),
-                    sealed
-                ],
+                    finding_id: &a.finding_id,
+                    token_id: &a.token_id,
+                    event_ts: a.event_ts,
+                    created_ms: now_ms,
+                    json: &serde_json::to_string(a).unwrap_or_default(),
+                    sealed: sealed.as_deref(),
+                },
             )?;
             if n == 1 {
                 new += 1;
-                crate::telemetry::action(kind, state);
-                tx.execute(
-                    "INSERT INTO audit (at_ms, actor, what, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        now_ms,
-                        format!("rule:{}", a.rule),
-                        format!("{kind} {state}"),
-                        a.token_id,
-                        a.summary
-                    ],
+                crate::telemetry::action(kind, state.as_str());
+                audit::audit(
+                    tx,
+                    now_ms,
+                    &format!("rule:{}", a.rule),
+                    &format!("{kind} {}", state.as_str()),
+                    &a.token_id,
+                    &a.summary,
                 )?;
             }
             if why.starts_with("fuse tripped now") {

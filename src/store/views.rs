@@ -368,20 +368,6 @@ impl Store {
         Ok((rows, total))
     }
 
-    /// Run a query and map every row.
-    fn rows<T>(
-        &self,
-        sql: &str,
-        args: impl rusqlite::Params,
-        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>, StoreError> {
-        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
-        stmt.query_map(args, f)
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))
-    }
-
     fn pairs(
         &self,
         sql: &str,
