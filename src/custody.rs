@@ -50,6 +50,30 @@ pub struct TokenFacts {
     pub exp_ms: Option<i64>,
 }
 
+impl std::fmt::Debug for RawToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawToken")
+            .field("token_id", &self.token_id)
+            .field("raw", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A raw token for custody, handed out once per distinct token. The
+/// decoder does not seal it itself: sealing takes a random nonce, and the
+/// pure core has no randomness; the edge seals it at once
+/// ([`Custody::keep_all`]) and the string is zeroed when
+/// this is dropped.
+pub struct RawToken {
+    pub token_id: Arc<str>,
+    pub raw: zeroize::Zeroizing<String>,
+    pub facts: TokenFacts,
+    pub exp_ms: Option<i64>,
+    /// The event's time (custody keeps a token without `exp` for a while
+    /// from it).
+    pub ts: i64,
+}
+
 struct Entry {
     sealed: Sealed,
     facts: TokenFacts,
@@ -206,6 +230,14 @@ impl Custody {
             },
         );
         true
+    }
+
+    /// Seal the raw tokens a decoder handed out
+    /// ([`crate::decode::Decoder::take_raw_tokens`]).
+    pub fn keep_all(&self, tokens: impl Iterator<Item = RawToken>) {
+        for t in tokens {
+            self.keep(&t.token_id, &t.raw, t.facts, t.exp_ms, t.ts);
+        }
     }
 
     /// The sealed token for an id, if in custody.

@@ -8,6 +8,8 @@
 //! them at once, each with its key and line), so the lists of known names
 //! exist once, here.
 
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use serde::Deserialize;
 
 /// Declares a closed set of names read from `rules.toml`, with `ALL`,

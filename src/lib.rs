@@ -2,10 +2,13 @@
 //!
 //! Module map, in the order a record flows:
 //!
-//! - [`source`]: where records come from (files, stdin; Kafka later).
+//! - [`event`], [`format`], [`config`]: the vocabulary at the bottom (records,
+//!   finding kinds, formats' fields and presets, `rules.toml`).
+//! - [`source`]: where records come from (files, stdin).
 //! - [`decode`]: gateway formats → typed [`event::AccessEvent`]; raw tokens stop here.
 //! - [`enrich`]: geo, ASN, network class, client fingerprint.
 //! - [`detect`]: the event-time engine, per-token state and the detectors.
+//! - [`process`]: the record step shared by replay, `run` and `demo`.
 //! - [`pipeline`]: wiring for replays (merging inputs by event time).
 //! - [`explain`]: `tokenwatch explain`, what the decoder read from each record.
 //! - [`kafka`]: the streaming service (`tokenwatch run`) and `replay --to-kafka`.
@@ -17,7 +20,6 @@
 //! - [`store`]: SQLite: checkpoints, findings, incidents, outbox, audit.
 //! - [`telemetry`]: every metric, through the `metrics` facade.
 //! - [`clock`]: the wall clock, for the edges only.
-//! - [`config`]: `rules.toml`, documented and validated.
 //! - [`synth`]: labeled synthetic traffic and matching GeoIP databases.
 //! - [`eval`]: scores findings against ground-truth labels.
 //!

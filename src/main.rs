@@ -729,10 +729,6 @@ fn run(cli: Cli) -> Result<()> {
                 .context("installing the SIGINT/SIGTERM handler")?;
             let health = Arc::new(tokenwatch::health::Health::default());
             let custody = custody(&cfg)?;
-            let settings = match &custody {
-                Some(c) => settings.with_custody(c.clone()),
-                None => settings,
-            };
             let deny = Arc::new(tokenwatch::act::DenyList::default());
             let ops_listen = cfg.kafka.as_ref().and_then(|k| k.ops_listen);
             let prometheus = if ops_listen.is_some() || cfg.dashboard.enabled {

@@ -4,11 +4,14 @@
 //! merged by time first). Replay gives exactly the findings live processing
 //! gave because both go through here.
 //!
-//! Pure: no I/O, no clock. Drops are handed back, with the event's index in
-//! its record, for the edge to count, dead-letter or report.
+//! No I/O, no clock. Drops are handed back, with the event's index in its
+//! record, for the edge to count, dead-letter or report. The one effect:
+//! given a custody, the raw tokens the decoder hands out are sealed into it
+//! here, right after the record is decoded.
 
 use std::sync::Arc;
 
+use crate::custody::Custody;
 use crate::decode::Decoder;
 use crate::enrich::Enricher;
 use crate::event::{AccessEvent, Drop, Enriched, SourcePos};
@@ -26,6 +29,7 @@ pub struct RecordPos {
 pub struct Processor {
     enricher: Arc<Enricher>,
     decoded: Vec<Result<AccessEvent, Drop>>,
+    custody: Option<Arc<Custody>>,
 }
 
 impl Processor {
@@ -33,6 +37,22 @@ impl Processor {
         Processor {
             enricher,
             decoded: Vec::new(),
+            custody: None,
+        }
+    }
+
+    /// Seal the raw tokens of accepted requests into `custody` (the
+    /// decoder must be built with `DecodeSettings::keep_raw_tokens`).
+    pub fn with_custody(mut self, custody: Option<Arc<Custody>>) -> Processor {
+        self.custody = custody;
+        self
+    }
+
+    /// Hand the raw tokens of the record `decoder` just decoded to custody
+    /// (the forwarders' path decodes without enriching, and calls this).
+    pub fn keep_raw_tokens(&self, decoder: &mut Decoder) {
+        if let Some(c) = &self.custody {
+            c.keep_all(decoder.take_raw_tokens());
         }
     }
 
@@ -50,6 +70,7 @@ impl Processor {
     ) {
         self.decoded.clear();
         decoder.decode(record, &mut self.decoded);
+        self.keep_raw_tokens(decoder);
         for (i, r) in self.decoded.drain(..).enumerate() {
             let index = u32::try_from(i).unwrap_or(u32::MAX);
             match r {

@@ -705,6 +705,17 @@ pub(crate) mod outbox_tests {
         }
     }
 
+    fn as_json(fs: &[Finding]) -> Vec<Vec<u8>> {
+        fs.iter().map(|f| serde_json::to_vec(f).unwrap()).collect()
+    }
+
+    fn stored<'a>(fs: &'a [Finding], jsons: &'a [Vec<u8>]) -> Vec<StoredFinding<'a>> {
+        fs.iter()
+            .zip(jsons)
+            .map(|(f, j)| StoredFinding::of(f, j))
+            .collect()
+    }
+
     /// Decisions land in the outbox with their findings, once; a restarted
     /// policy keeps its budgets and tripped fuses from the store.
     #[test]
@@ -716,12 +727,8 @@ pub(crate) mod outbox_tests {
         policy.rules[0].max_revocations_per_minute = 2;
         let mut decider = Decider::new(&policy);
         let fs: Vec<Finding> = (0..4).map(finding).collect();
-        let jsons: Vec<Vec<u8>> = fs.iter().map(|f| serde_json::to_vec(f).unwrap()).collect();
-        let rows: Vec<StoredFinding<'_>> = fs
-            .iter()
-            .zip(&jsons)
-            .map(|(f, j)| StoredFinding::of(f, j))
-            .collect();
+        let jsons = as_json(&fs);
+        let rows = stored(&fs, &jsons);
         let fresh = store
             .insert_findings_and_decide(&rows, 0, |i| Some(decider.decide(&fs[i])))
             .unwrap();
@@ -770,12 +777,8 @@ pub(crate) mod outbox_tests {
         policy.rules[0].max_revocations_per_minute = 1;
         let mut decider = Decider::new(&policy);
         let fs: Vec<Finding> = (0..2).map(finding).collect();
-        let jsons: Vec<Vec<u8>> = fs.iter().map(|f| serde_json::to_vec(f).unwrap()).collect();
-        let rows: Vec<StoredFinding<'_>> = fs
-            .iter()
-            .zip(&jsons)
-            .map(|(f, j)| StoredFinding::of(f, j))
-            .collect();
+        let jsons = as_json(&fs);
+        let rows = stored(&fs, &jsons);
         store
             .insert_findings_and_decide(&rows, 0, |i| Some(decider.decide(&fs[i])))
             .unwrap();

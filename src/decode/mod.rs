@@ -27,6 +27,7 @@ use ipnet::IpNet;
 use serde_json::value::RawValue;
 
 use crate::config::{Config, TokenIdentity};
+pub use crate::custody::RawToken;
 use crate::event::{AccessEvent, Drop, DropReason, IdentityKind, TokenId, stable_hash};
 use crate::format::{Field as F, FieldSource, NFIELDS, Preset};
 use json::{LazyObject, PointerPart, Scalar};
@@ -131,8 +132,8 @@ pub struct DecodeSettings {
     /// made to collide with a victim's.
     sip_key: [u8; 16],
     custom: BTreeMap<String, Arc<FieldMap>>,
-    /// Where raw tokens go when a revocation strategy needs them.
-    custody: Option<Arc<crate::custody::Custody>>,
+    /// Hand raw tokens out for custody (a revocation strategy needs them).
+    keep_raw: bool,
     /// The issuer's keys (`[identity] jwks`): a JWT that does not verify is
     /// a rejected request.
     verifier: Option<Arc<verify::Verifier>>,
@@ -161,7 +162,7 @@ impl DecodeSettings {
             credential_per_token: config.input.credential_kind
                 == crate::config::CredentialKind::PerToken,
             custom,
-            custody: None,
+            keep_raw: false,
             verifier: None,
         })
     }
@@ -173,10 +174,11 @@ impl DecodeSettings {
         self.hasher.subkey(b"tokenwatch repartition seal v1")
     }
 
-    /// Keep every distinct raw token seen in `custody` (sealed), under its
-    /// token id, so a revocation strategy can present it later.
-    pub fn with_custody(mut self, custody: Arc<crate::custody::Custody>) -> DecodeSettings {
-        self.custody = Some(custody);
+    /// Hand every distinct raw token of an accepted request out once
+    /// ([`Decoder::take_raw_tokens`]), for the edge to seal into custody
+    /// so a revocation strategy can present it later.
+    pub fn keep_raw_tokens(mut self) -> DecodeSettings {
+        self.keep_raw = true;
         self
     }
 
@@ -221,6 +223,7 @@ impl DecodeSettings {
             format,
             tokens: TokenCache::new(self.sip_key),
             seen: None,
+            raw: Vec::new(),
         })
     }
 
@@ -395,6 +398,8 @@ pub struct Decoder {
     /// `tokenwatch explain`: what each decoded object's hashed fields said,
     /// one entry per result pushed (`None` for a drop).
     seen: Option<Vec<Option<Seen>>>,
+    /// Raw tokens of the last record for custody (`keep_raw_tokens`).
+    raw: Vec<RawToken>,
 }
 
 /// The values behind an event's hashed fields, kept only when explaining
@@ -454,7 +459,14 @@ impl Decoder {
 
     /// Decode one record (one line): pushes one result per JSON object.
     pub fn decode(&mut self, record: &[u8], out: &mut Vec<Result<AccessEvent, Drop>>) {
+        // Bounded to one record's tokens even if the edge never takes them.
+        self.raw.clear();
         self.decode_at(record, 0, out);
+    }
+
+    /// The raw tokens the last [`Decoder::decode`] handed out for custody.
+    pub fn take_raw_tokens(&mut self) -> std::vec::Drain<'_, RawToken> {
+        self.raw.drain(..)
     }
 
     fn push(
@@ -612,7 +624,7 @@ impl Decoder {
             map: &map,
             settings: &self.settings,
         };
-        let r = ext.event(&mut self.tokens).map(|e| {
+        let r = ext.event(&mut self.tokens, &mut self.raw).map(|e| {
             let seen = self.seen.as_ref().map(|_| ext.seen(&e));
             (e, seen)
         });
@@ -895,7 +907,11 @@ impl<'a> Extract<'a, '_> {
         })
     }
 
-    fn event(&self, cache: &mut TokenCache) -> Result<AccessEvent, Drop> {
+    fn event(
+        &self,
+        cache: &mut TokenCache,
+        raw_out: &mut Vec<RawToken>,
+    ) -> Result<AccessEvent, Drop> {
         let ts = self.timestamp()?;
         let peer = self.string(F::PeerIp)?;
         let xff = self.string(F::ForwardedFor)?;
@@ -1027,17 +1043,22 @@ impl<'a> Extract<'a, '_> {
             };
         let token_exp = parsed.as_ref().and_then(|c| c.exp);
         if !rejected
-            && let (Some(custody), Some(raw), Some(p)) = (&self.settings.custody, auth, &parsed)
+            && self.settings.keep_raw
+            && let (Some(raw), Some(p)) = (auth, &parsed)
             && !p.kept.swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            // Once per distinct token: sealed, never kept in the clear. A
-            // token without `exp` is kept `max_age_secs` from this event.
-            let facts = crate::custody::TokenFacts {
-                session_id: p.sid.clone(),
-                issuer: p.iss.clone(),
+            // Once per distinct token, for the edge to seal.
+            raw_out.push(RawToken {
+                token_id: token_id.clone(),
+                raw: zeroize::Zeroizing::new(raw.to_string()),
+                facts: crate::custody::TokenFacts {
+                    session_id: p.sid.clone(),
+                    issuer: p.iss.clone(),
+                    exp_ms: token_exp,
+                },
                 exp_ms: token_exp,
-            };
-            custody.keep(&token_id, raw, facts, token_exp, ts);
+                ts,
+            });
         }
 
         let full_path = self.string(F::Path)?.unwrap_or(Cow::Borrowed("/"));

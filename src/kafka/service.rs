@@ -56,9 +56,13 @@ pub fn run(
         .as_ref()
         .ok_or_else(|| ServiceError::Setup("no [kafka] section in the configuration".into()))?;
     let mut store = Store::open(&cfg.store.path)?;
-    if let Some(c) = custody {
-        store.set_custody(c);
-    }
+    let settings = match &custody {
+        Some(c) => {
+            store.set_custody(c.clone());
+            settings.keep_raw_tokens()
+        }
+        None => settings,
+    };
     // Commands queued while no instance ran are already in the restored state.
     let _ = store.take_commands();
     let mut decider = crate::decide::Decider::new(&cfg.policy);
@@ -139,7 +143,7 @@ pub fn run(
         cfg,
         kc,
         settings,
-        processor: crate::process::Processor::new(enricher),
+        processor: crate::process::Processor::new(enricher).with_custody(custody),
         roles,
         repartition_topic,
         changelog: kc.changelog_topic.clone(),
@@ -347,6 +351,7 @@ impl Service<'_> {
                 f.next = Some(off + 1);
                 self.decoded.clear();
                 f.decoder.decode(payload, &mut self.decoded);
+                self.processor.keep_raw_tokens(&mut f.decoder);
                 warn_xff(&mut self.xff_warned, &f.decoder);
                 let mut first_drop: Option<(Drop, usize)> = None;
                 let mut key: Option<String> = None;
