@@ -74,6 +74,7 @@ pub struct PolicyConfig {
     /// Revocations allowed across all rules (event time). Past either, every
     /// rule trips to observe until a person resets the fuse.
     pub max_revocations_per_minute: u32,
+    /// Revocations allowed across all rules per hour (event time).
     pub max_revocations_per_hour: u32,
     /// More alerts than this in one minute are folded into a digest.
     pub digest_after_alerts_per_minute: u32,
@@ -88,16 +89,22 @@ pub struct PolicyConfig {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProtectedConfig {
+    /// Subjects (`sub`) whose revocations always wait for a person.
     pub subjects: Vec<String>,
+    /// OAuth clients whose tokens' revocations always wait for a person.
     pub client_ids: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct NeverActConfig {
+    /// Client networks never acted on (a corporate egress, a test range).
     pub cidrs: Vec<IpNet>,
+    /// Client ASNs never acted on.
     pub asns: Vec<u32>,
+    /// Subjects never acted on.
     pub subjects: Vec<String>,
+    /// OAuth clients never acted on.
     pub client_ids: Vec<String>,
 }
 
@@ -115,6 +122,7 @@ pub enum ActionKind {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRule {
+    /// The rule's name, shown with every action it asks for and in the audit log.
     pub name: String,
     /// Finding kinds (`token_replay`, …); empty = every kind.
     #[serde(default)]
@@ -128,6 +136,7 @@ pub struct PolicyRule {
     /// Scope (tenant): client_ids; empty = every client.
     #[serde(default)]
     pub client_ids: Vec<String>,
+    /// What an incident this rule matches may trigger (`revoke`, `alert`).
     pub actions: Vec<ActionKind>,
     /// `observe` records what would have been done; `enforce` does it.
     #[serde(default = "default_observe")]
@@ -135,6 +144,7 @@ pub struct PolicyRule {
     /// This rule's revocation budget (event time); past it, the rule trips to observe.
     #[serde(default = "default_rule_per_minute")]
     pub max_revocations_per_minute: u32,
+    /// This rule's revocation budget per hour (event time).
     #[serde(default = "default_rule_per_hour")]
     pub max_revocations_per_hour: u32,
 }
@@ -316,6 +326,7 @@ impl KafkaConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaTopic {
+    /// The topic's name.
     pub name: String,
     /// A preset, a `[formats.NAME]`, or `auto`.
     #[serde(default = "default_auto")]
@@ -465,9 +476,13 @@ pub struct GeoIpConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkClassesConfig {
+    /// ASNs of home broadband networks.
     pub residential: Vec<u32>,
+    /// ASNs of mobile carriers (addresses shared, places coarse).
     pub mobile: Vec<u32>,
+    /// ASNs of hosting and cloud providers.
     pub hosting: Vec<u32>,
+    /// ASNs of commercial VPN and relay exits.
     pub vpn: Vec<u32>,
     /// Class of ASNs in no list and with no telling organisation name.
     pub default: Option<NetClass>,
@@ -513,10 +528,15 @@ impl ActionKind {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorsConfig {
+    /// A token used from a second device while its owner still uses it.
     pub token_replay: TokenReplayConfig,
+    /// Moves faster than travel allows, after the geolocation's error bars.
     pub impossible_travel: ImpossibleTravelConfig,
+    /// Datacenter or VPN addresses with scripting clients on user tokens.
     pub suspicious_network: SuspiciousNetworkConfig,
+    /// Far more data than the subject's (or client's) baseline, at several time scales.
     pub bulk_siphon: BulkSiphonConfig,
+    /// Distinct object ids with many 403/404s, fast or low and slow.
     pub enumeration: EnumerationConfig,
 }
 
@@ -524,8 +544,11 @@ pub struct DetectorsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenReplayConfig {
+    /// Run this detector.
     pub enabled: bool,
+    /// `observe` (findings only) or `enforce` (the policy may act).
     pub mode: Mode,
+    /// The severity of its findings.
     pub severity: Severity,
     /// The first client counts as still active if seen this recently.
     pub concurrency_window_secs: u64,
@@ -536,6 +559,7 @@ pub struct TokenReplayConfig {
     /// scripting client or another device class) and the subject never used
     /// that device.
     pub report_switches: bool,
+    /// No second finding of this kind for the same token within this many seconds.
     pub cooldown_secs: u64,
 }
 
@@ -556,8 +580,11 @@ impl Default for TokenReplayConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImpossibleTravelConfig {
+    /// Run this detector.
     pub enabled: bool,
+    /// `observe` (findings only) or `enforce` (the policy may act).
     pub mode: Mode,
+    /// The severity of its findings.
     pub severity: Severity,
     /// Speeds above this (after subtracting both accuracy radii) are impossible.
     pub max_speed_kmh: f64,
@@ -566,6 +593,7 @@ pub struct ImpossibleTravelConfig {
     /// Use from the earlier place again within this window after the jump
     /// counts as overlapping use, the strongest signal (severity critical).
     pub overlap_window_secs: u64,
+    /// No second finding of this kind for the same token within this many seconds.
     pub cooldown_secs: u64,
 }
 
@@ -586,8 +614,11 @@ impl Default for ImpossibleTravelConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SuspiciousNetworkConfig {
+    /// Run this detector.
     pub enabled: bool,
+    /// `observe` (findings only) or `enforce` (the policy may act).
     pub mode: Mode,
+    /// The severity of its findings.
     pub severity: Severity,
     /// Events of history needed first: on residential/mobile networks, or,
     /// for a user token, on any network but this exit (a user behind relay
@@ -595,6 +626,7 @@ pub struct SuspiciousNetworkConfig {
     pub min_history_events: u32,
     /// Only fire when the client is a scripting client (curl, requests…).
     pub require_scripting_client: bool,
+    /// No second finding of this kind for the same token within this many seconds.
     pub cooldown_secs: u64,
 }
 
@@ -614,8 +646,11 @@ impl Default for SuspiciousNetworkConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BulkSiphonConfig {
+    /// Run this detector.
     pub enabled: bool,
+    /// `observe` (findings only) or `enforce` (the policy may act).
     pub mode: Mode,
+    /// The severity of its findings.
     pub severity: Severity,
     /// Sliding window length (minutes, 1-minute buckets, at most 15).
     pub window_minutes: u8,
@@ -661,6 +696,7 @@ pub struct BulkSiphonConfig {
     /// Session minutes of history before the sustained scales judge (the
     /// subject's or client's, across its tokens).
     pub sustained_warmup_minutes: u32,
+    /// No second finding of this kind for the same token within this many seconds.
     pub cooldown_secs: u64,
 }
 
@@ -692,8 +728,11 @@ impl Default for BulkSiphonConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnumerationConfig {
+    /// Run this detector.
     pub enabled: bool,
+    /// `observe` (findings only) or `enforce` (the policy may act).
     pub mode: Mode,
+    /// The severity of its findings.
     pub severity: Severity,
     /// Window length in seconds.
     pub window_secs: u64,
@@ -706,6 +745,7 @@ pub struct EnumerationConfig {
     /// enumeration, a few ids a minute, reaches this many distinct ids with
     /// the same share of 403/404 (0 turns the long window off).
     pub slow_min_distinct_objects: u32,
+    /// No second finding of this kind for the same token within this many seconds.
     pub cooldown_secs: u64,
 }
 
@@ -729,9 +769,13 @@ impl Default for EnumerationConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AllowConfig {
+    /// Client networks (a corporate egress, a monitoring range).
     pub cidrs: Vec<IpNet>,
+    /// Client ASNs.
     pub asns: Vec<u32>,
+    /// Subjects (`sub`).
     pub subjects: Vec<String>,
+    /// OAuth clients.
     pub client_ids: Vec<String>,
     /// Substrings of the user agent.
     pub user_agents: Vec<String>,
@@ -849,9 +893,13 @@ impl<'de> Deserialize<'de> for FormatConfig {
 /// A configuration error with the key and (when known) the line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
+    /// The file the error is in.
     pub file: String,
+    /// The line of the key, when it can be found.
     pub line: Option<usize>,
+    /// The dotted key (`detectors.token_replay.mode`), empty for the whole file.
     pub key: String,
+    /// What is wrong and what to write instead.
     pub message: String,
 }
 

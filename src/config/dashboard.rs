@@ -11,6 +11,7 @@ use serde::Deserialize;
 pub struct DashboardConfig {
     /// Serve the dashboard from `tokenwatch run`.
     pub enabled: bool,
+    /// Where the dashboard listens (`127.0.0.1:8080`; behind a TLS proxy when exposed).
     pub listen: SocketAddr,
     /// Local users. Hash passwords with `tokenwatch hash-password`. With no
     /// users, `run` creates a one-time `admin` password and prints it once:
@@ -47,12 +48,14 @@ pub struct DashboardConfig {
 pub struct OidcConfig {
     /// The provider's issuer URL (discovery at `/.well-known/openid-configuration`).
     pub issuer: String,
+    /// The dashboard's client id at the provider.
     pub client_id: String,
     /// `env:NAME` or `file:/path`.
     pub client_secret: String,
     /// This dashboard's callback, registered at the provider:
     /// `https://tokenwatch.example.com/login/oidc/callback`.
     pub redirect_url: String,
+    /// Scopes asked for; must include `openid`.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
     /// The ID-token claim naming the person, the key of `roles`: `sub`
@@ -64,6 +67,7 @@ pub struct OidcConfig {
     /// Roles by user name; people not listed get `default_role`, or are refused.
     #[serde(default)]
     pub roles: std::collections::BTreeMap<String, Role>,
+    /// The role of people not in `roles`; none refuses them.
     #[serde(default)]
     pub default_role: Option<Role>,
     /// The login button's text.
@@ -125,7 +129,9 @@ impl Role {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
+    /// The login name.
     pub name: String,
+    /// What this user may do (`viewer`, `responder`, `admin`).
     pub role: Role,
     /// Argon2id PHC string (`$argon2id$v=19$…`), from `tokenwatch hash-password`.
     pub password_hash: String,
@@ -134,7 +140,9 @@ pub struct UserConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
+    /// The key's name, recorded as the actor in the audit log.
     pub name: String,
+    /// What this key may do (`viewer`, `responder`, `admin`).
     pub role: Role,
     /// The key itself, as `env:NAME` or `file:/path` (at least 32 characters).
     pub key: String,

@@ -18,7 +18,9 @@ use crate::event::FindingKind;
 pub struct ResponseConfig {
     /// Base URL of the dashboard, for links in alerts.
     pub dashboard_url: String,
+    /// How raw tokens are kept (sealed) for strategies that present them.
     pub custody: CustodyConfig,
+    /// Retries, backoff, leases and breakers of the deliveries.
     pub delivery: DeliveryConfig,
     /// Revocation strategies. Every revoker whose scope matches a revoke
     /// action is called (e.g. RFC 7009 at the IdP and the gateway deny-list).
@@ -74,6 +76,7 @@ pub struct DeliveryConfig {
     /// Exponential backoff with full jitter between these bounds; a longer
     /// `Retry-After` from the endpoint wins.
     pub backoff_initial_ms: u64,
+    /// The longest wait between two attempts of one delivery.
     pub backoff_max_ms: u64,
     /// Consecutive failures that open an endpoint's circuit breaker.
     pub breaker_failures: u32,
@@ -125,9 +128,11 @@ pub enum ClientAuth {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClientCredentials {
+    /// The client's id at the authorization server.
     pub client_id: String,
     /// `env:NAME` or `file:/path`.
     pub client_secret: String,
+    /// How the client authenticates (`client_secret_basic`, `client_secret_post`).
     #[serde(default = "default_basic")]
     pub auth_method: ClientAuth,
 }
@@ -141,9 +146,12 @@ fn default_basic() -> ClientAuth {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminAuth {
+    /// The token endpoint the admin token is fetched from.
     pub token_endpoint: String,
+    /// The admin client's credentials (client credentials grant).
     #[serde(flatten)]
     pub client: ClientCredentials,
+    /// The scope asked for, when the server needs one.
     #[serde(default)]
     pub scope: Option<String>,
 }
@@ -154,6 +162,7 @@ pub struct AdminAuth {
 pub struct RevokerConfig {
     /// Names the endpoint in audit entries, metrics and breaker state.
     pub name: String,
+    /// The strategy: `rfc7009`, `http`, `deny_list` or `caep`.
     pub kind: RevokerKind,
     /// Scope: the token's client_id; empty = every client.
     #[serde(default)]
@@ -183,12 +192,16 @@ pub struct RevokerConfig {
     /// `hydra_revoke_login`), or none and `method`/`url`/`headers`/`body`.
     #[serde(default)]
     pub template: Option<HttpTemplate>,
+    /// http: the method (default `POST`, or the template's).
     #[serde(default)]
     pub method: Option<String>,
+    /// http: the URL, with `{placeholders}` (percent-encoded).
     #[serde(default)]
     pub url: Option<String>,
+    /// http: headers; values may be `env:`/`file:` references.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// http: the body, with `{placeholders}` (JSON-escaped).
     #[serde(default)]
     pub body: Option<String>,
     /// http: values for `{name}` placeholders (`base_url`, `realm`, …);
@@ -214,6 +227,7 @@ pub struct RevokerConfig {
     /// caep: the SET issuer and audience.
     #[serde(default)]
     pub issuer: Option<String>,
+    /// caep: the SET audience (the receiver).
     #[serde(default)]
     pub audience: Option<String>,
     /// caep: `ES256` (PKCS#8 PEM key), `RS256` (PEM) or `HS256` (shared secret).
@@ -276,7 +290,9 @@ pub enum ChannelKind {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
+    /// The channel's name, in the audit log and in `exclude`.
     pub name: String,
+    /// The channel: `email`, `webhook`, `slack`, `teams`, `pagerduty`, `alertmanager`.
     pub kind: ChannelKind,
     /// Routing: the lowest severity sent here (fuse alerts are critical).
     #[serde(default = "default_channel_severity")]
@@ -309,13 +325,16 @@ pub struct ChannelConfig {
     /// `tls` (implicit); default `starttls`, or `tls` for smtps://.
     #[serde(default)]
     pub tls: Option<String>,
+    /// email: the SMTP user name.
     #[serde(default)]
     pub username: Option<String>,
     /// email: `env:`/`file:`.
     #[serde(default)]
     pub password: Option<String>,
+    /// email: the sender address.
     #[serde(default)]
     pub from: Option<String>,
+    /// email: the recipients.
     #[serde(default)]
     pub to: Vec<String>,
 }
