@@ -18,6 +18,9 @@
 //! - [`jwks`]: the issuer's keys for JWT verification, loaded and refreshed.
 //! - [`custody`]: raw tokens, sealed in memory, for RFC 7009 revocation.
 //! - [`store`]: SQLite: checkpoints, findings, incidents, outbox, audit.
+//! - [`service`]: top-level wiring of `run` and `demo`, and what every
+//!   command needs to start (configuration, hash key, decode settings).
+//! - [`shutdown`]: one stop signal, and the threads that serve until it.
 //! - [`telemetry`]: every metric, through the `metrics` facade.
 //! - [`clock`]: the wall clock, for the edges only.
 //! - [`synth`]: labeled synthetic traffic and matching GeoIP databases.
@@ -47,6 +50,8 @@ pub mod pipeline;
 pub mod process;
 pub mod respond;
 pub mod seal;
+pub mod service;
+pub mod shutdown;
 pub mod source;
 pub mod store;
 pub mod synth;

@@ -14,6 +14,7 @@ use tokenwatch::detect::Finding;
 use tokenwatch::enrich::Enricher;
 use tokenwatch::eval::{self, ScoredFinding};
 use tokenwatch::pipeline::{Pipeline, ReplayOptions};
+use tokenwatch::service::{self, keys};
 use tokenwatch::source::LineSource;
 use tokenwatch::synth;
 
@@ -152,6 +153,10 @@ enum Command {
         /// Override kafka.brokers.
         #[arg(long)]
         brokers: Option<String>,
+        /// Override kafka.ops_listen: where /healthz, /readyz and /metrics
+        /// are served (e.g. 127.0.0.1:9464).
+        #[arg(long)]
+        ops_listen: Option<std::net::SocketAddr>,
     },
     /// A person acts on the response: approve or reject a revocation waiting
     /// for approval, reset a tripped safety fuse, resolve an incident, revoke
@@ -249,15 +254,6 @@ fn parse_speed(s: &str) -> Result<f64, String> {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const DEFAULT_RULES: &str = include_str!("../rules.toml");
-const DEMO_SCENARIO: &str = include_str!("../replay/scenarios/demo.toml");
-/// The documented key replays, `explain`, `synth` and the demo use when none
-/// is configured: anyone can compute ids under it, so `run` refuses it.
-const DEFAULT_HASH_KEY: &[u8] = b"tokenwatch-default-hash-key";
-/// A configured key shorter than this is refused (a guessable key makes
-/// `h:` ids computable).
-const MIN_HASH_KEY_BYTES: usize = 16;
-
 fn main() {
     // The service says what it does (assignments, restores, readiness); the
     // batch commands only warn.
@@ -268,6 +264,7 @@ fn main() {
                 .unwrap_or_else(|_| if service { "info" } else { "warn" }.into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
@@ -275,48 +272,8 @@ fn main() {
     }
 }
 
-fn load_config(path: Option<&Path>) -> Result<(Config, PathBuf)> {
-    let result = match path {
-        Some(p) => config::load(p).map(|c| (c, p.parent().unwrap_or(Path::new(".")).to_path_buf())),
-        None => config::load_str(DEFAULT_RULES, "rules.toml (built-in)")
-            .map(|c| (c, PathBuf::from("."))),
-    };
-    result.map_err(|errs| {
-        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        anyhow::anyhow!("invalid configuration:\n  {}", lines.join("\n  "))
-    })
-}
-
-/// Raw-token custody, when a revoker needs raw tokens.
-fn custody(cfg: &Config) -> Result<Option<Arc<tokenwatch::custody::Custody>>> {
-    if !cfg.response.needs_custody() {
-        return Ok(None);
-    }
-    let c = &cfg.response.custody;
-    let key = match &c.key {
-        Some(k) => {
-            let text = config::resolve_secret(k)
-                .map_err(|e| anyhow::anyhow!("response.custody.key: {e}"))?;
-            tokenwatch::custody::parse_key(&text)?
-        }
-        None => {
-            tracing::warn!(
-                "response.custody.key is not set: raw tokens are sealed with a random key for this \
-                 process only, so revocations still pending at a restart cannot present their token \
-                 (set key = \"env:TOKENWATCH_CUSTODY_KEY\", e.g. from `openssl rand -hex 32`)"
-            );
-            zeroize::Zeroizing::new(rand::random::<[u8; 32]>())
-        }
-    };
-    Ok(Some(Arc::new(tokenwatch::custody::Custody::new(
-        &key,
-        c.max_tokens,
-        c.max_age_secs,
-    ))))
-}
-
 fn act_cmd(config_path: &Path, by: &str, act: Act) -> Result<()> {
-    let (cfg, _) = load_config(Some(config_path))?;
+    let (cfg, _) = service::load_config(Some(config_path))?;
     let mut store = tokenwatch::store::Store::open(&cfg.store.path)?;
     let now = tokenwatch::clock::now_ms();
     let done = |ok: bool, what: &str| -> Result<()> {
@@ -393,78 +350,6 @@ fn act_cmd(config_path: &Path, by: &str, act: Act) -> Result<()> {
     }
 }
 
-/// Decode settings for `cfg`, with JWT verification when `[identity]`
-/// names keys (paths relative to `base`, the config file's folder).
-fn decode_settings(cfg: &Config, base: &Path, key: &[u8]) -> Result<DecodeSettings> {
-    let settings = DecodeSettings::new(cfg, key).map_err(anyhow::Error::msg)?;
-    Ok(
-        match tokenwatch::jwks::load(&cfg.identity, base).map_err(anyhow::Error::msg)? {
-            Some(v) => settings.with_verifier(v),
-            None => settings,
-        },
-    )
-}
-
-fn hash_key(cfg: &Config) -> Vec<u8> {
-    configured_hash_key(cfg)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| DEFAULT_HASH_KEY.to_vec())
-}
-
-/// The token hash key from `$TOKENWATCH_HASH_KEY` (`input.token_hash_key_env`)
-/// or `input.token_hash_key` (`env:NAME` / `file:/path`); `None` when
-/// neither is set.
-fn configured_hash_key(cfg: &Config) -> Result<Option<Vec<u8>>> {
-    let env = &cfg.input.token_hash_key_env;
-    let key = if let Ok(k) = std::env::var(env)
-        && !k.is_empty()
-    {
-        k
-    } else if let Some(k) = &cfg.input.token_hash_key {
-        config::resolve_secret(k).map_err(|e| anyhow::anyhow!("input.token_hash_key: {e}"))?
-    } else {
-        return Ok(None);
-    };
-    if key.len() < MIN_HASH_KEY_BYTES {
-        bail!(
-            "the token hash key is {} bytes: use at least {MIN_HASH_KEY_BYTES} random bytes, \
-             e.g. `export {env}=$(openssl rand -hex 32)`",
-            key.len()
-        );
-    }
-    Ok(Some(key.into_bytes()))
-}
-
-/// Batch commands (replay, explain, synth, demo) may run under the
-/// documented key, and say so once.
-fn batch_hash_key(cfg: &Config) -> Result<Vec<u8>> {
-    Ok(match configured_hash_key(cfg)? {
-        Some(k) => k,
-        None => {
-            eprintln!(
-                "note: no token hash key ({} or input.token_hash_key): opaque-token ids (h:…) \
-                 use the built-in documented key, which anyone can compute; set one for real logs",
-                cfg.input.token_hash_key_env
-            );
-            DEFAULT_HASH_KEY.to_vec()
-        }
-    })
-}
-
-/// `run` watches real traffic: it never starts under the documented key.
-fn service_hash_key(cfg: &Config) -> Result<Vec<u8>> {
-    configured_hash_key(cfg)?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "tokenwatch run needs a secret token hash key: the built-in one is public, so anyone \
-             could compute the ids (h:…) of opaque tokens. Set {env} (e.g. \
-             `export {env}=$(openssl rand -hex 32)`, the same on every instance) or \
-             input.token_hash_key = \"file:/path\"",
-            env = cfg.input.token_hash_key_env
-        )
-    })
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Explain {
@@ -474,8 +359,8 @@ fn run(cli: Cli) -> Result<()> {
             limit,
             summary_json,
         } => {
-            let (cfg, base) = load_config(config.as_deref())?;
-            let settings = decode_settings(&cfg, &base, &batch_hash_key(&cfg)?)?;
+            let (cfg, base) = service::load_config(config.as_deref())?;
+            let settings = service::decode_settings(&cfg, &base, &keys::batch(&cfg)?)?;
             let format = format.unwrap_or_else(|| cfg.input.format.clone());
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
@@ -576,7 +461,7 @@ fn run(cli: Cli) -> Result<()> {
             rate,
             key_by_token,
         } => {
-            let (mut cfg, base) = load_config(config.as_deref())?;
+            let (mut cfg, base) = service::load_config(config.as_deref())?;
             if let Some(dest) = to_kafka {
                 return load_kafka(
                     &cfg,
@@ -625,7 +510,7 @@ fn run(cli: Cli) -> Result<()> {
                     "note: no GeoIP City database (--geoip-city): impossible-travel detection is off"
                 );
             }
-            let settings = decode_settings(&cfg, &base, &batch_hash_key(&cfg)?)?;
+            let settings = service::decode_settings(&cfg, &base, &keys::batch(&cfg)?)?;
             let mut sources = Vec::new();
             for i in &inputs {
                 sources.push(LineSource::open(i).with_context(|| format!("opening {i}"))?);
@@ -693,13 +578,13 @@ fn run(cli: Cli) -> Result<()> {
             no_dashboard,
             listen,
             speed,
-        } => demo(
-            config.as_deref(),
-            findings.as_deref(),
+        } => service::demo(service::DemoOptions {
+            config,
+            findings,
             all,
-            (!no_dashboard).then_some(listen),
+            dashboard_at: (!no_dashboard).then_some(listen),
             speed,
-        ),
+        }),
         Command::HashPassword => {
             let mut line = String::new();
             std::io::stdin()
@@ -715,106 +600,17 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Run { config, brokers } => {
-            let (mut cfg, base) = load_config(Some(&config))?;
-            if let (Some(b), Some(k)) = (brokers, cfg.kafka.as_mut()) {
-                k.brokers = b;
-            }
-            let enricher =
-                Arc::new(Enricher::from_config(&cfg, &base).context("loading GeoIP databases")?);
-            let settings = decode_settings(&cfg, &base, &service_hash_key(&cfg)?)?;
-            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let flag = stop.clone();
-            ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
-                .context("installing the SIGINT/SIGTERM handler")?;
-            let health = Arc::new(tokenwatch::health::Health::default());
-            let custody = custody(&cfg)?;
-            let deny = Arc::new(tokenwatch::act::DenyList::default());
-            let ops_listen = cfg.kafka.as_ref().and_then(|k| k.ops_listen);
-            let prometheus = if ops_listen.is_some() || cfg.dashboard.enabled {
-                Some(tokenwatch::ops::install_recorder().map_err(anyhow::Error::msg)?)
-            } else {
-                None
-            };
-            let web_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let web = if cfg.dashboard.enabled {
-                Some(dashboard(
-                    &cfg,
-                    cfg.dashboard.listen,
-                    health.clone(),
-                    prometheus.clone(),
-                    Some(deny.clone()),
-                    web_stop.clone(),
-                    cfg.dashboard.users.is_empty() && cfg.dashboard.api_keys.is_empty(),
-                )?)
-            } else {
-                None
-            };
-            if let (Some(addr), Some(prometheus)) = (ops_listen, prometheus) {
-                let check = cfg
-                    .response
-                    .revokers
-                    .iter()
-                    .find(|r| r.kind == config::RevokerKind::DenyList)
-                    .map(|r| tokenwatch::ops::Check {
-                        deny: deny.clone(),
-                        settings: settings.clone(),
-                        // Validated with the configuration.
-                        places: r
-                            .token_places
-                            .iter()
-                            .filter_map(|p| config::TokenPlace::parse(p).ok())
-                            .collect(),
-                    });
-                tokenwatch::ops::spawn(addr, health.clone(), prometheus, check)
-                    .map_err(anyhow::Error::msg)?;
-            }
-            // The dispatcher stops after the service: the last decisions are
-            // in the outbox, calls in flight finish, the rest waits for the
-            // next start.
-            let dispatch_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let dispatcher =
-                tokenwatch::act::start(&cfg, custody.clone(), deny, dispatch_stop.clone())
-                    .context("starting the dispatcher")?;
-            let stats =
-                tokenwatch::kafka::run(&cfg, settings, custody, enricher, stop, health, |s| {
-                    eprintln!(
-                        "tokenwatch run: consumed {} records, {} events, {} dropped, {} findings \
-                     ({} re-derived after a restart, not produced again), {} partitions, \
-                     {} checkpoints, {} commits",
-                        s.consumed,
-                        s.events,
-                        s.dropped,
-                        s.findings,
-                        s.findings_deduplicated,
-                        s.assigned,
-                        s.checkpoints,
-                        s.commits
-                    );
-                })?;
-            if let Some(l) = &stats.latency_us {
-                eprintln!(
-                    "tokenwatch run: broker timestamp → finding produced: p50 {:.1} ms, p99 {:.1} ms, \
-                     p99.9 {:.1} ms, max {:.1} ms over {} findings",
-                    l.p50 as f64 / 1000.0,
-                    l.p99 as f64 / 1000.0,
-                    l.p999 as f64 / 1000.0,
-                    l.max as f64 / 1000.0,
-                    l.count
-                );
-            }
-            dispatch_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = dispatcher.join();
-            web_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            if let Some(w) = web {
-                let _ = w.join();
-            }
-            eprintln!(
-                "tokenwatch run: stopped cleanly ({} records consumed, state checkpointed)",
-                stats.consumed
-            );
-            Ok(())
-        }
+        Command::Run {
+            config,
+            brokers,
+            ops_listen,
+        } => service::run(
+            &config,
+            service::RunOverrides {
+                brokers,
+                ops_listen,
+            },
+        ),
         Command::Act { config, by, act } => act_cmd(&config, &by, act),
         Command::Synth {
             scenario,
@@ -847,7 +643,8 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_else(|| "default".into());
             let cfg = Config::default();
-            let ds = synth::generate(&sc, &name, &hash_key(&cfg)).map_err(anyhow::Error::msg)?;
+            let ds = synth::generate(&sc, &name, &keys::or_documented(&cfg))
+                .map_err(anyhow::Error::msg)?;
             let files = synth::write(&ds, &out, !plain)?;
             eprintln!(
                 "{} events, {} attacks, {} benign tokens (seed {})",
@@ -894,7 +691,7 @@ fn load_kafka(
 ) -> Result<()> {
     let mut kc = cfg.kafka.clone().unwrap_or_default();
     kc.brokers = brokers.to_string();
-    let settings = DecodeSettings::new(cfg, &batch_hash_key(cfg)?).map_err(anyhow::Error::msg)?;
+    let settings = DecodeSettings::new(cfg, &keys::batch(cfg)?).map_err(anyhow::Error::msg)?;
     let format = format.unwrap_or_else(|| cfg.input.format.clone());
     let mut total = 0;
     for input in inputs {
@@ -918,201 +715,4 @@ fn load_kafka(
     }
     eprintln!("{total} records produced");
     Ok(())
-}
-
-fn demo(
-    config: Option<&Path>,
-    findings_path: Option<&Path>,
-    all: bool,
-    dashboard_at: Option<Option<std::net::SocketAddr>>,
-    speed: Option<f64>,
-) -> Result<()> {
-    let (mut cfg, _) = load_config(config)?;
-    // The demo's Kong gateway authenticates with key-auth, one key per
-    // token: its credentials are per-token identities (README: Kong).
-    cfg.input.credential_kind = config::CredentialKind::PerToken;
-    // Its NGINX sits behind a load balancer, trusted as an operator would.
-    if cfg.input.trusted_proxies.is_empty() {
-        cfg.input.trusted_proxies = synth::world::load_balancers();
-    }
-    let sc: synth::Scenario =
-        toml::from_str(DEMO_SCENARIO).context("replay/scenarios/demo.toml")?;
-    eprintln!(
-        "tokenwatch demo: {} users and {} service clients over {} h, logged by {} gateways ({}), {} attacks mixed in\n",
-        sc.users,
-        sc.services,
-        sc.hours,
-        sc.formats.len(),
-        sc.formats.join(", "),
-        sc.attacks.values().sum::<u32>()
-    );
-    let key = hash_key(&cfg);
-    let ds = synth::generate(&sc, "demo", &key).map_err(anyhow::Error::msg)?;
-    let enricher = Arc::new(synth::world::enricher(&cfg));
-    let settings = DecodeSettings::new(&cfg, &key).map_err(anyhow::Error::msg)?;
-    let sources: Vec<LineSource> = ds
-        .files
-        .iter()
-        .map(|(fmt, data)| LineSource::from_bytes(&format!("{fmt}.jsonl"), data.clone()))
-        .collect();
-    let mut out: Option<Box<dyn Write>> = match findings_path {
-        Some(p) => Some(Box::new(std::io::BufWriter::new(std::fs::File::create(p)?))),
-        None => None,
-    };
-    let mut shown = 0usize;
-    let mut scored = Vec::new();
-    let opts = ReplayOptions {
-        format: "auto".into(),
-        speed,
-        progress: false,
-        max_examples: 5,
-    };
-    let health = Arc::new(tokenwatch::health::Health::default());
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // With the dashboard: findings and decisions go to a store of their
-    // own (removed at exit), served while the replay runs and after it.
-    let demo_dir = std::env::temp_dir().join(format!("tokenwatch-demo-{}", std::process::id()));
-    let web = match dashboard_at {
-        Some(listen) => {
-            std::fs::create_dir_all(&demo_dir)
-                .with_context(|| format!("creating {}", demo_dir.display()))?;
-            cfg.store.path = demo_dir.join("demo.db");
-            // Nothing to save: Ctrl-C ends the demo at once, replay or not.
-            let dir = demo_dir.clone();
-            ctrlc::set_handler(move || {
-                let _ = std::fs::remove_dir_all(&dir);
-                eprintln!("\ntokenwatch demo: stopped");
-                std::process::exit(0);
-            })
-            .context("installing the SIGINT/SIGTERM handler")?;
-            health.set_ok();
-            let prometheus = tokenwatch::ops::install_recorder().ok();
-            Some(dashboard(
-                &cfg,
-                listen.unwrap_or(cfg.dashboard.listen),
-                health.clone(),
-                prometheus,
-                None,
-                stop.clone(),
-                true,
-            )?)
-        }
-        None => None,
-    };
-    let mut pipeline = Pipeline::new(&cfg, settings, enricher);
-    if web.is_some() {
-        let mut store = tokenwatch::store::Store::open(&cfg.store.path)?;
-        // Deliveries as in `run` (with the built-in rules: no channel, so
-        // alerts are recorded as having nowhere to go).
-        let deny = Arc::new(tokenwatch::act::DenyList::default());
-        tokenwatch::act::start(&cfg, None, deny, stop.clone())
-            .context("starting the dispatcher")?;
-        let hub = health.clone();
-        pipeline.live = Some(health.clone());
-        pipeline.on_decision = Some(Box::new(move |f, d| {
-            let now = tokenwatch::clock::now_ms();
-            let f = std::slice::from_ref(f);
-            if let Err(e) =
-                tokenwatch::respond::respond(&mut store, &hub.live, f, now, |_| d.clone())
-            {
-                tracing::warn!("demo store: {e}");
-            }
-        }));
-    }
-    let stdout = std::io::stdout();
-    let summary = pipeline
-        .run(sources, &opts, &mut |f: &Finding| {
-            scored.push(ScoredFinding::from(f));
-            if let Some(o) = out.as_mut() {
-                let _ = writeln!(o, "{}", serde_json::to_string(f).expect("serializes"));
-            }
-            if all || shown < 40 {
-                shown += 1;
-                let _ = writeln!(
-                    stdout.lock(),
-                    "{}  {:<8} {:<18} {:<14} {}\n{:>36}{}",
-                    &f.event_time[..19],
-                    f.severity.as_str().to_uppercase(),
-                    f.kind.as_str(),
-                    f.subject
-                        .as_deref()
-                        .or(f.client_id.as_deref())
-                        .unwrap_or("-"),
-                    f.token_id,
-                    "",
-                    f.summary
-                );
-            } else if shown == 40 {
-                shown += 1;
-                let _ = writeln!(
-                    stdout.lock(),
-                    "… (more findings; `tokenwatch demo --all` shows every one)"
-                );
-            }
-        })
-        .map_err(anyhow::Error::msg)?;
-    if let Some(mut o) = out {
-        o.flush()?;
-    }
-    println!("\n── summary ──\n{}", summary.render());
-    println!(
-        "── accuracy against the injected attacks ──\n{}",
-        eval::score(&ds.labels, &scored).render()
-    );
-    if let Some(w) = web {
-        eprintln!(
-            "\nThe dashboard keeps serving the demo's incidents (see above for the address and password). Ctrl-C stops it."
-        );
-        let _ = w.join();
-        let _ = std::fs::remove_dir_all(&demo_dir);
-    }
-    Ok(())
-}
-
-/// How long the printed one-time admin password is accepted (it is spent by
-/// its first login in any case).
-const ONE_TIME_PASSWORD_SECS: i64 = 3600;
-
-/// Start the dashboard. With `one_time_admin`, an `admin` user with a
-/// random password is added and the password printed once (on stderr); it
-/// logs in once, within [`ONE_TIME_PASSWORD_SECS`].
-fn dashboard(
-    cfg: &Config,
-    listen: std::net::SocketAddr,
-    health: Arc<tokenwatch::health::Health>,
-    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    deny: Option<Arc<tokenwatch::act::DenyList>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    one_time_admin: bool,
-) -> Result<std::thread::JoinHandle<()>> {
-    use tokenwatch::web;
-    let password = one_time_admin.then(|| web::auth::random_token()[..16].to_string());
-    let mut one_time = Vec::new();
-    if let Some(p) = &password {
-        one_time.push(web::auth::OneTimeUser {
-            name: "admin".to_string(),
-            role: config::Role::Admin,
-            password_hash: web::auth::hash_password(p).map_err(anyhow::Error::msg)?,
-            expires_ms: tokenwatch::clock::now_ms() + ONE_TIME_PASSWORD_SECS * 1000,
-        });
-    }
-    let secure = cfg
-        .dashboard
-        .secure_cookies
-        .unwrap_or_else(|| cfg.response.dashboard_url.starts_with("https://"));
-    let auth = web::Auth::new(&cfg.dashboard, one_time, secure).map_err(anyhow::Error::msg)?;
-    let st = web::WebState::new(Arc::new(cfg.clone()), auth, health, prometheus, deny)
-        .map_err(anyhow::Error::msg)?;
-    let (handle, bound) = web::spawn(listen, st, stop).map_err(|e| {
-        anyhow::anyhow!("{e}\n  (for the demo: --listen 127.0.0.1:0 picks a free port, --no-dashboard only prints)")
-    })?;
-    let url = format!("http://{bound}/");
-    match password {
-        Some(p) => eprintln!(
-            "dashboard: {url}  user `admin`, one-time password `{p}` (logs in once, within {} minutes; add [[dashboard.users]] to keep users)",
-            ONE_TIME_PASSWORD_SECS / 60
-        ),
-        None => eprintln!("dashboard: {url}"),
-    }
-    Ok(handle)
 }

@@ -199,43 +199,33 @@ async fn metrics(State(ops): State<Ops>) -> ([(&'static str, &'static str); 1], 
     )
 }
 
-/// Bind now (so a taken port is an error at start) and serve on a
-/// background thread with its own small runtime.
+/// Bind now (so a taken port is an error at start) and serve on a thread
+/// of `threads` until its stop signal.
 pub fn spawn(
     addr: SocketAddr,
     health: Arc<Health>,
     prometheus: PrometheusHandle,
     check: Option<Check>,
+    threads: &mut crate::shutdown::Threads,
 ) -> Result<(), String> {
     let listener =
         std::net::TcpListener::bind(addr).map_err(|e| format!("kafka.ops_listen {addr}: {e}"))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("kafka.ops_listen {addr}: {e}"))?;
-    std::thread::Builder::new()
-        .name("ops-http".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("ops endpoints: {e}");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let app = router(health, prometheus, check);
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        if let Err(e) = axum::serve(l, app).await {
-                            tracing::error!("ops endpoints: {e}");
-                        }
+    threads
+        .spawn("ops-http", 0, move |stop| async move {
+            let app = router(health, prometheus, check);
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => {
+                    let serve = axum::serve(l, app)
+                        .with_graceful_shutdown(async move { stop.triggered().await });
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "ops endpoints stopped");
                     }
-                    Err(e) => tracing::error!("ops endpoints: {e}"),
                 }
-            });
+                Err(e) => tracing::error!(error = %e, "ops endpoints cannot listen"),
+            }
         })
         .map_err(|e| format!("ops endpoints: {e}"))?;
     tracing::info!("ops endpoints on http://{addr}/ (healthz, readyz, metrics)");

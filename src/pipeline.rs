@@ -198,6 +198,9 @@ pub struct Pipeline {
     pub on_decision: Option<Box<DecisionHook>>,
     /// Where processed events are counted for the dashboard.
     pub live: Option<Arc<crate::health::Health>>,
+    /// When it triggers, the replay stops reading and returns what it has
+    /// (the demo's Ctrl-C).
+    pub stop: Option<crate::shutdown::Shutdown>,
 }
 
 pub type DecisionHook = dyn FnMut(&Finding, &crate::decide::Decision);
@@ -212,6 +215,7 @@ impl Pipeline {
             actions: None,
             on_decision: None,
             live: None,
+            stop: None,
         }
     }
 
@@ -325,9 +329,12 @@ impl Pipeline {
             if let Some(speed) = opts.speed {
                 let (t0, w0) = *pace.get_or_insert((ts, Instant::now()));
                 let due = Duration::from_secs_f64(((ts - t0).max(0) as f64 / 1000.0) / speed);
-                let spent = w0.elapsed();
-                if due > spent {
-                    std::thread::sleep(due - spent);
+                // In slices, so a stop is heard while paced.
+                while let Some(wait) = due.checked_sub(w0.elapsed())
+                    && !wait.is_zero()
+                    && !self.stop.as_ref().is_some_and(|s| s.is_triggered())
+                {
+                    std::thread::sleep(wait.min(Duration::from_millis(100)));
                 }
             }
             summary.events += 1;
@@ -338,10 +345,13 @@ impl Pipeline {
                 on_finding(&f);
             }
             since_tick += 1;
-            if since_tick.is_multiple_of(1024)
-                && let Some(h) = &self.live
-            {
-                h.live.add_events(1024);
+            if since_tick.is_multiple_of(1024) {
+                if let Some(h) = &self.live {
+                    h.live.add_events(1024);
+                }
+                if self.stop.as_ref().is_some_and(|s| s.is_triggered()) {
+                    break;
+                }
             }
             if since_tick >= 8192 {
                 since_tick = 0;

@@ -87,8 +87,16 @@ pub fn checkpoint(seconds: f64, bytes: usize) {
     counter!("tokenwatch_checkpoint_bytes_total").increment(bytes as u64);
 }
 
-pub fn restored(tokens: usize) {
-    counter!("tokenwatch_restored_tokens_total").increment(tokens as u64);
+/// A partition's detector state restored at assignment, `from` the local
+/// `store` or the `changelog` topic, with how many tokens it tracks.
+pub fn restored(tokens: usize, from: &'static str) {
+    counter!("tokenwatch_restored_partitions_total", "from" => from).increment(1);
+    counter!("tokenwatch_restored_tokens_total", "from" => from).increment(tokens as u64);
+}
+
+/// Partitions this instance holds now (after each assignment or revocation).
+pub fn assigned_partitions(n: usize) {
+    gauge!("tokenwatch_assigned_partitions").set(n as f64);
 }
 
 pub fn repartition_duplicate() {

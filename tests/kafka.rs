@@ -335,8 +335,8 @@ fn streaming_gives_the_replay_findings_and_dead_letters_poison() {
         &findings,
         Some(&dlq),
     );
-    let (child, rx) = spawn_run(d);
-    let caught_up = wait_consumed(&rx, total, 180);
+    let (child, run) = spawn_run(d);
+    let caught_up = run.consumed(total, 180);
     let got = stop_when_found(child, caught_up, &findings, &expected);
     assert_same_findings(&got, &expected, "streaming vs file replay");
     assert_eq!(got.len(), expected.len(), "no finding produced twice");
@@ -419,54 +419,107 @@ fn lines_of(data: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
-fn spawn_run(dir: &std::path::Path) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+/// `tokenwatch run` in `dir` with its ops endpoints on a free port (the
+/// tests watch the service through /metrics, as an operator's Prometheus
+/// would, not through its log wording); stderr is mirrored.
+fn spawn_run(dir: &std::path::Path) -> (std::process::Child, Ops) {
+    let ops = free_port();
     let mut child = Command::new(bin())
         .current_dir(dir)
-        .args(["run", "--config", "run.toml"])
+        .args(["run", "--config", "run.toml", "--ops-listen"])
+        .arg(format!("127.0.0.1:{ops}"))
         .env("TOKENWATCH_HASH_KEY", "test-hash-key-0123456789abcdef")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[run] {line}");
-            let _ = tx.send(line);
         }
     });
-    (child, rx)
+    (child, Ops(ops))
 }
 
-/// Wait for a progress line reporting at least `n` records read (records
-/// read again after a restore count again).
-fn wait_consumed(rx: &std::sync::mpsc::Receiver<String>, n: usize, secs: u64) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if let Ok(l) = rx.recv_timeout(Duration::from_secs(1))
-            && let Some(rest) = l.split("tokenwatch run: consumed ").nth(1)
-            && rest
-                .split(' ')
-                .next()
-                .and_then(|x| x.parse::<usize>().ok())
-                .is_some_and(|c| c >= n)
-        {
-            return true;
-        }
-    }
-    false
-}
+/// The ops port of one `tokenwatch run`.
+#[derive(Clone, Copy)]
+struct Ops(u16);
 
-fn wait_for(rx: &std::sync::mpsc::Receiver<String>, want: &str, secs: u64) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if let Ok(l) = rx.recv_timeout(Duration::from_secs(1))
-            && l.contains(want)
-        {
-            return true;
+impl Ops {
+    /// The sum of the series of `name` whose labels contain `labels`
+    /// (e.g. `from="changelog"`); `None` while nothing answers or no
+    /// series of it exists yet.
+    fn metric(self, name: &str, labels: &str) -> Option<f64> {
+        let (status, body) = http_get(self.0, "/metrics");
+        if status != 200 {
+            return None;
         }
+        let mut sum = None;
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let (n, l) = series.split_once('{').unwrap_or((series, ""));
+            if n == name
+                && l.contains(labels)
+                && let Ok(v) = value.parse::<f64>()
+            {
+                *sum.get_or_insert(0.0) += v;
+            }
+        }
+        sum
     }
-    false
+
+    /// Wait until `ok` holds for the metric (polled every 200 ms).
+    fn wait(self, name: &str, labels: &str, secs: u64, ok: impl Fn(f64) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if self.metric(name, labels).is_some_and(&ok) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+
+    /// At least `n` records read from Kafka by this process (records read
+    /// again after a restore count again).
+    fn consumed(self, n: usize, secs: u64) -> bool {
+        self.wait("tokenwatch_records_total", "source=\"kafka\"", secs, |v| {
+            v >= n as f64
+        })
+    }
+
+    /// Holding exactly `n` partitions.
+    fn assigned(self, n: usize, secs: u64) -> bool {
+        self.wait("tokenwatch_assigned_partitions", "", secs, |v| {
+            v == n as f64
+        })
+    }
+
+    /// Partitions restored with their state (`from` store or changelog;
+    /// "" for either) and the tokens they brought, once at least
+    /// `partitions` came back with tokens.
+    fn restored(self, from: &str, partitions: usize, secs: u64) -> Option<(u64, u64)> {
+        let labels = if from.is_empty() {
+            String::new()
+        } else {
+            format!("from=\"{from}\"")
+        };
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            let p = self.metric("tokenwatch_restored_partitions_total", &labels);
+            let t = self.metric("tokenwatch_restored_tokens_total", &labels);
+            if let (Some(p), Some(t)) = (p, t)
+                && p >= partitions as f64
+                && t > 0.0
+            {
+                return Some((p as u64, t as u64));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    }
 }
 
 #[test]
@@ -490,17 +543,18 @@ fn a_broker_restart_during_consumption_loses_nothing() {
 
     let (logs, findings) = (unique("tw-rs-logs"), unique("tw-rs-findings"));
     load(d, "first.jsonl", &logs, true);
-    let ops = free_port();
+    // The configured ops_listen is what --ops-listen overrides.
     write_run_config_with(
         d,
         &unique("tw-rs-group"),
         &format!("{{ name = \"{logs}\", format = \"envoy\", keyed = true }}"),
         &findings,
         None,
-        &format!("ops_listen = \"127.0.0.1:{ops}\"\n"),
+        &format!("ops_listen = \"127.0.0.1:{}\"\n", free_port()),
     );
-    let (child, rx) = spawn_run(d);
-    assert!(wait_consumed(&rx, half, 120), "first half not consumed");
+    let (child, run) = spawn_run(d);
+    let ops = run.0;
+    assert!(run.consumed(half, 120), "first half not consumed");
     assert_eq!(http_status(ops, "/readyz"), 200, "ready while consuming");
 
     // The broker goes away and comes back while the service runs; readiness
@@ -524,7 +578,7 @@ fn a_broker_restart_during_consumption_loses_nothing() {
         .unwrap();
     assert!(st.success(), "broker restart");
     load(d, "second.jsonl", &logs, true);
-    let caught_up = wait_consumed(&rx, lines.len(), 180);
+    let caught_up = run.consumed(lines.len(), 180);
     watching.store(false, std::sync::atomic::Ordering::Relaxed);
     let seen = watcher.join().unwrap();
     assert!(
@@ -555,29 +609,10 @@ fn http_body(port: u16, path: &str) -> String {
     http_get(port, path).1
 }
 
-/// `kill -9` at random points and the `restored … N tokens` lines of the restarts.
+/// SIGKILL: no checkpoint, no commit, no goodbye to the group.
 fn kill9(mut child: std::process::Child) {
     child.kill().unwrap();
     let _ = child.wait();
-}
-
-/// Wait for a `kafka: restored …: N tokens` line with N > 0.
-fn wait_restored(rx: &std::sync::mpsc::Receiver<String>, secs: u64) -> Option<u64> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(500))
-            && let Some(rest) = l.split("kafka: restored ").nth(1)
-            && let Some(n) = rest
-                .split(": ")
-                .nth(1)
-                .and_then(|x| x.split(' ').next())
-                .and_then(|x| x.parse::<u64>().ok())
-            && n > 0
-        {
-            return Some(n);
-        }
-    }
-    None
 }
 
 fn create_topic(name: &str, partitions: i32) {
@@ -639,25 +674,25 @@ fn kill_9_mid_stream_loses_nothing_and_restores_state() {
         rng ^= rng << 17;
         rng
     };
-    let (mut child, mut rx) = spawn_run(d);
+    let (mut child, mut run) = spawn_run(d);
     // Kill mid-stream: once the first run is consuming (not while it joins).
-    assert!(wait_consumed(&rx, 1, 60), "first run started consuming");
+    assert!(run.consumed(1, 60), "first run started consuming");
     let mut restored = Vec::new();
     for round in 0..3 {
         let after = Duration::from_millis(800 + next() % 1700);
         eprintln!("crash test (seed {seed}): kill -9 in round {round} after {after:?}");
         std::thread::sleep(after);
         kill9(child);
-        (child, rx) = spawn_run(d);
-        let n = wait_restored(&rx, 60);
+        (child, run) = spawn_run(d);
+        let n = run.restored("store", 1, 60);
         assert!(
             n.is_some(),
             "restart {round} restored no state from the checkpoints"
         );
-        restored.push(n.unwrap_or(0));
+        restored.push(n.map_or(0, |(_, tokens)| tokens));
     }
     assert!(loader.wait().unwrap().success(), "loader");
-    let caught_up = wait_for(&rx, "tokenwatch run: consumed", 60);
+    let caught_up = run.consumed(1, 60);
     let got = stop_when_found(child, caught_up, &findings, &expected);
     assert_same_findings(&got, &expected, "after three kill -9");
     // Issue 14, point 10: the forwarded copies carry the gateway's raw
@@ -705,36 +740,27 @@ fn scale_out_survivor_takes_over_partitions_with_their_state() {
         &findings,
         None,
     );
-    let (a, rx_a) = spawn_run(d);
-    let (b, rx_b) = spawn_run(d);
-    assert!(wait_for(&rx_a, "(now 2)", 60), "A got half");
-    assert!(wait_for(&rx_b, "(now 2)", 60), "B got half");
+    let (a, run_a) = spawn_run(d);
+    let (b, run_b) = spawn_run(d);
+    assert!(run_a.assigned(2, 60), "A got half");
+    assert!(run_b.assigned(2, 60), "B got half");
     let rate = (total / 10).max(1000) as u32;
     let mut loader = load_cmd(d, "all.jsonl", &logs, true, Some(rate))
         .spawn()
         .unwrap();
     // Halfway: A has read half of its share (it owns half the partitions).
-    assert!(wait_consumed(&rx_a, total / 4, 120), "A is consuming");
+    assert!(run_a.consumed(total / 4, 120), "A is consuming");
     kill9(a);
     // Incremental (cooperative) rebalance: the survivor keeps its own two
     // partitions in memory and gets the dead instance's two from the store.
-    let mut restored = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while restored < 2 && Instant::now() < deadline {
-        if wait_restored(&rx_b, 5).is_some() {
-            restored += 1;
-        }
-    }
-    assert_eq!(
-        restored, 2,
-        "the survivor restored the dead instance's state"
-    );
+    let restored = run_b.restored("store", 2, 60);
     assert!(
-        wait_for(&rx_b, "(now 4)", 30),
-        "the survivor took every partition"
+        restored.is_some_and(|(p, _)| p == 2),
+        "the survivor restored the dead instance's state: {restored:?}"
     );
+    assert!(run_b.assigned(4, 30), "the survivor took every partition");
     assert!(loader.wait().unwrap().success(), "loader");
-    let caught_up = wait_for(&rx_b, "tokenwatch run: consumed", 60);
+    let caught_up = run_b.consumed(1, 60);
     let got = stop_when_found(b, caught_up, &findings, &expected);
     assert_same_findings(&got, &expected, "after losing one of two instances");
 }
@@ -763,31 +789,23 @@ fn state_moves_between_machines_through_the_changelog_topic() {
     write_run_config_with(d, &group, &topics, &findings, None, &extra);
     write_run_config_with(&other, &group, &topics, &findings, None, &extra);
 
-    let (a, rx_a) = spawn_run(d);
-    let (b, rx_b) = spawn_run(&other);
-    assert!(wait_for(&rx_a, "(now 1)", 60), "A got one partition");
-    assert!(wait_for(&rx_b, "(now 1)", 60), "B got one partition");
+    let (a, run_a) = spawn_run(d);
+    let (b, run_b) = spawn_run(&other);
+    assert!(run_a.assigned(1, 60), "A got one partition");
+    assert!(run_b.assigned(1, 60), "B got one partition");
     let rate = (total / 10).max(1000) as u32;
     let mut loader = load_cmd(d, "all.jsonl", &logs, true, Some(rate))
         .spawn()
         .unwrap();
     // Halfway: A has read half of its share (it owns half the partitions).
-    assert!(wait_consumed(&rx_a, total / 4, 120), "A is consuming");
+    assert!(run_a.consumed(total / 4, 120), "A is consuming");
     kill9(a);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut from_changelog = false;
-    while !from_changelog && Instant::now() < deadline {
-        if let Ok(l) = rx_b.recv_timeout(Duration::from_millis(500)) {
-            from_changelog = l.contains("kafka: restored") && l.contains("from the changelog");
-        }
-    }
     assert!(
-        from_changelog,
+        run_b.restored("changelog", 1, 60).is_some(),
         "the survivor restored the dead instance's state from the changelog"
     );
-    drop(rx_a);
     assert!(loader.wait().unwrap().success(), "loader");
-    let caught_up = wait_for(&rx_b, "tokenwatch run: consumed", 60);
+    let caught_up = run_b.consumed(1, 60);
     let got = stop_when_found(b, caught_up, &findings, &expected);
     assert_same_findings(&got, &expected, "after a move between machines");
 }

@@ -21,7 +21,6 @@ pub mod revoke;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -194,57 +193,48 @@ struct Shared {
     timeout: Duration,
 }
 
-/// Start the dispatcher thread on the store at `cfg.store.path`. It stops
-/// (after the calls in flight finish) when `stop` is set.
+/// Start the dispatcher on a thread of `threads`, on the store at
+/// `cfg.store.path`. It stops (after the calls in flight finish) on the
+/// thread's stop signal.
 pub fn start(
     cfg: &Config,
     custody: Option<Arc<Custody>>,
     deny: Arc<DenyList>,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+    threads: &mut crate::shutdown::Threads,
+) -> std::io::Result<()> {
     let rc = cfg.response.clone();
     let path = cfg.store.path.clone();
-    std::thread::Builder::new()
-        .name("dispatcher".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("dispatcher: cannot start its runtime: {e}");
-                    return;
-                }
-            };
-            let store = match Store::open(&path) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("dispatcher: {e}");
-                    return;
-                }
-            };
-            let http = match reqwest::Client::builder()
-                .user_agent(concat!("tokenwatch/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-            {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::error!("dispatcher: HTTP client: {e}");
-                    return;
-                }
-            };
-            let shared = Arc::new(Shared {
-                timeout: Duration::from_millis(rc.delivery.timeout_ms.max(1)),
-                cfg: rc,
-                http,
-                custody,
-                deny,
-                admin: revoke::AdminTokens::default(),
-            });
-            rt.block_on(Dispatcher::new(shared, store, crate::clock::system()).run(stop));
-        })
+    threads.spawn("dispatcher", 0, move |stop| async move {
+        let store = match Store::open(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "dispatcher cannot open the store");
+                return;
+            }
+        };
+        let http = match reqwest::Client::builder()
+            .user_agent(concat!("tokenwatch/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "dispatcher cannot build its http client");
+                return;
+            }
+        };
+        let shared = Arc::new(Shared {
+            timeout: Duration::from_millis(rc.delivery.timeout_ms.max(1)),
+            cfg: rc,
+            http,
+            custody,
+            deny,
+            admin: revoke::AdminTokens::default(),
+        });
+        Dispatcher::new(shared, store, crate::clock::system())
+            .run(stop)
+            .await
+    })
 }
 
 struct Dispatcher {
@@ -295,11 +285,11 @@ impl Dispatcher {
         }
     }
 
-    async fn run(mut self, stop: Arc<AtomicBool>) {
+    async fn run(mut self, stop: crate::shutdown::Shutdown) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(DeliveryRow, Outcome)>();
         let poll = Duration::from_millis(self.shared.cfg.delivery.poll_ms.max(10));
         loop {
-            let stopping = stop.load(Ordering::Relaxed);
+            let stopping = stop.is_triggered();
             if stopping && self.in_flight == 0 {
                 break;
             }

@@ -3,6 +3,7 @@
 //! promised opens, not a wall-clock second earlier or later.
 
 use super::*;
+use std::sync::atomic::Ordering;
 
 /// A channel that answers every POST with 200, on 127.0.0.1.
 async fn receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>) {

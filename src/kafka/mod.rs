@@ -53,6 +53,7 @@ use crate::enrich::Enricher;
 use crate::event::{Drop, DropReason, Enriched};
 use crate::health::Health;
 use crate::process::RecordPos;
+use crate::shutdown::Shutdown;
 use crate::store::{Checkpoint, Store, StoreError};
 
 // One job per file. The children share this module's imports and each

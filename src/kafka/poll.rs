@@ -111,11 +111,11 @@ pub(super) type TwConsumer = BaseConsumer<Ctx>;
 
 /// The poll thread: batches of up to 1,024 messages; pauses the assignment
 /// while the pipeline is behind; ends on `stop`.
-pub(super) fn poll_loop(consumer: &TwConsumer, tx: &SyncSender<Control>, stop: &AtomicBool) {
+pub(super) fn poll_loop(consumer: &TwConsumer, tx: &SyncSender<Control>, stop: &Shutdown) {
     // Messages returned while paused (already in the local queue) go first
     // into the next batch: nothing polled is ever dropped.
     let mut carry: Vec<OwnedMessage> = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_triggered() {
         let mut batch = std::mem::take(&mut carry);
         batch.reserve(1024);
         let mut timeout = Duration::from_millis(100);

@@ -40,16 +40,15 @@ pub(super) struct Service<'a> {
     pub(super) last_checkpoint: Instant,
 }
 
-/// The streaming service. Returns when `stop` is set (SIGINT / SIGTERM),
+/// The streaming service. Returns when `stop` triggers (SIGINT / SIGTERM),
 /// after checkpointing, committing and leaving the group.
 pub fn run(
     cfg: &Config,
     settings: DecodeSettings,
     custody: Option<Arc<crate::custody::Custody>>,
     enricher: Arc<Enricher>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
     health: Arc<Health>,
-    mut progress: impl FnMut(&RunStats),
 ) -> Result<RunStats, ServiceError> {
     let kc = cfg
         .kafka
@@ -218,7 +217,7 @@ pub fn run(
             && (svc.stats.consumed, svc.stats.findings) != reported
         {
             svc.report_gauges();
-            progress(&svc.stats);
+            log_progress(&svc.stats);
             reported = (svc.stats.consumed, svc.stats.findings);
             last_progress = Instant::now();
         }
@@ -231,7 +230,7 @@ pub fn run(
     // exactly here), offsets are committed, then the group is left.
     svc.checkpoint(None);
     svc.fill_latency();
-    progress(&svc.stats);
+    log_progress(&svc.stats);
     let stats = svc.stats.clone();
     if let Some(ctx) = Some(consumer.context()) {
         ctx.closing.store(true, Ordering::SeqCst);
@@ -611,13 +610,16 @@ impl Service<'_> {
                 match changelog_read(self.kc, changelog, &wanted) {
                     Ok(found) => {
                         tracing::info!(
-                            "kafka: changelog {changelog}: {} of {} checkpoints found",
-                            found.len(),
-                            wanted.len()
+                            %changelog,
+                            found = found.len(),
+                            wanted = wanted.len(),
+                            "changelog checkpoints found"
                         );
                         foreign = found
                     }
-                    Err(e) => tracing::warn!("kafka: reading the changelog {changelog}: {e}"),
+                    Err(e) => {
+                        tracing::warn!(%changelog, error = %e, "cannot read the changelog")
+                    }
                 }
             }
         }
@@ -632,7 +634,7 @@ impl Service<'_> {
                         next: None,
                     })),
                     Err(e) => {
-                        tracing::error!("kafka: {topic}: {e}");
+                        tracing::error!(%topic, error = %e, "cannot decode this topic");
                         continue;
                     }
                 },
@@ -649,14 +651,16 @@ impl Service<'_> {
             self.parts.insert((ti, *p), part);
         }
         self.stats.assigned = self.parts.len();
+        crate::telemetry::assigned_partitions(self.parts.len());
         tracing::info!(
-            "kafka: assigned {} partitions (now {}): {}",
-            list.len(),
-            self.parts.len(),
-            list.iter()
+            added = list.len(),
+            assigned = self.parts.len(),
+            partitions = %list
+                .iter()
                 .map(|(t, p)| format!("{t}/{p}"))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(","),
+            "partitions assigned"
         );
     }
 
@@ -672,9 +676,9 @@ impl Service<'_> {
             return;
         };
         let (cp, source) = match from_changelog {
-            Some(cp) if elem.offset() == Offset::Offset(cp.resume_offset) => (cp, "the changelog"),
+            Some(cp) if elem.offset() == Offset::Offset(cp.resume_offset) => (cp, "changelog"),
             _ => match self.local_checkpoint(topic, partition, &elem) {
-                Some(cp) => (cp, "the store"),
+                Some(cp) => (cp, "store"),
                 None => return,
             },
         };
@@ -686,17 +690,21 @@ impl Service<'_> {
                 s.next = Some(cp.next_offset);
                 let tokens = s.engine.tracked_tokens();
                 self.stats.restored_tokens += tokens as u64;
-                crate::telemetry::restored(tokens);
+                crate::telemetry::restored(tokens, source);
                 tracing::info!(
-                    "kafka: restored {topic}/{partition} from checkpoint {seq}: {tokens} tokens, \
-                     {} waiting events, resuming at offset {} ({} s old, from {source})",
-                    s.readmit.len(),
-                    cp.resume_offset,
-                    (now_ms() - cp.created_ms) / 1000
+                    %topic,
+                    partition,
+                    checkpoint = seq,
+                    tokens,
+                    waiting = s.readmit.len(),
+                    resume_offset = cp.resume_offset,
+                    age_s = (now_ms() - cp.created_ms) / 1000,
+                    from = source,
+                    "state restored"
                 );
             }
             Err(e) => {
-                tracing::warn!("kafka: {topic}/{partition}: {e}; detector state starts empty");
+                tracing::warn!(%topic, partition, error = %e, "checkpoint unreadable; detector state starts empty");
             }
         }
     }
@@ -745,10 +753,11 @@ impl Service<'_> {
             self.parts.remove(k);
         }
         self.stats.assigned = self.parts.len();
+        crate::telemetry::assigned_partitions(self.parts.len());
         tracing::info!(
-            "kafka: {} partitions revoked, state checkpointed (now {})",
-            keys.len(),
-            self.parts.len()
+            revoked = keys.len(),
+            assigned = self.parts.len(),
+            "partitions revoked, state checkpointed"
         );
     }
 
@@ -1020,4 +1029,20 @@ pub(super) fn dead_letter(
         None => rec,
     };
     Ok(send(producer, rec)?)
+}
+
+/// The service's running totals, as one structured log line (every 500 ms
+/// while records flow, and at the end).
+fn log_progress(s: &RunStats) {
+    tracing::info!(
+        consumed = s.consumed,
+        events = s.events,
+        dropped = s.dropped,
+        findings = s.findings,
+        deduplicated = s.findings_deduplicated,
+        partitions = s.assigned,
+        checkpoints = s.checkpoints,
+        commits = s.commits,
+        "progress"
+    );
 }

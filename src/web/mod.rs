@@ -503,14 +503,14 @@ pub fn router(st: WebState) -> Router {
     ))
 }
 
-/// Bind now (a taken port is an error at start) and serve on a background
-/// thread with its own runtime until `stop` is set. Returns the thread and
-/// the bound address (port 0 picks a free one).
+/// Bind now (a taken port is an error at start) and serve on a thread of
+/// `threads` until its stop signal. Returns the bound address (port 0 picks
+/// a free one).
 pub fn spawn(
     addr: SocketAddr,
     st: WebState,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<(std::thread::JoinHandle<()>, SocketAddr), String> {
+    threads: &mut crate::shutdown::Threads,
+) -> Result<SocketAddr, String> {
     let listener = std::net::TcpListener::bind(addr).map_err(|e| {
         format!("dashboard.listen {addr}: {e} (another tokenwatch? set [dashboard] listen)")
     })?;
@@ -520,62 +520,42 @@ pub fn spawn(
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("dashboard.listen {addr}: {e}"))?;
-    std::thread::Builder::new()
-        .name("dashboard".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("dashboard: {e}");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let sampler = st.clone();
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-                    loop {
-                        tick.tick().await;
-                        sampler.sample();
-                    }
-                });
-                let app = router(st).into_make_service_with_connect_info::<SocketAddr>();
-                let stop2 = stop.clone();
-                let shutdown = async move {
-                    while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    }
-                };
-                let stopped = stop.clone();
-                // Live feeds never end by themselves: give requests in
-                // flight 2 s after the stop, then close.
-                let deadline = async move {
-                    while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                };
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        tokio::select! {
-                            r = axum::serve(l, app).with_graceful_shutdown(shutdown) => {
-                                if let Err(e) = r {
-                                    tracing::error!("dashboard: {e}");
-                                }
-                            }
-                            _ = deadline => {}
-                        }
-                    }
-                    Err(e) => tracing::error!("dashboard: {e}"),
+    threads
+        .spawn("dashboard", 2, move |stop| async move {
+            let sampler = st.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    sampler.sample();
                 }
             });
+            let app = router(st).into_make_service_with_connect_info::<SocketAddr>();
+            let graceful = stop.clone();
+            // Live feeds never end by themselves: give requests in flight
+            // 2 s after the stop, then close.
+            let deadline = async move {
+                stop.triggered().await;
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            };
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => {
+                    let serve = axum::serve(l, app)
+                        .with_graceful_shutdown(async move { graceful.triggered().await });
+                    tokio::select! {
+                        r = serve => {
+                            if let Err(e) = r {
+                                tracing::error!(error = %e, "dashboard stopped");
+                            }
+                        }
+                        _ = deadline => {}
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "dashboard cannot listen"),
+            }
         })
-        .map(|h| (h, bound))
-        .map_err(|e| format!("dashboard: {e}"))
+        .map_err(|e| format!("dashboard: {e}"))?;
+    Ok(bound)
 }
 
 #[cfg(test)]
