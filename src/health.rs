@@ -27,7 +27,7 @@ impl Health {
 
     pub fn set_ok(&self) {
         if !self.ready.swap(true, Ordering::Relaxed) {
-            tracing::info!("kafka: ready");
+            tracing::info!("ready");
         }
         if let Ok(mut e) = self.last_error.lock() {
             *e = None;

@@ -228,7 +228,7 @@ pub fn spawn(
             }
         })
         .map_err(|e| format!("ops endpoints: {e}"))?;
-    tracing::info!("ops endpoints on http://{addr}/ (healthz, readyz, metrics)");
+    tracing::info!(%addr, "ops endpoints serving /healthz, /readyz, /metrics");
     Ok(())
 }
 

@@ -202,9 +202,11 @@ password_hash = "{ada}"
         ada = hash("ada-admin-password"),
     );
     std::fs::write(d.join("run.toml"), config).unwrap();
+    let ops = free_port();
     let run = Command::new(bin())
         .current_dir(d)
-        .args(["run", "--config", "run.toml"])
+        .args(["run", "--config", "run.toml", "--ops-listen"])
+        .arg(format!("127.0.0.1:{ops}"))
         .env("TOKENWATCH_HASH_KEY", "test-hash-key-0123456789abcdef")
         .env("TW_TEST_CUSTODY_KEY", CUSTODY_KEY)
         .env("TW_TEST_CLIENT_SECRET", "tw-secret")
@@ -214,23 +216,15 @@ password_hash = "{ada}"
         .unwrap();
     let mut run = Reap(run);
     let stderr = run.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[run] {line}");
-            let _ = tx.send(line);
         }
     });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("tokenwatch run says nothing");
-        if line.contains("kafka: ready") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never ready");
-    }
+    // Ready: assigned and consuming (what a load balancer's probe asks).
+    wait_until(60, "tokenwatch run to be ready", || {
+        http(ops, "GET", "/readyz", &[], "").0 == 200
+    });
 
     let shots = repo().join("target/e2e");
     std::fs::create_dir_all(&shots).unwrap();

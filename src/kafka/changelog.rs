@@ -184,9 +184,10 @@ pub(super) fn changelog_read(
         }
     }
     tracing::debug!(
-        "changelog {changelog}: {} keys kept for {wanted:?}: {:?}",
-        latest.len(),
-        latest.keys().collect::<Vec<_>>()
+        %changelog,
+        kept = latest.len(),
+        wanted = wanted.len(),
+        "changelog read"
     );
     let mut out = HashMap::new();
     for ((topic, partition), (store, seq)) in wanted {
@@ -194,9 +195,7 @@ pub(super) fn changelog_read(
             continue;
         };
         let Some(m) = std::str::from_utf8(manifest).ok().and_then(Manifest::parse) else {
-            tracing::warn!(
-                "changelog {changelog}: unreadable manifest for {topic}/{partition}/{seq}"
-            );
+            tracing::warn!(%changelog, %topic, partition, seq, "unreadable manifest");
             continue;
         };
         if m.store != *store || m.seq != *seq {

@@ -96,15 +96,15 @@ impl ClientContext for Deliveries {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
-                tracing::error!("librdkafka producer {fac}: {log_message}")
+                tracing::error!(fac, message = log_message, "librdkafka producer")
             }
-            _ => tracing::debug!("librdkafka producer {fac}: {log_message}"),
+            _ => tracing::debug!(fac, message = log_message, "librdkafka producer"),
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         if first_in_a_while(&self.last_logged, format!("{error}")) {
-            tracing::warn!("kafka producer: {error}: {reason}");
+            tracing::warn!(%error, reason, "producer error");
         }
     }
 }

@@ -57,9 +57,9 @@ impl ClientContext for Ctx {
             _ => "",
         };
         if first_in_a_while(&self.last_logged, format!("{error}")) {
-            tracing::error!("kafka: {error}: {reason}{hint}");
+            tracing::error!(%error, reason, hint = hint.trim(), "broker error");
         } else {
-            tracing::debug!("kafka: {error}: {reason}");
+            tracing::debug!(%error, reason, "broker error");
         }
         self.health.set_error(format!("{error}: {reason}"));
     }
@@ -68,12 +68,12 @@ impl ClientContext for Ctx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
-                tracing::error!("librdkafka {fac}: {log_message}")
+                tracing::error!(fac, message = log_message, "librdkafka")
             }
             RDKafkaLogLevel::Warning if fac != "CONFWARN" => {
-                tracing::warn!("librdkafka {fac}: {log_message}")
+                tracing::warn!(fac, message = log_message, "librdkafka")
             }
-            _ => tracing::debug!("librdkafka {fac}: {log_message}"),
+            _ => tracing::debug!(fac, message = log_message, "librdkafka"),
         }
     }
 }
@@ -101,7 +101,7 @@ impl ConsumerContext for Ctx {
             Rebalance::Assign(tpl) => {
                 let _ = self.tx.send(Control::Assigned(partitions_of(tpl)));
             }
-            Rebalance::Error(e) => tracing::warn!("kafka: rebalance failed: {e}"),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
             Rebalance::Revoke(_) => {}
         }
     }
@@ -124,7 +124,7 @@ pub(super) fn poll_loop(consumer: &TwConsumer, tx: &SyncSender<Control>, stop: &
                 Some(Ok(m)) => batch.push(m.detach()),
                 Some(Err(e)) => {
                     // Broker-level errors are logged (once) by `Ctx::error`.
-                    tracing::debug!("kafka: consumer error: {e}; retrying");
+                    tracing::debug!(error = %e, "consumer error; retrying");
                     consumer
                         .context()
                         .health

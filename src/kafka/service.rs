@@ -282,11 +282,11 @@ impl Service<'_> {
                                 "policy: command"
                             );
                         }
-                        Err(e) => tracing::warn!("policy: command skipped: {e}"),
+                        Err(e) => tracing::warn!(error = %e, "policy: command skipped"),
                     }
                 }
             }
-            Err(e) => tracing::warn!("reading commands: {e}"),
+            Err(e) => tracing::warn!(error = %e, "cannot read commands"),
         }
     }
 
@@ -297,8 +297,8 @@ impl Service<'_> {
         let rows = self.store.unproduced()?;
         if !rows.is_empty() {
             tracing::info!(
-                "kafka: producing {} findings recorded before a crash",
-                rows.len()
+                findings = rows.len(),
+                "producing findings recorded before a crash"
             );
         }
         for (id, token_id, json) in rows {
@@ -585,7 +585,7 @@ impl Service<'_> {
         {
             Ok(c) => Some(c),
             Err(e) => {
-                tracing::warn!("kafka: cannot read committed offsets ({e}); state starts empty");
+                tracing::warn!(error = %e, "cannot read committed offsets; state starts empty");
                 None
             }
         };
@@ -719,10 +719,12 @@ impl Service<'_> {
         let Some(seq) = self.store.seq_from_metadata(elem.metadata()) else {
             if elem.offset() != Offset::Invalid {
                 tracing::warn!(
-                    "kafka: {topic}/{partition}: its committed offset names no checkpoint in {} \
-                     (another machine's store? set kafka.changelog_topic to hand state over \
-                     between machines); detector state starts empty",
-                    self.cfg.store.path.display()
+                    %topic,
+                    partition,
+                    store = %self.cfg.store.path.display(),
+                    "the committed offset names no checkpoint in this store (another machine's \
+                     store? set kafka.changelog_topic to hand state over between machines); \
+                     detector state starts empty"
                 );
             }
             return None;
@@ -731,13 +733,16 @@ impl Service<'_> {
             Ok(Some(cp)) if elem.offset() == Offset::Offset(cp.resume_offset) => Some(cp),
             Ok(_) => {
                 tracing::warn!(
-                    "kafka: {topic}/{partition}: checkpoint {seq} is missing or does not match \
-                     the committed offset; detector state starts empty"
+                    %topic,
+                    partition,
+                    checkpoint = seq,
+                    "checkpoint missing or not matching the committed offset; detector state \
+                     starts empty"
                 );
                 None
             }
             Err(e) => {
-                tracing::error!("kafka: {e}; detector state of {topic}/{partition} starts empty");
+                tracing::error!(%topic, partition, error = %e, "detector state starts empty");
                 None
             }
         }
@@ -802,12 +807,12 @@ impl Service<'_> {
             return true;
         }
         if let Err(e) = self.producer.flush(Duration::from_secs(30)) {
-            tracing::warn!("kafka: producer flush failed ({e}); offsets not committed, will retry");
+            tracing::warn!(error = %e, "producer flush failed; offsets not committed, will retry");
             self.health.set_error(format!("producer flush: {e}"));
             return false;
         }
         if let Err(e) = self.mark_delivered() {
-            tracing::error!("kafka: {e}; offsets not committed, will retry");
+            tracing::error!(error = %e, "deliveries not recorded; offsets not committed, will retry");
             return false;
         }
         let started = Instant::now();
@@ -845,13 +850,15 @@ impl Service<'_> {
                             created_ms,
                             state,
                         }),
-                        Err(e) => tracing::error!("kafka: {topic}/{}: {e}", k.1),
+                        Err(e) => {
+                            tracing::error!(%topic, partition = k.1, error = %e, "checkpoint not encoded")
+                        }
                     }
                 }
             }
         }
         if let Err(e) = self.store.save_checkpoints(&cps) {
-            tracing::error!("kafka: {e}; offsets not committed, will retry");
+            tracing::error!(error = %e, "checkpoints not saved; offsets not committed, will retry");
             return false;
         }
         if let Some(changelog) = &self.changelog
@@ -861,7 +868,9 @@ impl Service<'_> {
                 .and_then(|()| self.producer.flush(Duration::from_secs(60)));
             if let Err(e) = written {
                 tracing::warn!(
-                    "kafka: changelog {changelog}: {e}; offsets not committed, will retry"
+                    %changelog,
+                    error = %e,
+                    "changelog not written; offsets not committed, will retry"
                 );
                 return false;
             }
@@ -898,7 +907,7 @@ impl Service<'_> {
             }
             Err(e) => {
                 crate::telemetry::commit(false);
-                tracing::warn!("kafka: offset commit failed ({e}); will retry");
+                tracing::warn!(error = %e, "offset commit failed; will retry");
                 self.health.set_error(format!("offset commit: {e}"));
                 false
             }
@@ -927,7 +936,7 @@ impl Service<'_> {
                         chunks,
                     )
                 {
-                    tracing::warn!("kafka: changelog {changelog}: {e}");
+                    tracing::warn!(%changelog, error = %e, "changelog");
                 }
             }
         }

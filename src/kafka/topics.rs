@@ -49,7 +49,7 @@ pub(super) fn ensure_topic(
     for r in res {
         match r {
             Ok(_) => {
-                tracing::info!("kafka: created the {what} topic {topic} ({partitions} partitions)")
+                tracing::info!(kind = what, %topic, partitions, "topic created")
             }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, code)) => {
