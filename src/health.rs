@@ -36,7 +36,7 @@ impl Health {
 
     pub fn set_error(&self, message: String) {
         if self.ready.swap(false, Ordering::Relaxed) {
-            tracing::warn!("kafka: not ready: {message}");
+            tracing::warn!(%message, "not ready");
         }
         if let Ok(mut e) = self.last_error.lock() {
             *e = Some(message);

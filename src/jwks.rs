@@ -100,7 +100,9 @@ pub fn load(cfg: &IdentityConfig, base: &Path) -> Result<Option<Arc<Verifier>>, 
                 let Some(v) = weak.upgrade() else { return };
                 match fetch(&src) {
                     Ok(set) => v.replace(set),
-                    Err(e) => tracing::warn!("{e}; keeping the keys in use"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "jwks refresh failed; keeping the keys in use")
+                    }
                 }
             }
         })

@@ -450,24 +450,7 @@ impl Ops {
     /// (e.g. `from="changelog"`); `None` while nothing answers or no
     /// series of it exists yet.
     fn metric(self, name: &str, labels: &str) -> Option<f64> {
-        let (status, body) = http_get(self.0, "/metrics");
-        if status != 200 {
-            return None;
-        }
-        let mut sum = None;
-        for line in body.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let (n, l) = series.split_once('{').unwrap_or((series, ""));
-            if n == name
-                && l.contains(labels)
-                && let Ok(v) = value.parse::<f64>()
-            {
-                *sum.get_or_insert(0.0) += v;
-            }
-        }
-        sum
+        common::metric(self.0, name, labels)
     }
 
     /// Wait until `ok` holds for the metric (polled every 200 ms).

@@ -294,7 +294,7 @@ impl Dispatcher {
                 break;
             }
             if !stopping && let Err(e) = self.step(&tx) {
-                tracing::warn!("dispatcher: {e}");
+                tracing::warn!(error = %e, "dispatcher step failed");
             }
             tokio::select! {
                 Some((d, out)) = rx.recv() => {
@@ -514,13 +514,14 @@ impl Dispatcher {
                     let wait =
                         retry::backoff_ms(&cfg, d.attempts, rand::random::<f64>(), retry_after_ms);
                     tracing::info!(
-                        "{} {} via {}: {error}; attempt {} of {}, next in {} ms",
-                        d.action.kind,
-                        d.action.token_id,
-                        d.endpoint,
-                        d.attempts + 1,
-                        cfg.max_attempts,
-                        wait
+                        kind = %d.action.kind,
+                        token_id = %d.action.token_id,
+                        endpoint = %d.endpoint,
+                        %error,
+                        attempt = d.attempts + 1,
+                        of = cfg.max_attempts,
+                        next_ms = wait,
+                        "delivery will be retried"
                     );
                     Finish::Retry {
                         status,
@@ -538,26 +539,29 @@ impl Dispatcher {
         match &finish {
             Finish::Delivered { detail, .. } => {
                 tracing::info!(
-                    "{} {} via {}: {detail}",
-                    d.action.kind,
-                    d.action.token_id,
-                    d.endpoint
+                    kind = %d.action.kind,
+                    token_id = %d.action.token_id,
+                    endpoint = %d.endpoint,
+                    %detail,
+                    "delivered"
                 )
             }
             Finish::Failed { error, .. } => {
                 tracing::warn!(
-                    "{} {} via {} failed: {error}",
-                    d.action.kind,
-                    d.action.token_id,
-                    d.endpoint
+                    kind = %d.action.kind,
+                    token_id = %d.action.token_id,
+                    endpoint = %d.endpoint,
+                    %error,
+                    "delivery failed"
                 )
             }
             Finish::Skipped { why } => {
                 tracing::info!(
-                    "{} {} via {} skipped: {why}",
-                    d.action.kind,
-                    d.action.token_id,
-                    d.endpoint
+                    kind = %d.action.kind,
+                    token_id = %d.action.token_id,
+                    endpoint = %d.endpoint,
+                    %why,
+                    "delivery skipped"
                 )
             }
             _ => {}
@@ -572,7 +576,7 @@ impl Dispatcher {
                 );
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!("dispatcher: recording {}: {e}", d.id),
+            Err(e) => tracing::warn!(delivery = %d.id, error = %e, "outcome not recorded"),
         }
         if let Some(t) = transition {
             let last_error = match &finish {
@@ -596,17 +600,14 @@ impl Dispatcher {
                         last_error.unwrap_or_default(),
                         (until_ms - now) / 1000
                     );
-                    tracing::warn!("{msg}");
+                    tracing::warn!(endpoint = %d.endpoint, failures, "circuit breaker open");
                     let _ =
                         self.store
                             .audit(now, "dispatcher", "breaker opened", &d.endpoint, &msg);
                     self.system_alert(&d, Some(&d.endpoint), &msg, now);
                 }
                 Transition::Closed => {
-                    tracing::info!(
-                        "endpoint {} answers again: circuit breaker closed",
-                        d.endpoint
-                    );
+                    tracing::info!(endpoint = %d.endpoint, "circuit breaker closed");
                     let _ = self.store.audit(
                         now,
                         "dispatcher",
@@ -651,7 +652,7 @@ impl Dispatcher {
             .store
             .insert_system_alert(&d.action, exclude, summary, now)
         {
-            tracing::warn!("dispatcher: cannot queue an alert: {e}");
+            tracing::warn!(error = %e, "cannot queue a system alert");
         }
     }
 }

@@ -199,7 +199,7 @@ impl WebError {
             WebError::TooManyRequests => "too many attempts; wait a minute and try again".into(),
             WebError::Internal(detail) => {
                 let reference = auth::random_token()[..8].to_string();
-                tracing::error!("dashboard error {reference}: {detail}");
+                tracing::error!(%reference, %detail, "dashboard error");
                 format!(
                     "something went wrong on our side (reference {reference}; details in the service log)"
                 )

@@ -147,6 +147,30 @@ pub fn http(
     )
 }
 
+/// The sum of the series of metric `name` whose labels contain `labels`
+/// (e.g. `from="changelog"`) on the Prometheus endpoint at `port`; `None`
+/// while nothing answers or no such series exists yet.
+pub fn metric(port: u16, name: &str, labels: &str) -> Option<f64> {
+    let (status, body) = http(port, "GET", "/metrics", &[], "");
+    if status != 200 {
+        return None;
+    }
+    let mut sum = None;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, l) = series.split_once('{').unwrap_or((series, ""));
+        if n == name
+            && l.contains(labels)
+            && let Ok(v) = value.parse::<f64>()
+        {
+            *sum.get_or_insert(0.0) += v;
+        }
+    }
+    sum
+}
+
 pub fn basic(user: &str, pass: &str) -> String {
     use base64::Engine;
     format!(
