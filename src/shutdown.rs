@@ -125,14 +125,6 @@ impl Threads {
             let _ = handle.join();
         }
     }
-
-    /// Wait for the threads without stopping them (they stop when the
-    /// process exits).
-    pub fn join(mut self) {
-        for (_, handle) in self.running.drain(..) {
-            let _ = handle.join();
-        }
-    }
 }
 
 #[cfg(test)]
