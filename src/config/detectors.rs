@@ -9,6 +9,13 @@ pub struct EngineConfig {
     /// Events may arrive up to this many seconds out of order; later ones are
     /// counted as `late` and dropped.
     pub lateness_secs: u64,
+    /// How long (in event time) the reorder buffer holds an event so that
+    /// near-simultaneous records are processed in event-time order however
+    /// they were interleaved. It is the wait a finding adds on live
+    /// traffic. An event arriving later than this behind newer ones (but
+    /// within `lateness_secs`) is still processed, at once, at the newest
+    /// time already processed, and counted as a straggler.
+    pub reorder_ms: u64,
     /// Per-token state is forgotten after this long without events.
     pub token_idle_ttl_secs: u64,
     /// Per-subject and per-client history is forgotten after this long.
@@ -24,6 +31,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             lateness_secs: 10,
+            reorder_ms: 100,
             token_idle_ttl_secs: 6 * 3600,
             profile_ttl_secs: 30 * 86400,
             max_tracked_tokens: 1_000_000,

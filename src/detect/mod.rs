@@ -93,6 +93,11 @@ pub struct EngineStats {
     pub rejected: u64,
     /// Tokens (and profiles) evicted because `max_tracked_tokens` was reached.
     pub tokens_evicted_cap: u64,
+    /// Events that arrived after the reorder buffer had released later
+    /// ones (within the lateness): processed at once, at the latest event
+    /// time already processed.
+    #[serde(default)]
+    pub stragglers: u64,
 }
 
 struct Allow {
@@ -129,7 +134,7 @@ impl Allow {
 }
 
 /// Version of the [`Engine::snapshot`] format.
-pub const SNAPSHOT_VERSION: u32 = 4;
+pub const SNAPSHOT_VERSION: u32 = 5;
 
 /// A snapshot that cannot be decoded (corrupt, or from another version).
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +145,7 @@ pub struct SnapshotError(String);
 struct SnapshotRef<'a> {
     version: u32,
     max_ts: EventTime,
+    frontier: EventTime,
     next_gc: EventTime,
     stats: &'a EngineStats,
     tokens: &'a FxHashMap<u64, Box<TokenState>>,
@@ -152,6 +158,7 @@ struct SnapshotRef<'a> {
 struct SnapshotOwned {
     version: u32,
     max_ts: EventTime,
+    frontier: EventTime,
     next_gc: EventTime,
     stats: EngineStats,
     tokens: FxHashMap<u64, Box<TokenState>>,
@@ -172,6 +179,7 @@ pub struct Engine {
     routes: Vec<(String, usize)>,
     route_classes: Vec<RouteClass>,
     lateness_ms: i64,
+    reorder_ms: i64,
     token_ttl_ms: i64,
     profile_ttl_ms: i64,
     max_tracked: usize,
@@ -188,6 +196,9 @@ pub struct Engine {
     /// nearly sorted, so inserting near the back is the common case.
     pending: VecDeque<Enriched>,
     max_ts: EventTime,
+    /// Event time of the last event processed: detectors never see time
+    /// go backwards.
+    frontier: EventTime,
     next_gc: EventTime,
     pub stats: EngineStats,
 }
@@ -229,6 +240,7 @@ impl Engine {
             routes,
             route_classes,
             lateness_ms: (cfg.engine.lateness_secs * 1000) as i64,
+            reorder_ms: cfg.engine.reorder_ms.min(cfg.engine.lateness_secs * 1000) as i64,
             token_ttl_ms,
             profile_ttl_ms: (cfg.engine.profile_ttl_secs * 1000) as i64,
             max_tracked: cfg.engine.max_tracked_tokens.max(1),
@@ -241,6 +253,7 @@ impl Engine {
             clients: FxHashMap::default(),
             pending: VecDeque::new(),
             max_ts: i64::MIN,
+            frontier: i64::MIN,
             next_gc: i64::MIN,
             stats: EngineStats::default(),
         }
@@ -264,14 +277,28 @@ impl Engine {
         self.tokens.len()
     }
 
-    /// Accept one event; findings of every event now past the watermark are
-    /// appended to `out`. Returns `false` if the event was late (dropped).
-    pub fn push(&mut self, ev: Enriched, out: &mut Vec<Finding>) -> bool {
+    /// Accept one event; findings of every event released from the reorder
+    /// buffer are appended to `out`. Returns `false` if the event was late
+    /// (more than the lateness behind the newest event: dropped).
+    ///
+    /// An event waits in the buffer only until one `reorder_ms` newer
+    /// arrives, so on live traffic a finding waits `reorder_ms`, not the
+    /// lateness. One that comes after its place was released (a straggler)
+    /// is processed at once, at the latest time already processed. What is
+    /// released, and when, depends only on the sequence of events, never on
+    /// the wall clock: a replay of the same records gives the same findings.
+    pub fn push(&mut self, mut ev: Enriched, out: &mut Vec<Finding>) -> bool {
         if self.max_ts != i64::MIN && ev.event.ts < self.watermark() {
             self.stats.late += 1;
             return false;
         }
         self.max_ts = self.max_ts.max(ev.event.ts);
+        if ev.event.ts < self.frontier {
+            self.stats.stragglers += 1;
+            ev.event.ts = self.frontier;
+            self.process(&ev, out);
+            return true;
+        }
         let key = order(&ev);
         if self.pending.back().is_none_or(|b| order(b) <= key) {
             self.pending.push_back(ev);
@@ -279,31 +306,24 @@ impl Engine {
             let at = self.pending.partition_point(|p| order(p) <= key);
             self.pending.insert(at, ev);
         }
-        let wm = self.watermark();
-        while self.pending.front().is_some_and(|p| p.event.ts < wm) {
-            let e = self.pending.pop_front().expect("non-empty");
+        let release = self.max_ts.saturating_sub(self.reorder_ms);
+        while let Some(e) = self.pending.pop_front() {
+            if e.event.ts > release {
+                self.pending.push_front(e);
+                break;
+            }
             self.process(&e, out);
         }
         true
     }
 
-    /// End of input: process everything still waiting.
+    /// End of input, or a live source gone quiet: process everything still
+    /// waiting. An older event arriving after this is a straggler (see
+    /// [`Engine::push`]).
     pub fn flush(&mut self, out: &mut Vec<Finding>) {
         while let Some(e) = self.pending.pop_front() {
             self.process(&e, out);
         }
-    }
-
-    /// The input went quiet (a live source with nothing to read): process
-    /// what is waiting, as at the end of a file, and move the watermark past
-    /// it, so an event that is older than what was just processed counts as
-    /// late instead of being processed out of order.
-    pub fn flush_idle(&mut self, out: &mut Vec<Finding>) {
-        if self.pending.is_empty() {
-            return;
-        }
-        self.flush(out);
-        self.max_ts = self.max_ts.saturating_add(self.lateness_ms);
     }
 
     /// Events held in the reorder buffer.
@@ -319,6 +339,7 @@ impl Engine {
         let snap = SnapshotRef {
             version: SNAPSHOT_VERSION,
             max_ts: self.max_ts,
+            frontier: self.frontier,
             next_gc: self.next_gc,
             stats: &self.stats,
             tokens: &self.tokens,
@@ -357,6 +378,7 @@ impl Engine {
         self.subjects = snap.subjects;
         self.clients = snap.clients;
         self.max_ts = snap.max_ts;
+        self.frontier = snap.frontier;
         self.next_gc = snap.next_gc;
         self.stats = snap.stats;
         self.pending.clear();
@@ -389,6 +411,7 @@ impl Engine {
 
     fn process(&mut self, e: &Enriched, out: &mut Vec<Finding>) {
         let ts = e.event.ts;
+        self.frontier = self.frontier.max(ts);
         self.stats.events += 1;
         if ts >= self.next_gc {
             if self.next_gc != i64::MIN {
@@ -450,7 +473,7 @@ impl Engine {
         } = self;
         let tok = tokens.entry(e.event.token_key).or_insert_with(|| {
             stats.tokens_tracked += 1;
-            let mut t = Box::new(TokenState::new(e.event.token.clone(), ts, *buckets));
+            let mut t = Box::new(TokenState::new(ts, *buckets));
             // Baselines carry over across a subject's (or client's) successive tokens.
             let inherited = subject_key
                 .and_then(|k| subjects.get(&k))
@@ -719,7 +742,7 @@ fn make_finding(
     let mut h = Sha256::new();
     h.update(kind.as_str().as_bytes());
     h.update(b"\0");
-    h.update(tok.id.as_str().as_bytes());
+    h.update(ev.token.as_str().as_bytes());
     h.update(ev.ts.to_le_bytes());
     h.update(e.order_key.to_le_bytes());
     let digest = h.finalize();
@@ -731,7 +754,7 @@ fn make_finding(
         severity,
         score: sig.score,
         mode,
-        token_id: tok.id.clone(),
+        token_id: ev.token.clone(),
         subject: ev.subject.clone(),
         client_id: ev.client_id.clone(),
         event_time: fmt_time(ev.ts),
@@ -952,5 +975,104 @@ mod tests {
         e.flush(&mut out);
         assert_eq!(e.stats.late, 1);
         assert_eq!(e.stats.events, 2);
+    }
+
+    #[test]
+    fn an_event_waits_only_for_one_reorder_ms_newer() {
+        let mut e = Engine::new(&Config::default());
+        let mut out = Vec::new();
+        let t0 = 1_767_600_000_000;
+        e.push(ev("a", t0), &mut out);
+        e.push(ev("b", t0 + 99), &mut out);
+        assert_eq!(e.stats.events, 0, "nothing 100 ms newer yet");
+        e.push(ev("c", t0 + 100), &mut out);
+        assert_eq!(e.stats.events, 1, "a released, not b");
+        assert_eq!(e.pending_len(), 2);
+        // Within the hold, disorder is undone: b (older) goes before c.
+        e.push(ev("d", t0 + 250), &mut out);
+        assert_eq!(e.stats.events, 3);
+        assert_eq!(e.frontier, t0 + 100);
+    }
+
+    #[test]
+    fn stragglers_within_the_lateness_are_processed_at_the_frontier() {
+        let mut e = Engine::new(&Config::default());
+        let mut out = Vec::new();
+        let t0 = 1_767_600_000_000;
+        e.push(ev("a", t0 + 5_000), &mut out);
+        e.push(ev("a", t0 + 6_000), &mut out);
+        assert_eq!(e.frontier, t0 + 5_000);
+        // 4 s behind what was processed, within the 10 s lateness.
+        assert!(e.push(ev("a", t0 + 1_000), &mut out));
+        assert_eq!(e.stats.stragglers, 1);
+        assert_eq!(e.stats.late, 0);
+        assert_eq!(e.stats.events, 2);
+        assert_eq!(e.frontier, t0 + 5_000, "time never goes backwards");
+        e.flush(&mut out);
+        assert_eq!(e.stats.events, 3);
+        let st = &e.tokens[&stable_hash(b"a")];
+        assert_eq!(st.first, t0 + 5_000);
+        assert_eq!(st.requests, 3);
+    }
+
+    /// A checkpoint taken mid-stream (stragglers and the reorder buffer in
+    /// flight) and restored gives the findings of an uninterrupted run.
+    #[test]
+    fn a_restore_mid_stream_gives_the_same_findings() {
+        let t0 = 1_767_600_000_000;
+        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+        let mut evs = Vec::new();
+        for i in 0..200i64 {
+            // Jitter of up to 3 s: some within the hold, some stragglers.
+            let jitter = (i * 7919) % 3_000;
+            evs.push(ev_as(
+                "k",
+                t0 + i * 2_000 + jitter,
+                chrome,
+                IdentityKind::Token,
+            ));
+            if i > 100 {
+                evs.push(ev("k", t0 + i * 2_000 + (i * 31) % 700));
+            }
+        }
+        for (off, x) in evs.iter_mut().enumerate() {
+            x.source = Some(crate::event::SourcePos {
+                offset: off as i64,
+                index: 0,
+                broker_ts: None,
+            });
+        }
+        let ids = |out: &[Finding]| out.iter().map(|f| f.id.clone()).collect::<Vec<_>>();
+        let mut whole = Engine::new(&Config::default());
+        let mut want = Vec::new();
+        for x in &evs {
+            whole.push(x.clone(), &mut want);
+        }
+        whole.flush(&mut want);
+        assert!(!want.is_empty(), "the second client raises findings");
+        assert!(whole.stats.stragglers > 0);
+
+        let cut = 250;
+        let mut first = Engine::new(&Config::default());
+        let mut got = Vec::new();
+        for x in &evs[..cut] {
+            first.push(x.clone(), &mut got);
+        }
+        assert!(first.pending_len() > 0);
+        let snap = first.snapshot().unwrap();
+        let mut second = Engine::new(&Config::default());
+        let waiting = second.restore(&snap).unwrap();
+        for x in &evs[..cut] {
+            let pos = x.source.unwrap();
+            if waiting.contains(&(pos.offset, pos.index)) {
+                second.push(x.clone(), &mut got);
+            }
+        }
+        for x in &evs[cut..] {
+            second.push(x.clone(), &mut got);
+        }
+        second.flush(&mut got);
+        assert_eq!(ids(&got), ids(&want));
+        assert_eq!(second.stats.stragglers, whole.stats.stragglers);
     }
 }

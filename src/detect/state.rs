@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{EventTime, Fingerprint, NetClass, NetInfo, TokenId};
+use crate::event::{EventTime, Fingerprint, NetClass, NetInfo};
 
 /// One client fingerprint seen on a token, with the network it was last
 /// seen on and its same-device links. Times are event-time seconds (u32
@@ -419,7 +419,9 @@ impl Scales {
 /// Everything we remember about one token.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TokenState {
-    pub id: TokenId,
+    // No token id: the engine's map is keyed by the token's 64-bit key, and
+    // a finding takes the id from the event that raised it (an id string
+    // here was 80 of the 518 bytes per token).
     pub first: EventTime,
     pub last: EventTime,
     pub fps: [FpSlot; 3],
@@ -450,9 +452,8 @@ pub struct Busy {
 }
 
 impl TokenState {
-    pub fn new(id: TokenId, ts: EventTime, buckets: usize) -> TokenState {
+    pub fn new(ts: EventTime, buckets: usize) -> TokenState {
         TokenState {
-            id,
             first: ts,
             last: ts,
             fps: [FpSlot::default(); 3],

@@ -791,7 +791,7 @@ impl Service<'_> {
             };
             s.last_record = Instant::now();
             if high.is_some_and(|h| s.next.is_none_or(|n| n >= h)) {
-                s.engine.flush_idle(&mut self.findings);
+                s.engine.flush(&mut self.findings);
                 s.dirty = true;
             }
         }
