@@ -12,8 +12,40 @@ use tokenwatch::detect::Engine;
 use tokenwatch::enrich::ua;
 use tokenwatch::event::{AccessEvent, Enriched, NetClass, NetInfo, Place, TokenId, stable_hash};
 
+/// mimalloc (as in the service), counting the bytes and blocks the program
+/// holds: what the state asks for, beside what the process keeps resident.
+struct Counting;
+
+static LIVE_BYTES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+static LIVE_BLOCKS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        LIVE_BYTES.fetch_add(l.size() as i64, Relaxed);
+        LIVE_BLOCKS.fetch_add(1, Relaxed);
+        unsafe { mimalloc::MiMalloc.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        use std::sync::atomic::Ordering::Relaxed;
+        LIVE_BYTES.fetch_sub(l.size() as i64, Relaxed);
+        LIVE_BLOCKS.fetch_sub(1, Relaxed);
+        unsafe { mimalloc::MiMalloc.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        LIVE_BYTES.fetch_add(new as i64 - l.size() as i64, Relaxed);
+        unsafe { mimalloc::MiMalloc.realloc(p, l, new) }
+    }
+}
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
+
+fn live() -> (i64, i64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (LIVE_BYTES.load(Relaxed), LIVE_BLOCKS.load(Relaxed))
+}
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("linux");
@@ -59,6 +91,7 @@ fn main() {
     let route: Arc<str> = Arc::from("records");
     let mut out = Vec::new();
     let before = rss_bytes();
+    let live_before = live();
     let t0 = 1_767_600_000_000i64;
     for i in 0..n {
         let id = format!("{:08x}-5a4d-4c3b-9d8e-{:012x}", i, i * 7919);
@@ -103,6 +136,7 @@ fn main() {
     }
     engine.flush(&mut out);
     let after = rss_bytes();
+    let live_after = live();
     let tokens = engine.tracked_tokens();
     println!(
         "tracked tokens {tokens}, subjects {}, resident growth {:.1} MiB, {:.0} bytes per token (incl. subject profiles and token ids), findings {}",
@@ -112,8 +146,14 @@ fn main() {
         out.len()
     );
     println!(
-        "size_of TokenState = {} bytes",
-        std::mem::size_of::<tokenwatch::detect::state::TokenState>()
+        "requested by the program: {:.0} bytes in {:.2} blocks per token",
+        (live_after.0 - live_before.0) as f64 / tokens as f64,
+        (live_after.1 - live_before.1) as f64 / tokens as f64,
+    );
+    println!(
+        "size_of TokenState = {} bytes, Profile = {} bytes",
+        std::mem::size_of::<tokenwatch::detect::state::TokenState>(),
+        std::mem::size_of::<tokenwatch::detect::state::Profile>()
     );
     // A checkpoint of this state: how long, how big, and the resident peak
     // while the snapshot and the state coexist (what `tokenwatch run` needs).

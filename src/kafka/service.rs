@@ -111,11 +111,15 @@ pub fn run(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
     // Throughput defaults for small log records (1 KB): big fetches, a deep
-    // local queue. Measured in BENCHMARKS.md; any of them can be overridden.
+    // local queue. A fetch returns at 1 MiB or after 10 ms, whichever is
+    // first: behind, every fetch is full at once (throughput); caught up, a
+    // record waits at most 10 ms in the broker (latency). Measured in
+    // BENCHMARKS.md; any of them can be overridden.
     for (k, v) in [
         ("auto.offset.reset", "earliest"),
         ("max.partition.fetch.bytes", "8388608"),
         ("fetch.min.bytes", "1048576"),
+        ("fetch.wait.max.ms", "10"),
         ("queued.max.messages.kbytes", "262144"),
         ("statistics.interval.ms", "5000"),
         // Incremental rebalances: a partition that stays put keeps its state
