@@ -50,6 +50,9 @@ pub struct Summary {
     pub rejected: u64,
     /// Tokens and profiles evicted at `engine.max_tracked_tokens`.
     pub tokens_evicted_cap: u64,
+    /// Events more than `engine.reorder_ms` behind newer ones (within the
+    /// lateness): processed at once, at the newest time already processed.
+    pub stragglers: u64,
     /// Events that carried X-Forwarded-For while `input.trusted_proxies` is
     /// empty: their client is the peer address, a load balancer's if there
     /// is one in front of the gateway.
@@ -388,6 +391,7 @@ impl Pipeline {
         }
         drops[DropReason::Late.index()] += self.engine.stats.late;
         summary.events -= self.engine.stats.late;
+        summary.stragglers = self.engine.stats.stragglers;
         crate::telemetry::records("file", summary.records);
         crate::telemetry::events(summary.events);
         for r in DropReason::ALL {

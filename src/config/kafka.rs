@@ -62,7 +62,7 @@ fn default_commit_ms() -> u64 {
 }
 
 fn default_idle_flush_ms() -> u64 {
-    3000
+    500
 }
 
 /// The defaults a `[kafka]` section gets for what it leaves out (no brokers
