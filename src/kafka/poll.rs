@@ -1,16 +1,32 @@
-//! The poll thread and the consumer's callbacks: batches and rebalance
-//! events handed, in order, to the processing thread.
+//! The poll thread and the consumer's callbacks: batches of borrowed
+//! messages, and rebalance events, handed to the processing thread.
+//!
+//! Two channels. Batches hold messages borrowed from librdkafka (no copy:
+//! the processing thread reads each payload where librdkafka fetched it and
+//! frees it after decoding), so they live within the consumer's scope; the
+//! rebalance callbacks, which librdkafka's context owns, send on the other.
+//! The processing thread takes every waiting rebalance event before each
+//! batch: an assignment is sent (from inside `poll`) before any message of
+//! its partitions is returned, so it is always seen first; a revocation is
+//! handled while the poll thread waits in the callback, and messages of the
+//! revoked partitions still queued are skipped (the new owner reads them
+//! again from the offset this instance commits).
 
 use super::*;
+use rdkafka::message::BorrowedMessage;
 
-/// What the poll thread hands to the processing thread, in order.
+/// Rebalance events, in the order librdkafka raised them.
 pub(super) enum Control {
-    Batch(Vec<OwnedMessage>),
     /// Partitions assigned to this instance: restore their checkpoints.
     Assigned(Vec<(String, i32)>),
     /// Partitions about to be taken away: checkpoint and commit them, then
     /// acknowledge (the rebalance waits for it).
     Revoked(Vec<(String, i32)>, SyncSender<()>),
+}
+
+/// What the poll thread fetched.
+pub(super) enum Fetched<'c> {
+    Batch(Vec<BorrowedMessage<'c>>),
     /// The poll thread stopped (shutdown).
     End,
 }
@@ -111,17 +127,21 @@ pub(super) type TwConsumer = BaseConsumer<Ctx>;
 
 /// The poll thread: batches of up to 1,024 messages; pauses the assignment
 /// while the pipeline is behind; ends on `stop`.
-pub(super) fn poll_loop(consumer: &TwConsumer, tx: &SyncSender<Control>, stop: &Shutdown) {
+pub(super) fn poll_loop<'c>(
+    consumer: &'c TwConsumer,
+    tx: &SyncSender<Fetched<'c>>,
+    stop: &Shutdown,
+) {
     // Messages returned while paused (already in the local queue) go first
     // into the next batch: nothing polled is ever dropped.
-    let mut carry: Vec<OwnedMessage> = Vec::new();
+    let mut carry: Vec<BorrowedMessage<'c>> = Vec::new();
     while !stop.is_triggered() {
         let mut batch = std::mem::take(&mut carry);
         batch.reserve(1024);
         let mut timeout = Duration::from_millis(100);
         while batch.len() < 1024 {
             match consumer.poll(timeout) {
-                Some(Ok(m)) => batch.push(m.detach()),
+                Some(Ok(m)) => batch.push(m),
                 Some(Err(e)) => {
                     // Broker-level errors are logged (once) by `Ctx::error`.
                     tracing::debug!(error = %e, "consumer error; retrying");
@@ -138,7 +158,7 @@ pub(super) fn poll_loop(consumer: &TwConsumer, tx: &SyncSender<Control>, stop: &
         if batch.is_empty() {
             continue;
         }
-        match tx.try_send(Control::Batch(batch)) {
+        match tx.try_send(Fetched::Batch(batch)) {
             Ok(()) => {}
             Err(TrySendError::Full(batch)) => {
                 // Backpressure. Short waits just wait (pausing would drop the
@@ -161,7 +181,7 @@ pub(super) fn poll_loop(consumer: &TwConsumer, tx: &SyncSender<Control>, stop: &
                             }
                             if paused.is_some() {
                                 if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
-                                    carry.push(m.detach());
+                                    carry.push(m);
                                 }
                             } else {
                                 std::thread::sleep(Duration::from_millis(1));

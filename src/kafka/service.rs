@@ -132,7 +132,7 @@ pub fn run(
     }
     let (tx, rx) = std::sync::mpsc::sync_channel::<Control>(32);
     let ctx = Ctx {
-        tx: tx.clone(),
+        tx,
         closing: AtomicBool::new(false),
         health: health.clone(),
         last_logged: Mutex::new(None),
@@ -176,59 +176,10 @@ pub fn run(
     // channel: librdkafka's fetch path and our decode/detect overlap. When
     // the channel is full the poller pauses its partitions instead of
     // blocking past max.poll.interval.ms.
-    let poller = {
-        let consumer = consumer.clone();
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("kafka-poll".into())
-            .spawn(move || {
-                poll_loop(&consumer, &tx, &stop);
-                let _ = tx.send(Control::End);
-            })
-            .map_err(|e| ServiceError::Setup(format!("cannot start the poll thread: {e}")))?
-    };
-
-    let idle = Duration::from_millis(kc.idle_flush_ms);
-    let mut last_progress = Instant::now();
-    let mut last_idle_check = Instant::now();
-    let mut reported = (u64::MAX, u64::MAX);
-    let mut last_commands = Instant::now();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Control::Batch(batch)) => svc.batch(&batch)?,
-            Ok(Control::Assigned(list)) => svc.assign(&list),
-            Ok(Control::Revoked(list, ack)) => {
-                svc.revoke(&list);
-                let _ = ack.send(());
-            }
-            Ok(Control::End) | Err(RecvTimeoutError::Disconnected) => break,
-            // The poll thread died without saying so (a panic): stop too.
-            Err(RecvTimeoutError::Timeout) if poller.is_finished() => break,
-            Err(RecvTimeoutError::Timeout) => {}
-        }
-        if !idle.is_zero() && last_idle_check.elapsed() >= Duration::from_millis(100) {
-            svc.flush_idle(idle)?;
-            last_idle_check = Instant::now();
-        }
-        if svc.last_checkpoint.elapsed() >= svc.interval {
-            svc.checkpoint(None);
-        }
-        if last_commands.elapsed() >= Duration::from_secs(1) {
-            svc.apply_commands();
-            last_commands = Instant::now();
-        }
-        if last_progress.elapsed() >= Duration::from_millis(500)
-            && (svc.stats.consumed, svc.stats.findings) != reported
-        {
-            svc.report_gauges();
-            log_progress(&svc.stats);
-            reported = (svc.stats.consumed, svc.stats.findings);
-            last_progress = Instant::now();
-        }
-    }
-    if poller.join().is_err() {
-        return Err(ServiceError::Setup("the poll thread panicked".into()));
-    }
+    // The poll thread lends its messages (see `poll.rs`): both threads live
+    // in a scope the consumer outlives.
+    let consumer_ref: &TwConsumer = &consumer;
+    std::thread::scope(|scope| svc.process(scope, consumer_ref, &rx, stop))?;
     // Graceful shutdown: what the events caused is produced and durable, the
     // state is checkpointed (reorder buffers included: a restart continues
     // exactly here), offsets are committed, then the group is left.
@@ -245,6 +196,94 @@ pub fn run(
 }
 
 impl Service<'_> {
+    /// The processing loop: batches from the poll thread, rebalance events
+    /// before each batch, idle flushes, checkpoints, commands, progress.
+    /// Returns when the poll thread stops (`stop` triggered).
+    fn process<'s, 'c: 's>(
+        &mut self,
+        scope: &'s std::thread::Scope<'s, '_>,
+        consumer: &'c TwConsumer,
+        events: &std::sync::mpsc::Receiver<Control>,
+        stop: Shutdown,
+    ) -> Result<(), ServiceError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Fetched<'c>>(32);
+        let poller = std::thread::Builder::new()
+            .name("kafka-poll".into())
+            .spawn_scoped(scope, move || {
+                poll_loop(consumer, &tx, &stop);
+                let _ = tx.send(Fetched::End);
+            })
+            .map_err(|e| ServiceError::Setup(format!("cannot start the poll thread: {e}")))?;
+        let result = self.process_loop(&rx, events, &poller);
+        // Unblock a poll thread waiting on a full channel, then wait for it.
+        drop(rx);
+        if poller.join().is_err() {
+            return Err(ServiceError::Setup("the poll thread panicked".into()));
+        }
+        result
+    }
+
+    fn rebalances(&mut self, events: &std::sync::mpsc::Receiver<Control>) {
+        while let Ok(ev) = events.try_recv() {
+            match ev {
+                Control::Assigned(list) => self.assign(&list),
+                Control::Revoked(list, ack) => {
+                    self.revoke(&list);
+                    let _ = ack.send(());
+                }
+            }
+        }
+    }
+
+    fn process_loop(
+        &mut self,
+        rx: &std::sync::mpsc::Receiver<Fetched<'_>>,
+        events: &std::sync::mpsc::Receiver<Control>,
+        poller: &std::thread::ScopedJoinHandle<'_, ()>,
+    ) -> Result<(), ServiceError> {
+        let svc = self;
+        let kc = svc.kc;
+        let idle = Duration::from_millis(kc.idle_flush_ms);
+        let mut last_progress = Instant::now();
+        let mut last_idle_check = Instant::now();
+        let mut reported = (u64::MAX, u64::MAX);
+        let mut last_commands = Instant::now();
+        loop {
+            svc.rebalances(events);
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(Fetched::Batch(batch)) => {
+                    // An assignment raised while this batch was polled comes first.
+                    svc.rebalances(events);
+                    svc.batch(&batch)?;
+                }
+                Ok(Fetched::End) | Err(RecvTimeoutError::Disconnected) => break,
+                // The poll thread died without saying so (a panic): stop too.
+                Err(RecvTimeoutError::Timeout) if poller.is_finished() => break,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if !idle.is_zero() && last_idle_check.elapsed() >= Duration::from_millis(100) {
+                svc.flush_idle(idle)?;
+                last_idle_check = Instant::now();
+            }
+            if svc.last_checkpoint.elapsed() >= svc.interval {
+                svc.checkpoint(None);
+            }
+            if last_commands.elapsed() >= Duration::from_secs(1) {
+                svc.apply_commands();
+                last_commands = Instant::now();
+            }
+            if last_progress.elapsed() >= Duration::from_millis(500)
+                && (svc.stats.consumed, svc.stats.findings) != reported
+            {
+                svc.report_gauges();
+                log_progress(&svc.stats);
+                reported = (svc.stats.consumed, svc.stats.findings);
+                last_progress = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn ticket(&mut self, id: String) -> usize {
         let t = self.next_ticket;
         self.next_ticket += 1;
@@ -314,7 +353,7 @@ impl Service<'_> {
         Ok(())
     }
 
-    pub(super) fn batch(&mut self, batch: &[OwnedMessage]) -> Result<(), ServiceError> {
+    pub(super) fn batch(&mut self, batch: &[BorrowedMessage<'_>]) -> Result<(), ServiceError> {
         crate::telemetry::records("kafka", batch.len() as u64);
         let events_before = self.stats.events;
         let now = Instant::now();
@@ -333,7 +372,11 @@ impl Service<'_> {
         Ok(())
     }
 
-    pub(super) fn message(&mut self, m: &OwnedMessage, now: Instant) -> Result<(), ServiceError> {
+    pub(super) fn message(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        now: Instant,
+    ) -> Result<(), ServiceError> {
         let Some(ti) = self.role_of(m.topic()) else {
             return Ok(());
         };
@@ -1007,7 +1050,7 @@ pub(super) fn warn_xff(warned: &mut bool, decoder: &crate::decode::Decoder) {
 pub(super) fn dead_letter(
     kc: &KafkaConfig,
     producer: &TwProducer,
-    m: &OwnedMessage,
+    m: &impl Message,
     d: &Drop,
     bad_objects: usize,
 ) -> Result<(), ServiceError> {

@@ -79,7 +79,7 @@ pub(super) fn decode_shard_state(s: &mut Shard, bytes: &[u8]) -> Result<Vec<(i64
 }
 
 /// Source coordinates a forwarder puts on a repartitioned record.
-pub(super) fn source_of(m: &OwnedMessage) -> Option<(&str, i32, i64)> {
+pub(super) fn source_of<M: Message>(m: &M) -> Option<(&str, i32, i64)> {
     let h = m.headers()?;
     let get = |k: &str| {
         h.iter()
@@ -186,14 +186,14 @@ mod tests {
         assert!(decode_shard_state(&mut shard(), &good[..good.len() - 1]).is_err());
     }
 
-    fn message(headers: &[(&str, &str)]) -> OwnedMessage {
+    fn message(headers: &[(&str, &str)]) -> rdkafka::message::OwnedMessage {
         let h = headers.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
             h.insert(Header {
                 key,
                 value: Some(*value),
             })
         });
-        OwnedMessage::new(
+        rdkafka::message::OwnedMessage::new(
             Some(b"{}".to_vec()),
             None,
             "tw.repartition".into(),
