@@ -23,7 +23,7 @@ pub struct EngineConfig {
     /// At most this many tokens (and as many subject and client profiles)
     /// are tracked per engine (per input partition); past it the least
     /// recently seen are evicted first, counted as `tokens_evicted_cap`.
-    /// Bounds memory under a flood of distinct tokens (≈ 520 bytes each).
+    /// Bounds memory under a flood of distinct tokens (≈ 450 bytes each).
     pub max_tracked_tokens: usize,
 }
 

@@ -421,7 +421,7 @@ impl Scales {
 pub struct TokenState {
     // No token id: the engine's map is keyed by the token's 64-bit key, and
     // a finding takes the id from the event that raised it (an id string
-    // here was 80 of the 518 bytes per token).
+    // here was 73 of the 518 bytes per token).
     pub first: EventTime,
     pub last: EventTime,
     pub fps: [FpSlot; 3],
