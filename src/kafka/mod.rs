@@ -14,8 +14,9 @@
 //! share both.
 //!
 //! **At-least-once in, idempotent out.** A dedicated thread polls the
-//! consumer and hands batches and rebalance events, in order, to the
-//! processing thread over a bounded channel. Findings are recorded in the
+//! consumer, lends batches of messages (no copy) to the processing thread
+//! over a bounded channel and relays rebalance events on a second one,
+//! taken before each batch. Findings are recorded in the
 //! store (which recognises a finding derived again after a restart) and
 //! produced with an idempotent producer. Every `commit_interval_ms`, on
 //! revocation and on shutdown, the processing thread flushes the producer,

@@ -126,16 +126,18 @@ impl ConsumerContext for Ctx {
 pub(super) type TwConsumer = BaseConsumer<Ctx>;
 
 /// The poll thread: batches of up to 1,024 messages; pauses the assignment
-/// while the pipeline is behind; ends on `stop`.
+/// while the pipeline is behind; ends on `stop`, or when the processing
+/// thread is `done` (it failed: nothing would take the batches).
 pub(super) fn poll_loop<'c>(
     consumer: &'c TwConsumer,
     tx: &SyncSender<Fetched<'c>>,
     stop: &Shutdown,
+    done: &AtomicBool,
 ) {
     // Messages returned while paused (already in the local queue) go first
     // into the next batch: nothing polled is ever dropped.
     let mut carry: Vec<BorrowedMessage<'c>> = Vec::new();
-    while !stop.is_triggered() {
+    while !stop.is_triggered() && !done.load(Ordering::SeqCst) {
         let mut batch = std::mem::take(&mut carry);
         batch.reserve(1024);
         let mut timeout = Duration::from_millis(100);

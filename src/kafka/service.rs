@@ -171,13 +171,13 @@ pub fn run(
     };
     svc.redeliver_unproduced()?;
 
-    // The consumer is polled on its own thread, which hands batches of
-    // messages (and rebalance events, in order) to this one over a bounded
-    // channel: librdkafka's fetch path and our decode/detect overlap. When
-    // the channel is full the poller pauses its partitions instead of
-    // blocking past max.poll.interval.ms.
-    // The poll thread lends its messages (see `poll.rs`): both threads live
-    // in a scope the consumer outlives.
+    // The consumer is polled on its own thread, which lends batches of
+    // messages to this one over a bounded channel (rebalance events come on
+    // a second one, taken before each batch: see `poll.rs`), so librdkafka's
+    // fetch path and our decode/detect overlap. When the channel is full the
+    // poller pauses its partitions instead of blocking past
+    // max.poll.interval.ms. Both threads live in a scope the consumer
+    // outlives: the messages are borrowed from it.
     let consumer_ref: &TwConsumer = &consumer;
     std::thread::scope(|scope| svc.process(scope, consumer_ref, &rx, stop))?;
     // Graceful shutdown: what the events caused is produced and durable, the
@@ -207,15 +207,19 @@ impl Service<'_> {
         stop: Shutdown,
     ) -> Result<(), ServiceError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Fetched<'c>>(32);
+        let done = Arc::new(AtomicBool::new(false));
+        let done_ref = done.clone();
         let poller = std::thread::Builder::new()
             .name("kafka-poll".into())
             .spawn_scoped(scope, move || {
-                poll_loop(consumer, &tx, &stop);
+                poll_loop(consumer, &tx, &stop, &done_ref);
                 let _ = tx.send(Fetched::End);
             })
             .map_err(|e| ServiceError::Setup(format!("cannot start the poll thread: {e}")))?;
         let result = self.process_loop(&rx, events, &poller);
-        // Unblock a poll thread waiting on a full channel, then wait for it.
+        // After a failure the poll thread has no reader: stop it (and
+        // unblock it if it waits on a full channel), then wait for it.
+        done.store(true, Ordering::SeqCst);
         drop(rx);
         if poller.join().is_err() {
             return Err(ServiceError::Setup("the poll thread panicked".into()));
