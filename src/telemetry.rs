@@ -23,6 +23,13 @@ pub fn rejected(n: u64) {
     counter!("tokenwatch_rejected_requests_total").increment(n);
 }
 
+/// Events processed as stragglers: later than `engine.reorder_ms` behind
+/// newer ones, within the lateness. Many of them say the hold is shorter
+/// than the input's disorder.
+pub fn stragglers(n: u64) {
+    counter!("tokenwatch_stragglers_total").increment(n);
+}
+
 /// Tokens and profiles evicted at `engine.max_tracked_tokens`.
 pub fn tokens_evicted_cap(n: u64) {
     counter!("tokenwatch_tokens_evicted_cap_total").increment(n);

@@ -511,9 +511,12 @@ impl Service<'_> {
                             health.live.add_rejected(1);
                         }
                         stats.events += 1;
+                        let before = engine.stats.stragglers;
                         if !engine.push(en, findings) {
                             stats.dropped += 1;
                             crate::telemetry::dropped(DropReason::Late, 1);
+                        } else if engine.stats.stragglers > before {
+                            crate::telemetry::stragglers(engine.stats.stragglers - before);
                         }
                     }
                     Err(d) if !replaying => count_drop(&mut first_drop, d),
