@@ -307,12 +307,10 @@ impl Engine {
             self.pending.insert(at, ev);
         }
         let release = self.max_ts.saturating_sub(self.reorder_ms);
-        while let Some(e) = self.pending.pop_front() {
-            if e.event.ts > release {
-                self.pending.push_front(e);
-                break;
+        while self.pending.front().is_some_and(|p| p.event.ts <= release) {
+            if let Some(e) = self.pending.pop_front() {
+                self.process(&e, out);
             }
-            self.process(&e, out);
         }
         true
     }
