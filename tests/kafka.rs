@@ -640,8 +640,10 @@ fn kill_9_mid_stream_loses_nothing_and_restores_state() {
         None,
         "repartition_partitions = 2\n",
     );
-    // The gateway keeps writing (unkeyed) while the service crashes.
-    let rate = (total / 12).max(1000) as u32;
+    // The gateway keeps writing (unkeyed) while the service crashes, three
+    // times: each restart rejoins the group (≈ 6–8 s), so the load spans
+    // ≈ 45 s and the last run still has records to consume.
+    let rate = (total / 45).max(1000) as u32;
     let mut loader = load_cmd(d, "all.jsonl", &logs, false, Some(rate))
         .spawn()
         .unwrap();

@@ -14,9 +14,10 @@
 //! share both.
 //!
 //! **At-least-once in, idempotent out.** A dedicated thread polls the
-//! consumer, lends batches of messages (no copy) to the processing thread
-//! over a bounded channel and relays rebalance events on a second one,
-//! taken before each batch. Findings are recorded in the
+//! consumer and lends batches of messages (no copy) to the decode thread,
+//! which decodes and enriches them and hands them on to the processing
+//! thread, each over a bounded channel; rebalance events are relayed on a
+//! third, taken before each batch. Findings are recorded in the
 //! store (which recognises a finding derived again after a restart) and
 //! produced with an idempotent producer. Every `commit_interval_ms`, on
 //! revocation and on shutdown, the processing thread flushes the producer,
@@ -64,6 +65,7 @@ mod changelog;
 mod client;
 mod load;
 mod poll;
+mod prepare;
 mod service;
 mod shard;
 mod topics;
@@ -71,6 +73,7 @@ mod topics;
 use changelog::*;
 use client::*;
 use poll::*;
+use prepare::*;
 use service::*;
 use shard::*;
 use topics::*;

@@ -142,6 +142,11 @@ pub fn run(
     consumer.subscribe(&topics)?;
 
     let seal = crate::seal::RecordSeal::new(&settings.forward_key());
+    let preparer = Preparer::new(
+        &roles,
+        settings.clone(),
+        crate::process::Processor::new(enricher.clone()).with_custody(custody.clone()),
+    );
     let mut svc = Service {
         cfg,
         kc,
@@ -172,14 +177,15 @@ pub fn run(
     svc.redeliver_unproduced()?;
 
     // The consumer is polled on its own thread, which lends batches of
-    // messages to this one over a bounded channel (rebalance events come on
-    // a second one, taken before each batch: see `poll.rs`), so librdkafka's
-    // fetch path and our decode/detect overlap. When the channel is full the
+    // messages to the decode thread (`prepare.rs`), which hands them on with
+    // their events to this one, each over a bounded channel (rebalance
+    // events come on a third, taken before each batch: see `poll.rs`), so
+    // librdkafka's fetch path, decoding and detection overlap. When the channel is full the
     // poller pauses its partitions instead of blocking past
     // max.poll.interval.ms. Both threads live in a scope the consumer
     // outlives: the messages are borrowed from it.
     let consumer_ref: &TwConsumer = &consumer;
-    std::thread::scope(|scope| svc.process(scope, consumer_ref, &rx, stop))?;
+    std::thread::scope(|scope| svc.process(scope, consumer_ref, &rx, preparer, stop))?;
     // Graceful shutdown: what the events caused is produced and durable, the
     // state is checkpointed (reorder buffers included: a restart continues
     // exactly here), offsets are committed, then the group is left.
@@ -204,23 +210,35 @@ impl Service<'_> {
         scope: &'s std::thread::Scope<'s, '_>,
         consumer: &'c TwConsumer,
         events: &std::sync::mpsc::Receiver<Control>,
+        mut preparer: Preparer,
         stop: Shutdown,
     ) -> Result<(), ServiceError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Fetched<'c>>(32);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Fetched<'c>>(16);
+        // Two batches: enough for decoding to run one ahead of detection.
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Ready<'c>>(2);
         let done = Arc::new(AtomicBool::new(false));
         let done_ref = done.clone();
+        let setup = |e: std::io::Error| ServiceError::Setup(format!("cannot start a thread: {e}"));
         let poller = std::thread::Builder::new()
             .name("kafka-poll".into())
             .spawn_scoped(scope, move || {
                 poll_loop(consumer, &tx, &stop, &done_ref);
                 let _ = tx.send(Fetched::End);
             })
-            .map_err(|e| ServiceError::Setup(format!("cannot start the poll thread: {e}")))?;
-        let result = self.process_loop(&rx, events, &poller);
-        // After a failure the poll thread has no reader: stop it (and
-        // unblock it if it waits on a full channel), then wait for it.
+            .map_err(setup)?;
+        let decoder = std::thread::Builder::new()
+            .name("decode".into())
+            .spawn_scoped(scope, move || preparer.run(&rx, &ready_tx))
+            .map_err(setup)?;
+        let result = self.process_loop(&ready_rx, events, &[&poller, &decoder]);
+        // After a failure the other threads have no reader: stop the poll
+        // thread (and unblock both if they wait on a full channel), then
+        // wait for them.
         done.store(true, Ordering::SeqCst);
-        drop(rx);
+        drop(ready_rx);
+        if decoder.join().is_err() {
+            return Err(ServiceError::Setup("the decode thread panicked".into()));
+        }
         if poller.join().is_err() {
             return Err(ServiceError::Setup("the poll thread panicked".into()));
         }
@@ -241,9 +259,9 @@ impl Service<'_> {
 
     fn process_loop(
         &mut self,
-        rx: &std::sync::mpsc::Receiver<Fetched<'_>>,
+        rx: &std::sync::mpsc::Receiver<Ready<'_>>,
         events: &std::sync::mpsc::Receiver<Control>,
-        poller: &std::thread::ScopedJoinHandle<'_, ()>,
+        threads: &[&std::thread::ScopedJoinHandle<'_, ()>],
     ) -> Result<(), ServiceError> {
         let svc = self;
         let kc = svc.kc;
@@ -255,14 +273,16 @@ impl Service<'_> {
         loop {
             svc.rebalances(events);
             match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(Fetched::Batch(batch)) => {
+                Ok(Ready::Batch(batch)) => {
                     // An assignment raised while this batch was polled comes first.
                     svc.rebalances(events);
-                    svc.batch(&batch)?;
+                    svc.batch(batch)?;
                 }
-                Ok(Fetched::End) | Err(RecvTimeoutError::Disconnected) => break,
-                // The poll thread died without saying so (a panic): stop too.
-                Err(RecvTimeoutError::Timeout) if poller.is_finished() => break,
+                Ok(Ready::End) | Err(RecvTimeoutError::Disconnected) => break,
+                // A thread died without saying so (a panic): stop too.
+                Err(RecvTimeoutError::Timeout) if threads.iter().any(|t| t.is_finished()) => {
+                    break;
+                }
                 Err(RecvTimeoutError::Timeout) => {}
             }
             if !idle.is_zero() && last_idle_check.elapsed() >= Duration::from_millis(100) {
@@ -357,12 +377,21 @@ impl Service<'_> {
         Ok(())
     }
 
-    pub(super) fn batch(&mut self, batch: &[BorrowedMessage<'_>]) -> Result<(), ServiceError> {
+    pub(super) fn batch(&mut self, prepared: Prepared<'_>) -> Result<(), ServiceError> {
+        let Prepared {
+            batch,
+            counts,
+            results,
+        } = prepared;
         crate::telemetry::records("kafka", batch.len() as u64);
         let events_before = self.stats.events;
         let now = Instant::now();
-        for m in batch {
-            self.message(m, now)?;
+        let mut results = results.into_iter();
+        for (m, n) in batch.iter().zip(counts) {
+            let mut own = results.by_ref().take(n as usize);
+            self.message(m, now, &mut own)?;
+            // What the filters skipped.
+            own.for_each(std::mem::drop);
         }
         crate::telemetry::events(self.stats.events - events_before);
         self.health
@@ -376,10 +405,14 @@ impl Service<'_> {
         Ok(())
     }
 
+    /// One message: its filters (ours, not processed yet, not a copy), then
+    /// its events (`prepared`, decoded on the decode thread) to the engine;
+    /// a forwarded topic's message is decoded for its key and forwarded.
     pub(super) fn message(
         &mut self,
         m: &BorrowedMessage<'_>,
         now: Instant,
+        prepared: &mut dyn Iterator<Item = (u32, Result<Enriched, Drop>)>,
     ) -> Result<(), ServiceError> {
         let Some(ti) = self.role_of(m.topic()) else {
             return Ok(());
@@ -470,77 +503,32 @@ impl Service<'_> {
                 }
                 s.last_record = now;
                 s.dirty = true;
-                let format = match role {
-                    Role::Internal => m
-                        .headers()
-                        .and_then(|h| {
-                            h.iter()
-                                .find(|h| h.key == "tokenwatch-format")
-                                .and_then(|h| h.value)
-                        })
-                        .and_then(|v| std::str::from_utf8(v).ok())
-                        .unwrap_or("auto")
-                        .to_string(),
-                    _ => self.roles[ti].format.clone(),
-                };
                 let Shard {
-                    decoders,
-                    readmit,
-                    engine,
-                    ..
+                    readmit, engine, ..
                 } = &mut **s;
-                let decoder =
-                    decoder_for(decoders, &self.settings, &format).map_err(ServiceError::Setup)?;
-                // Forwarded records are sealed (they carry raw credentials);
-                // ones forwarded by a version before sealing are read as
-                // they are, so a rolling upgrade loses nothing.
-                let sealed = role == Role::Internal
-                    && m.headers()
-                        .is_some_and(|h| h.iter().any(|h| h.key == "tokenwatch-seal"));
-                let opened = sealed.then(|| self.seal.open(&format, payload));
-                let pos = RecordPos {
-                    offset: off,
-                    broker_ts: m.timestamp().to_millis(),
-                };
                 let mut first_drop: Option<(Drop, usize)> = None;
-                let (stats, findings, health) = (&mut self.stats, &mut self.findings, &self.health);
-                let mut out = |_: u32, r: Result<Enriched, Drop>| match r {
-                    Ok(en) => {
-                        if en.event.rejected {
-                            crate::telemetry::rejected(1);
-                            health.live.add_rejected(1);
+                for (i, r) in prepared {
+                    match r {
+                        // After a restore, only the events still waiting are fed again.
+                        Ok(_) if replaying && !readmit.remove(&(off, i)) => {}
+                        Ok(en) => {
+                            if en.event.rejected {
+                                crate::telemetry::rejected(1);
+                                self.health.live.add_rejected(1);
+                            }
+                            self.stats.events += 1;
+                            let before = engine.stats.stragglers;
+                            if !engine.push(en, &mut self.findings) {
+                                self.stats.dropped += 1;
+                                crate::telemetry::dropped(DropReason::Late, 1);
+                            } else if engine.stats.stragglers > before {
+                                crate::telemetry::stragglers(engine.stats.stragglers - before);
+                            }
                         }
-                        stats.events += 1;
-                        let before = engine.stats.stragglers;
-                        if !engine.push(en, findings) {
-                            stats.dropped += 1;
-                            crate::telemetry::dropped(DropReason::Late, 1);
-                        } else if engine.stats.stragglers > before {
-                            crate::telemetry::stragglers(engine.stats.stragglers - before);
-                        }
+                        Err(d) if !replaying => count_drop(&mut first_drop, d),
+                        Err(_) => {}
                     }
-                    Err(d) if !replaying => count_drop(&mut first_drop, d),
-                    Err(_) => {}
-                };
-                // After a restore, only the events still waiting are fed again.
-                let keep = |i: u32| !replaying || readmit.remove(&(off, i));
-                match opened {
-                    None => self
-                        .processor
-                        .prepare(decoder, payload, Some(pos), keep, &mut out),
-                    Some(Some(p)) => self
-                        .processor
-                        .prepare(decoder, &p, Some(pos), keep, &mut out),
-                    Some(None) => out(
-                        0,
-                        Err(Drop::new(
-                            DropReason::Unsealable,
-                            "a repartitioned record that does not open under this instance's \
-                             key: give every instance of the group the same TOKENWATCH_HASH_KEY",
-                        )),
-                    ),
                 }
-                warn_xff(&mut self.xff_warned, decoder);
                 if !replaying {
                     s.next = Some(off + 1);
                 }

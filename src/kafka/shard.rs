@@ -24,8 +24,6 @@ pub(super) struct TopicRole {
 /// A partition with detector state.
 pub(super) struct Shard {
     pub(super) engine: Engine,
-    /// By format name (the repartition topic carries several).
-    pub(super) decoders: Vec<(String, Decoder)>,
     /// Next offset to process (last processed + 1).
     pub(super) next: Option<i64>,
     /// After a restore, offsets below this were processed before…
@@ -99,7 +97,6 @@ impl Shard {
     pub(super) fn new(engine: Engine, seq: i64) -> Shard {
         Shard {
             engine,
-            decoders: Vec::new(),
             next: None,
             ckpt_next: i64::MIN,
             readmit: FxHashSet::default(),
@@ -110,27 +107,6 @@ impl Shard {
             sources: HashMap::new(),
         }
     }
-}
-
-/// The shard's decoder for `format` (the repartition topic carries several),
-/// made on first use. A function of the decoders alone, so that the engine
-/// and the readmission set stay free to borrow beside it.
-pub(super) fn decoder_for<'a>(
-    decoders: &'a mut Vec<(String, Decoder)>,
-    settings: &DecodeSettings,
-    format: &str,
-) -> Result<&'a mut Decoder, String> {
-    let i = match decoders.iter().position(|(f, _)| f == format) {
-        Some(i) => i,
-        None => {
-            decoders.push((format.to_string(), settings.decoder(format)?));
-            decoders.len() - 1
-        }
-    };
-    decoders
-        .get_mut(i)
-        .map(|(_, d)| d)
-        .ok_or_else(|| format!("no decoder for {format}"))
 }
 
 /// An unkeyed input partition in repartition mode: no state.

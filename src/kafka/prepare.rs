@@ -1,0 +1,182 @@
+//! The decode thread: each batch the poll thread lends → its events,
+//! decoded and enriched through the record step
+//! (`process::Processor::prepare`, the same one file replay uses), handed on
+//! with the messages to the processing thread, which only filters (offsets
+//! already processed, readmission after a restore, copies forwarded twice)
+//! and detects.
+//!
+//! Decoding is stateless per record, so it runs a batch ahead of detection
+//! on the other core. The decoders' token caches only change speed, and
+//! `auto` fixes a partition's format on its first record, as a shard's own
+//! decoder did. It owns no detector state, commits nothing and never
+//! blocks the poll thread: the hand-off holds two batches, and when it is
+//! full the poll thread's own backpressure takes over (see `poll.rs`).
+//! Forwarded (unkeyed) partitions are not decoded here: the forwarder only
+//! needs the token key, and does that itself.
+
+use super::*;
+use crate::seal::RecordSeal;
+
+/// A batch and its events, in message order.
+pub(super) struct Prepared<'c> {
+    pub(super) batch: Vec<BorrowedMessage<'c>>,
+    /// Per message, how many entries of `results` are its own (none for a
+    /// message of a forwarded topic or of no topic of ours).
+    pub(super) counts: Vec<u32>,
+    /// Each event or drop with its index in its record.
+    pub(super) results: Vec<(u32, Result<Enriched, Drop>)>,
+}
+
+/// What the decode thread hands on.
+pub(super) enum Ready<'c> {
+    Batch(Prepared<'c>),
+    /// The poll thread stopped (shutdown).
+    End,
+}
+
+/// The decode thread's own record step, decoders and seal.
+pub(super) struct Preparer {
+    /// Per subscribed topic (as `Service::roles`): name, format, role.
+    roles: Vec<(String, String, Role)>,
+    settings: DecodeSettings,
+    processor: crate::process::Processor,
+    seal: RecordSeal,
+    /// Per partition, by format name (the repartition topic carries several).
+    decoders: HashMap<(usize, i32), Vec<(String, Decoder)>>,
+    xff_warned: bool,
+}
+
+impl Preparer {
+    pub(super) fn new(
+        roles: &[TopicRole],
+        settings: DecodeSettings,
+        processor: crate::process::Processor,
+    ) -> Preparer {
+        Preparer {
+            roles: roles
+                .iter()
+                .map(|r| (r.name.clone(), r.format.clone(), r.role))
+                .collect(),
+            seal: RecordSeal::new(&settings.forward_key()),
+            settings,
+            processor,
+            decoders: HashMap::new(),
+            xff_warned: false,
+        }
+    }
+
+    /// The thread's loop: until the poll thread ends or the processing
+    /// thread stops taking batches.
+    pub(super) fn run<'c>(
+        &mut self,
+        rx: &std::sync::mpsc::Receiver<Fetched<'c>>,
+        tx: &SyncSender<Ready<'c>>,
+    ) {
+        while let Ok(Fetched::Batch(batch)) = rx.recv() {
+            let prepared = self.prepare(batch);
+            if tx.send(Ready::Batch(prepared)).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Ready::End);
+    }
+
+    pub(super) fn prepare<'c>(&mut self, batch: Vec<BorrowedMessage<'c>>) -> Prepared<'c> {
+        let mut counts = Vec::with_capacity(batch.len());
+        let mut results = Vec::with_capacity(batch.len());
+        for m in &batch {
+            let before = results.len();
+            self.message(m, &mut results);
+            counts.push(u32::try_from(results.len() - before).unwrap_or(u32::MAX));
+        }
+        Prepared {
+            batch,
+            counts,
+            results,
+        }
+    }
+
+    fn message(&mut self, m: &BorrowedMessage<'_>, out: &mut Vec<(u32, Result<Enriched, Drop>)>) {
+        let Some(ti) = self.roles.iter().position(|r| r.0 == m.topic()) else {
+            return;
+        };
+        let (_, configured, role) = &self.roles[ti];
+        let format = match role {
+            Role::Forward => return,
+            Role::Internal => m
+                .headers()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "tokenwatch-format")
+                        .and_then(|h| h.value)
+                })
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .unwrap_or("auto"),
+            Role::Keyed => configured.as_str(),
+        };
+        let decoders = self.decoders.entry((ti, m.partition())).or_default();
+        let decoder = match decoder_for(decoders, &self.settings, format) {
+            Ok(d) => d,
+            Err(e) => {
+                // Only a forwarded record can name a format this instance
+                // does not have (a configured one is checked at start).
+                let why = format!(
+                    "the record names the format {format:?}, which this instance cannot decode \
+                     ({e}): give every instance of the group the same [formats] blocks"
+                );
+                out.push((0, Err(Drop::new(DropReason::UnknownFormat, why))));
+                return;
+            }
+        };
+        // Forwarded records are sealed (they carry raw credentials); ones
+        // forwarded by a version before sealing are read as they are, so a
+        // rolling upgrade loses nothing.
+        let sealed = *role == Role::Internal
+            && m.headers()
+                .is_some_and(|h| h.iter().any(|h| h.key == "tokenwatch-seal"));
+        let payload = m.payload().unwrap_or_default();
+        let opened = sealed.then(|| self.seal.open(format, payload));
+        let pos = RecordPos {
+            offset: m.offset(),
+            broker_ts: m.timestamp().to_millis(),
+        };
+        let push = |i: u32, r: Result<Enriched, Drop>| out.push((i, r));
+        match opened {
+            None => self
+                .processor
+                .prepare(decoder, payload, Some(pos), |_| true, push),
+            Some(Some(p)) => self
+                .processor
+                .prepare(decoder, &p, Some(pos), |_| true, push),
+            Some(None) => out.push((
+                0,
+                Err(Drop::new(
+                    DropReason::Unsealable,
+                    "a repartitioned record that does not open under this instance's \
+                     key: give every instance of the group the same TOKENWATCH_HASH_KEY",
+                )),
+            )),
+        }
+        warn_xff(&mut self.xff_warned, decoder);
+    }
+}
+
+/// A partition's decoder for `format` (the repartition topic carries
+/// several), made on first use.
+fn decoder_for<'a>(
+    decoders: &'a mut Vec<(String, Decoder)>,
+    settings: &DecodeSettings,
+    format: &str,
+) -> Result<&'a mut Decoder, String> {
+    let i = match decoders.iter().position(|(f, _)| f == format) {
+        Some(i) => i,
+        None => {
+            decoders.push((format.to_string(), settings.decoder(format)?));
+            decoders.len() - 1
+        }
+    };
+    decoders
+        .get_mut(i)
+        .map(|(_, d)| d)
+        .ok_or_else(|| format!("no decoder for {format}"))
+}
