@@ -29,6 +29,10 @@ pub struct KafkaConfig {
     /// findings back. 0 = never.
     #[serde(default = "default_idle_flush_ms")]
     pub idle_flush_ms: u64,
+    /// Threads that decode and enrich records ahead of detection, each
+    /// taking whole partitions (0 = one per core, at most four).
+    #[serde(default)]
+    pub decode_threads: usize,
     /// Internal topic used by the repartition mode (topics with
     /// `keyed = false`). Default: `<group_id>.repartition`.
     #[serde(default)]
@@ -77,6 +81,7 @@ impl Default for KafkaConfig {
             dlq_topic: None,
             commit_interval_ms: default_commit_ms(),
             idle_flush_ms: default_idle_flush_ms(),
+            decode_threads: 0,
             repartition_topic: None,
             changelog_topic: None,
             repartition_partitions: 0,

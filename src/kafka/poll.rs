@@ -125,78 +125,129 @@ impl ConsumerContext for Ctx {
 
 pub(super) type TwConsumer = BaseConsumer<Ctx>;
 
-/// The poll thread: batches of up to 1,024 messages; pauses the assignment
-/// while the pipeline is behind; ends on `stop`, or when the processing
+/// The poll thread: batches of up to 1,024 messages, each split by
+/// partition among the decode threads' `lanes` (a partition always goes to
+/// the same lane, so its messages stay in offset order). A lane that is full
+/// does not hold the others back: its batches wait here, and only when two
+/// per lane wait is the pipeline behind. Then short waits just wait (pausing
+/// would drop the prefetched queue and stall on a refetch); past a second
+/// the assignment is paused and polled, so the group protocol keeps running
+/// however long the pipeline needs. Ends on `stop`, or when the processing
 /// thread is `done` (it failed: nothing would take the batches).
 pub(super) fn poll_loop<'c>(
     consumer: &'c TwConsumer,
-    tx: &SyncSender<Fetched<'c>>,
+    lanes: &[SyncSender<Fetched<'c>>],
     stop: &Shutdown,
     done: &AtomicBool,
 ) {
-    // Messages returned while paused (already in the local queue) go first
-    // into the next batch: nothing polled is ever dropped.
-    let mut carry: Vec<BorrowedMessage<'c>> = Vec::new();
+    let mut pending: Vec<VecDeque<Vec<BorrowedMessage<'c>>>> =
+        lanes.iter().map(|_| VecDeque::new()).collect();
+    let mut behind: Option<Instant> = None;
+    let mut paused: Option<TopicPartitionList> = None;
     while !stop.is_triggered() && !done.load(Ordering::SeqCst) {
-        let mut batch = std::mem::take(&mut carry);
-        batch.reserve(1024);
-        let mut timeout = Duration::from_millis(100);
-        while batch.len() < 1024 {
-            match consumer.poll(timeout) {
-                Some(Ok(m)) => batch.push(m),
-                Some(Err(e)) => {
-                    // Broker-level errors are logged (once) by `Ctx::error`.
-                    tracing::debug!(error = %e, "consumer error; retrying");
-                    consumer
-                        .context()
-                        .health
-                        .set_error(format!("consumer: {e}"));
-                    break;
-                }
-                None => break,
-            }
-            timeout = Duration::ZERO;
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        match tx.try_send(Fetched::Batch(batch)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(batch)) => {
-                // Backpressure. Short waits just wait (pausing would drop the
-                // prefetched queue and stall on a refetch); past a second the
-                // assignment is paused and polled, so the group protocol keeps
-                // running however long the pipeline needs.
-                let waited = Instant::now();
-                let mut paused = None;
-                let mut pending = Some(batch);
-                while let Some(b) = pending.take() {
-                    match tx.try_send(b) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(b)) => {
-                            pending = Some(b);
-                            if paused.is_none() && waited.elapsed() > Duration::from_secs(1) {
-                                paused = consumer.assignment().ok();
-                                if let Some(a) = &paused {
-                                    let _ = consumer.pause(a);
-                                }
-                            }
-                            if paused.is_some() {
-                                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
-                                    carry.push(m);
-                                }
-                            } else {
-                                std::thread::sleep(Duration::from_millis(1));
-                            }
-                        }
-                        Err(TrySendError::Disconnected(_)) => return,
-                    }
-                }
+        let waiting: usize = pending.iter().map(VecDeque::len).sum();
+        if waiting >= 2 * lanes.len() {
+            let since = *behind.get_or_insert_with(Instant::now);
+            if paused.is_none() && since.elapsed() > Duration::from_secs(1) {
+                paused = consumer.assignment().ok();
                 if let Some(a) = &paused {
-                    let _ = consumer.resume(a);
+                    let _ = consumer.pause(a);
                 }
             }
-            Err(TrySendError::Disconnected(_)) => return,
+            if paused.is_some() {
+                // What was fetched before the pause: kept, nothing polled
+                // is ever dropped.
+                let batch = poll_batch(consumer, Duration::from_millis(20), 1024);
+                split(batch, &mut pending, lanes.len());
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        } else {
+            behind = None;
+            if let Some(a) = paused.take() {
+                let _ = consumer.resume(&a);
+            }
+            // A batch that could not be handed off is retried soon.
+            let timeout = Duration::from_millis(if waiting == 0 { 100 } else { 1 });
+            let batch = poll_batch(consumer, timeout, 1024);
+            split(batch, &mut pending, lanes.len());
+        }
+        for (lane, queue) in lanes.iter().zip(pending.iter_mut()) {
+            while let Some(batch) = queue.pop_front() {
+                match lane.try_send(Fetched::Batch(batch)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(Fetched::Batch(batch))) => {
+                        queue.push_front(batch);
+                        break;
+                    }
+                    Err(TrySendError::Full(Fetched::End)) => break,
+                    Err(TrySendError::Disconnected(_)) => return,
+                }
+            }
         }
     }
+}
+
+/// Up to `max` messages: the first waited for up to `timeout`, the rest
+/// only if already fetched.
+fn poll_batch<'c>(
+    consumer: &'c TwConsumer,
+    mut timeout: Duration,
+    max: usize,
+) -> Vec<BorrowedMessage<'c>> {
+    let mut batch = Vec::new();
+    while batch.len() < max {
+        match consumer.poll(timeout) {
+            Some(Ok(m)) => batch.push(m),
+            Some(Err(e)) => {
+                // Broker-level errors are logged (once) by `Ctx::error`.
+                tracing::debug!(error = %e, "consumer error; retrying");
+                consumer
+                    .context()
+                    .health
+                    .set_error(format!("consumer: {e}"));
+                break;
+            }
+            None => break,
+        }
+        timeout = Duration::ZERO;
+    }
+    batch
+}
+
+/// A batch's messages onto their lanes' queues (one new batch per lane).
+fn split<'c>(
+    batch: Vec<BorrowedMessage<'c>>,
+    pending: &mut [VecDeque<Vec<BorrowedMessage<'c>>>],
+    lanes: usize,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    if let [queue] = pending {
+        queue.push_back(batch);
+        return;
+    }
+    let mut parts: Vec<Vec<BorrowedMessage<'c>>> = (0..lanes).map(|_| Vec::new()).collect();
+    for m in batch {
+        if let Some(p) = parts.get_mut(lane_of(m.topic(), m.partition(), lanes)) {
+            p.push(m);
+        }
+    }
+    for (queue, part) in pending.iter_mut().zip(parts) {
+        if !part.is_empty() {
+            queue.push_back(part);
+        }
+    }
+}
+
+/// The lane (decode thread) of a partition: consecutive partitions of a
+/// topic on consecutive lanes.
+pub(super) fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {
+    let t = topic.bytes().fold(0usize, |h, b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(b))
+    });
+    t.wrapping_add(partition.unsigned_abs() as usize)
+        .checked_rem(lanes)
+        .unwrap_or(0)
 }

@@ -111,7 +111,7 @@ pub fn run(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
     // Throughput defaults for small log records (1 KB): big fetches, a deep
-    // local queue. A fetch returns at 1 MiB or after 10 ms, whichever is
+    // local queue refilled at once. A fetch returns at 1 MiB or after 10 ms, whichever is
     // first: behind, every fetch is full at once (throughput); caught up, a
     // record waits at most 10 ms in the broker (latency). Measured in
     // BENCHMARKS.md; any of them can be overridden.
@@ -120,6 +120,12 @@ pub fn run(
         ("max.partition.fetch.bytes", "8388608"),
         ("fetch.min.bytes", "1048576"),
         ("fetch.wait.max.ms", "10"),
+        // librdkafka stops fetching a partition whose local queue holds
+        // queued.min.messages (100,000) and waits this long before the next
+        // fetch; at the default (1 s) a consumer slower than the broker
+        // drains the queue and then waits: half the drain rate
+        // (BENCHMARKS.md).
+        ("fetch.queue.backoff.ms", "10"),
         ("queued.max.messages.kbytes", "262144"),
         ("statistics.interval.ms", "5000"),
         // Incremental rebalances: a partition that stays put keeps its state
@@ -138,15 +144,27 @@ pub fn run(
         last_logged: Mutex::new(None),
     };
     let consumer: Arc<TwConsumer> = Arc::new(cc.create_with_context(ctx)?);
+    // However `run` ends (an error, a panic), the group is left without
+    // asking the processing thread to acknowledge the revocation: it is gone.
+    let closing = Closing(consumer.clone());
     let topics: Vec<&str> = roles.iter().map(|t| t.name.as_str()).collect();
     consumer.subscribe(&topics)?;
 
     let seal = crate::seal::RecordSeal::new(&settings.forward_key());
-    let preparer = Preparer::new(
-        &roles,
-        settings.clone(),
-        crate::process::Processor::new(enricher.clone()).with_custody(custody.clone()),
-    );
+    // One decode thread per core (at most four) unless configured.
+    let lanes = match kc.decode_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        n => n,
+    };
+    let preparers: Vec<Preparer> = (0..lanes)
+        .map(|_| {
+            Preparer::new(
+                &roles,
+                settings.clone(),
+                crate::process::Processor::new(enricher.clone()).with_custody(custody.clone()),
+            )
+        })
+        .collect();
     let mut svc = Service {
         cfg,
         kc,
@@ -185,7 +203,7 @@ pub fn run(
     // max.poll.interval.ms. Both threads live in a scope the consumer
     // outlives: the messages are borrowed from it.
     let consumer_ref: &TwConsumer = &consumer;
-    std::thread::scope(|scope| svc.process(scope, consumer_ref, &rx, preparer, stop))?;
+    std::thread::scope(|scope| svc.process(scope, consumer_ref, &rx, preparers, stop))?;
     // Graceful shutdown: what the events caused is produced and durable, the
     // state is checkpointed (reorder buffers included: a restart continues
     // exactly here), offsets are committed, then the group is left.
@@ -193,12 +211,21 @@ pub fn run(
     svc.fill_latency();
     log_progress(&svc.stats);
     let stats = svc.stats.clone();
-    if let Some(ctx) = Some(consumer.context()) {
-        ctx.closing.store(true, Ordering::SeqCst);
-    }
     drop(svc);
+    drop(closing);
     drop(consumer);
     Ok(stats)
+}
+
+/// Marks the consumer closing when dropped: its last drop leaves the group,
+/// and the revocation that raises must not wait for an acknowledgement
+/// (`Ctx::pre_rebalance`) from a processing thread that has stopped.
+struct Closing(Arc<TwConsumer>);
+
+impl std::ops::Drop for Closing {
+    fn drop(&mut self) {
+        self.0.context().closing.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Service<'_> {
@@ -210,34 +237,49 @@ impl Service<'_> {
         scope: &'s std::thread::Scope<'s, '_>,
         consumer: &'c TwConsumer,
         events: &std::sync::mpsc::Receiver<Control>,
-        mut preparer: Preparer,
+        preparers: Vec<Preparer>,
         stop: Shutdown,
     ) -> Result<(), ServiceError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Fetched<'c>>(16);
-        // Two batches: enough for decoding to run one ahead of detection.
-        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Ready<'c>>(2);
+        let setup = |e: std::io::Error| ServiceError::Setup(format!("cannot start a thread: {e}"));
+        // Two batches per decode thread: enough for decoding to run ahead
+        // of detection.
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Ready<'c>>(2 * preparers.len());
+        let mut lanes = Vec::new();
+        let mut threads = Vec::new();
+        for (i, mut preparer) in preparers.into_iter().enumerate() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Fetched<'c>>(8);
+            let ready_tx = ready_tx.clone();
+            lanes.push(tx);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("decode-{i}"))
+                    .spawn_scoped(scope, move || preparer.run(&rx, &ready_tx))
+                    .map_err(setup)?,
+            );
+        }
+        drop(ready_tx);
         let done = Arc::new(AtomicBool::new(false));
         let done_ref = done.clone();
-        let setup = |e: std::io::Error| ServiceError::Setup(format!("cannot start a thread: {e}"));
         let poller = std::thread::Builder::new()
             .name("kafka-poll".into())
             .spawn_scoped(scope, move || {
-                poll_loop(consumer, &tx, &stop, &done_ref);
-                let _ = tx.send(Fetched::End);
+                poll_loop(consumer, &lanes, &stop, &done_ref);
+                for lane in &lanes {
+                    let _ = lane.send(Fetched::End);
+                }
             })
             .map_err(setup)?;
-        let decoder = std::thread::Builder::new()
-            .name("decode".into())
-            .spawn_scoped(scope, move || preparer.run(&rx, &ready_tx))
-            .map_err(setup)?;
-        let result = self.process_loop(&ready_rx, events, &[&poller, &decoder]);
+        // (A poll thread that dies drops its lanes: the decode threads end.)
+        let result = self.process_loop(&ready_rx, events, &threads);
         // After a failure the other threads have no reader: stop the poll
-        // thread (and unblock both if they wait on a full channel), then
-        // wait for them.
+        // thread (and unblock all of them if they wait on a full channel),
+        // then wait for them.
         done.store(true, Ordering::SeqCst);
         drop(ready_rx);
-        if decoder.join().is_err() {
-            return Err(ServiceError::Setup("the decode thread panicked".into()));
+        for t in threads {
+            if t.join().is_err() {
+                return Err(ServiceError::Setup("a decode thread panicked".into()));
+            }
         }
         if poller.join().is_err() {
             return Err(ServiceError::Setup("the poll thread panicked".into()));
@@ -261,7 +303,7 @@ impl Service<'_> {
         &mut self,
         rx: &std::sync::mpsc::Receiver<Ready<'_>>,
         events: &std::sync::mpsc::Receiver<Control>,
-        threads: &[&std::thread::ScopedJoinHandle<'_, ()>],
+        decoders: &[std::thread::ScopedJoinHandle<'_, ()>],
     ) -> Result<(), ServiceError> {
         let svc = self;
         let kc = svc.kc;
@@ -270,6 +312,7 @@ impl Service<'_> {
         let mut last_idle_check = Instant::now();
         let mut reported = (u64::MAX, u64::MAX);
         let mut last_commands = Instant::now();
+        let mut ended = 0;
         loop {
             svc.rebalances(events);
             match rx.recv_timeout(Duration::from_millis(20)) {
@@ -278,9 +321,18 @@ impl Service<'_> {
                     svc.rebalances(events);
                     svc.batch(batch)?;
                 }
-                Ok(Ready::End) | Err(RecvTimeoutError::Disconnected) => break,
-                // A thread died without saying so (a panic): stop too.
-                Err(RecvTimeoutError::Timeout) if threads.iter().any(|t| t.is_finished()) => {
+                // Every decode thread has ended: the poll thread stopped.
+                Ok(Ready::End) => {
+                    ended += 1;
+                    if ended == decoders.len() {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+                // A decode thread died without saying so (a panic): stop too.
+                Err(RecvTimeoutError::Timeout)
+                    if decoders.iter().filter(|t| t.is_finished()).count() > ended =>
+                {
                     break;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
