@@ -14,10 +14,11 @@
 //! share both.
 //!
 //! **At-least-once in, idempotent out.** A dedicated thread polls the
-//! consumer and lends batches of messages (no copy) to the decode thread,
-//! which decodes and enriches them and hands them on to the processing
-//! thread, each over a bounded channel; rebalance events are relayed on a
-//! third, taken before each batch. Findings are recorded in the
+//! consumer and lends batches of messages (no copy) to the decode threads
+//! (one per core, each taking whole partitions), which decode and enrich
+//! them and hand them on to the processing thread, each over a bounded
+//! channel; rebalance events are relayed on another, taken before each
+//! batch. Findings are recorded in the
 //! store (which recognises a finding derived again after a restart) and
 //! produced with an idempotent producer. Every `commit_interval_ms`, on
 //! revocation and on shutdown, the processing thread flushes the producer,

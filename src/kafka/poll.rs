@@ -1,16 +1,18 @@
 //! The poll thread and the consumer's callbacks: batches of borrowed
-//! messages, and rebalance events, handed to the processing thread.
+//! messages for the decode threads, and rebalance events for the
+//! processing thread.
 //!
-//! Two channels. Batches hold messages borrowed from librdkafka (no copy:
-//! the processing thread reads each payload where librdkafka fetched it and
-//! frees it after decoding), so they live within the consumer's scope; the
-//! rebalance callbacks, which librdkafka's context owns, send on the other.
-//! The processing thread takes every waiting rebalance event before each
-//! batch: an assignment is sent (from inside `poll`) before any message of
-//! its partitions is returned, so it is always seen first; a revocation is
-//! handled while the poll thread waits in the callback, and messages of the
-//! revoked partitions still queued are skipped (the new owner reads them
-//! again from the offset this instance commits).
+//! Batches hold messages borrowed from librdkafka (no copy: a decode thread
+//! reads each payload where librdkafka fetched it, and the processing
+//! thread frees it after detection), so they live within the consumer's
+//! scope; each batch is split by partition onto the decode threads' lanes.
+//! The rebalance callbacks, which librdkafka's context owns, send on their
+//! own channel. The processing thread takes every waiting rebalance event
+//! before each batch: an assignment is sent (from inside `poll`) before any
+//! message of its partitions is returned, so it is always seen first; a
+//! revocation is handled while the poll thread waits in the callback, and
+//! messages of the revoked partitions still queued are skipped (the new
+//! owner reads them again from the offset this instance commits).
 
 use super::*;
 use rdkafka::message::BorrowedMessage;

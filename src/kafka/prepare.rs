@@ -1,18 +1,19 @@
-//! The decode thread: each batch the poll thread lends → its events,
-//! decoded and enriched through the record step
+//! A decode thread: each batch of its partitions the poll thread lends →
+//! its events, decoded and enriched through the record step
 //! (`process::Processor::prepare`, the same one file replay uses), handed on
 //! with the messages to the processing thread, which only filters (offsets
 //! already processed, readmission after a restore, copies forwarded twice)
 //! and detects.
 //!
-//! Decoding is stateless per record, so it runs a batch ahead of detection
-//! on the other core. The decoders' token caches only change speed, and
-//! `auto` fixes a partition's format on its first record, as a shard's own
-//! decoder did. It owns no detector state, commits nothing and never
-//! blocks the poll thread: the hand-off holds two batches, and when it is
-//! full the poll thread's own backpressure takes over (see `poll.rs`).
-//! Forwarded (unkeyed) partitions are not decoded here: the forwarder only
-//! needs the token key, and does that itself.
+//! Decoding is stateless per record, so it runs ahead of detection on the
+//! other cores (`kafka.decode_threads`, one per core by default). A
+//! partition is always decoded by the same thread, with one decoder, in
+//! offset order: the decoders' token caches only change speed, and `auto`
+//! fixes a partition's format on its first record, as a file replay does.
+//! It owns no detector state, commits nothing and never blocks the poll
+//! thread (a full lane's batches wait there). Forwarded (unkeyed)
+//! partitions are not decoded here: the forwarder only needs the token
+//! key, and does that itself.
 
 use super::*;
 use crate::seal::RecordSeal;
