@@ -253,3 +253,27 @@ pub(super) fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {
         .checked_rem(lanes)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::lane_of;
+
+    #[test]
+    fn consecutive_partitions_go_to_different_lanes_and_no_lane_count_fails() {
+        for lanes in 1..=4 {
+            let mut seen: Vec<usize> = (0..lanes as i32)
+                .map(|p| lane_of("gateway-logs", p, lanes))
+                .collect();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), lanes, "{lanes} partitions on {lanes} lanes");
+            // The same partition always lands on the same lane.
+            assert_eq!(
+                lane_of("gateway-logs", 7, lanes),
+                lane_of("gateway-logs", 7, lanes)
+            );
+        }
+        assert_eq!(lane_of("t", -1, 0), 0);
+        assert!(lane_of("t", i32::MIN, 3) < 3);
+    }
+}
