@@ -11,9 +11,10 @@
 //! offset order: the decoders' token caches only change speed, and `auto`
 //! fixes a partition's format on its first record, as a file replay does.
 //! It owns no detector state, commits nothing and never blocks the poll
-//! thread (a full lane's batches wait there). Forwarded (unkeyed)
-//! partitions are not decoded here: the forwarder only needs the token
-//! key, and does that itself.
+//! thread (a full lane's batches wait there). A record of a forwarded
+//! (unkeyed) topic is decoded here only for its partition key, and sealed;
+//! the processing thread decides whether to send it (not a copy already
+//! forwarded) and does.
 
 use super::*;
 use crate::seal::RecordSeal;
@@ -26,6 +27,15 @@ pub(super) struct Prepared<'c> {
     pub(super) counts: Vec<u32>,
     /// Each event or drop with its index in its record.
     pub(super) results: Vec<(u32, Result<Enriched, Drop>)>,
+    /// Per message of a forwarded (unkeyed) topic, in message order.
+    pub(super) forwarded: Vec<Forwarded>,
+}
+
+/// A record of an unkeyed topic, ready to forward: its partition key and
+/// the record sealed (none when no object in it decoded), and its drops.
+pub(super) struct Forwarded {
+    pub(super) keyed: Option<(String, Vec<u8>)>,
+    pub(super) drops: Vec<Drop>,
 }
 
 /// What the decode thread hands on.
@@ -44,6 +54,7 @@ pub(super) struct Preparer {
     seal: RecordSeal,
     /// Per partition, by format name (the repartition topic carries several).
     decoders: HashMap<(usize, i32), Vec<(String, Decoder)>>,
+    decoded: Vec<Result<crate::event::AccessEvent, Drop>>,
     xff_warned: bool,
 }
 
@@ -62,6 +73,7 @@ impl Preparer {
             settings,
             processor,
             decoders: HashMap::new(),
+            decoded: Vec::new(),
             xff_warned: false,
         }
     }
@@ -85,25 +97,78 @@ impl Preparer {
     pub(super) fn prepare<'c>(&mut self, batch: Vec<BorrowedMessage<'c>>) -> Prepared<'c> {
         let mut counts = Vec::with_capacity(batch.len());
         let mut results = Vec::with_capacity(batch.len());
+        let mut forwarded = Vec::new();
         for m in &batch {
             let before = results.len();
-            self.message(m, &mut results);
+            self.message(m, &mut results, &mut forwarded);
             counts.push(u32::try_from(results.len() - before).unwrap_or(u32::MAX));
         }
         Prepared {
             batch,
             counts,
             results,
+            forwarded,
         }
     }
 
-    fn message(&mut self, m: &BorrowedMessage<'_>, out: &mut Vec<(u32, Result<Enriched, Drop>)>) {
+    /// A record of an unkeyed topic: decoded (without enriching) for its
+    /// partition key, its raw tokens to custody, and sealed for the
+    /// repartition topic: only the send is left to the processing thread.
+    fn forward(&mut self, ti: usize, m: &BorrowedMessage<'_>) -> Forwarded {
+        let Some((_, format, _)) = self.roles.get(ti) else {
+            return Forwarded {
+                keyed: None,
+                drops: Vec::new(),
+            };
+        };
+        let decoders = self.decoders.entry((ti, m.partition())).or_default();
+        let decoder = match decoder_for(decoders, &self.settings, format) {
+            Ok(d) => d,
+            Err(e) => {
+                // Configured formats are checked at start: not reached.
+                let why = format!("cannot decode the format {format:?}: {e}");
+                return Forwarded {
+                    keyed: None,
+                    drops: vec![Drop::new(DropReason::UnknownFormat, why)],
+                };
+            }
+        };
+        let payload = m.payload().unwrap_or_default();
+        self.decoded.clear();
+        decoder.decode(payload, &mut self.decoded);
+        self.processor.keep_raw_tokens(decoder);
+        warn_xff(&mut self.xff_warned, decoder);
+        let mut key: Option<String> = None;
+        let mut drops = Vec::new();
+        for r in self.decoded.drain(..) {
+            match r {
+                Ok(e) if key.is_none() => key = Some(partition_key(&e).to_string()),
+                Ok(_) => {}
+                Err(d) => drops.push(d),
+            }
+        }
+        Forwarded {
+            keyed: key.map(|k| (k, self.seal.seal(format, payload))),
+            drops,
+        }
+    }
+
+    fn message(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        out: &mut Vec<(u32, Result<Enriched, Drop>)>,
+        forwarded: &mut Vec<Forwarded>,
+    ) {
         let Some(ti) = self.roles.iter().position(|r| r.0 == m.topic()) else {
             return;
         };
         let (_, configured, role) = &self.roles[ti];
         let format = match role {
-            Role::Forward => return,
+            Role::Forward => {
+                let f = self.forward(ti, m);
+                forwarded.push(f);
+                return;
+            }
             Role::Internal => m
                 .headers()
                 .and_then(|h| {

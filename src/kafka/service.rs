@@ -7,9 +7,6 @@ use super::*;
 pub(super) struct Service<'a> {
     pub(super) cfg: &'a Config,
     pub(super) kc: &'a KafkaConfig,
-    pub(super) settings: DecodeSettings,
-    /// The record step (decode and enrich), shared with file replay.
-    pub(super) processor: crate::process::Processor,
     pub(super) roles: Vec<TopicRole>,
     pub(super) repartition_topic: Option<String>,
     pub(super) changelog: Option<String>,
@@ -27,12 +24,6 @@ pub(super) struct Service<'a> {
     /// Findings produced and not yet confirmed by the broker, by ticket.
     pub(super) in_flight: HashMap<usize, String>,
     pub(super) next_ticket: usize,
-    pub(super) decoded: Vec<Result<crate::event::AccessEvent, Drop>>,
-    /// Seals records forwarded through the repartition topic (and opens
-    /// them at the shard): they carry the gateway's raw credentials.
-    pub(super) seal: crate::seal::RecordSeal,
-    /// Said once: X-Forwarded-For is present but no proxy is trusted.
-    pub(super) xff_warned: bool,
     pub(super) stats: RunStats,
     /// Broker timestamp of the triggering record → finding produced, in µs.
     pub(super) latency: hdrhistogram::Histogram<u64>,
@@ -150,7 +141,6 @@ pub fn run(
     let topics: Vec<&str> = roles.iter().map(|t| t.name.as_str()).collect();
     consumer.subscribe(&topics)?;
 
-    let seal = crate::seal::RecordSeal::new(&settings.forward_key());
     // One decode thread per core (at most four) unless configured.
     let lanes = match kc.decode_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
@@ -168,8 +158,6 @@ pub fn run(
     let mut svc = Service {
         cfg,
         kc,
-        settings,
-        processor: crate::process::Processor::new(enricher).with_custody(custody),
         roles,
         repartition_topic,
         changelog: kc.changelog_topic.clone(),
@@ -183,9 +171,6 @@ pub fn run(
         findings: Vec::new(),
         in_flight: HashMap::new(),
         next_ticket: 1,
-        decoded: Vec::new(),
-        seal,
-        xff_warned: false,
         stats: RunStats::default(),
         latency: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
             .map_err(|e| ServiceError::Setup(e.to_string()))?,
@@ -434,14 +419,22 @@ impl Service<'_> {
             batch,
             counts,
             results,
+            forwarded,
         } = prepared;
         crate::telemetry::records("kafka", batch.len() as u64);
         let events_before = self.stats.events;
         let now = Instant::now();
         let mut results = results.into_iter();
+        let mut forwarded = forwarded.into_iter();
         for (m, n) in batch.iter().zip(counts) {
             let mut own = results.by_ref().take(n as usize);
-            self.message(m, now, &mut own)?;
+            // The decode thread prepared one for every message of a
+            // forwarded topic (it reads the same roles).
+            let fw = match self.role_of(m.topic()).map(|ti| self.roles[ti].role) {
+                Some(Role::Forward) => forwarded.next(),
+                _ => None,
+            };
+            self.message(m, now, &mut own, fw)?;
             // What the filters skipped.
             own.for_each(std::mem::drop);
         }
@@ -458,13 +451,15 @@ impl Service<'_> {
     }
 
     /// One message: its filters (ours, not processed yet, not a copy), then
-    /// its events (`prepared`, decoded on the decode thread) to the engine;
-    /// a forwarded topic's message is decoded for its key and forwarded.
+    /// its events (`prepared`, decoded on a decode thread) to the engine; a
+    /// forwarded topic's message (`forwarded`: keyed and sealed there) is
+    /// sent to the repartition topic.
     pub(super) fn message(
         &mut self,
         m: &BorrowedMessage<'_>,
         now: Instant,
         prepared: &mut dyn Iterator<Item = (u32, Result<Enriched, Drop>)>,
+        forwarded: Option<Forwarded>,
     ) -> Result<(), ServiceError> {
         let Some(ti) = self.role_of(m.topic()) else {
             return Ok(());
@@ -476,7 +471,6 @@ impl Service<'_> {
         };
         self.stats.consumed += 1;
         let off = m.offset();
-        let payload = m.payload().unwrap_or_default();
         let role = self.roles[ti].role;
         match part {
             Part::Forward(f) => {
@@ -484,24 +478,18 @@ impl Service<'_> {
                     return Ok(());
                 }
                 f.next = Some(off + 1);
-                self.decoded.clear();
-                f.decoder.decode(payload, &mut self.decoded);
-                self.processor.keep_raw_tokens(&mut f.decoder);
-                warn_xff(&mut self.xff_warned, &f.decoder);
+                let Some(Forwarded { keyed, drops }) = forwarded else {
+                    return Ok(());
+                };
                 let mut first_drop: Option<(Drop, usize)> = None;
-                let mut key: Option<String> = None;
-                for r in self.decoded.drain(..) {
-                    match r {
-                        Ok(e) if key.is_none() => key = Some(partition_key(&e).to_string()),
-                        Ok(_) => {}
-                        Err(d) => count_drop(&mut first_drop, d),
-                    }
+                for d in drops {
+                    count_drop(&mut first_drop, d);
                 }
                 if let Some((d, n)) = first_drop {
                     self.stats.dropped += n as u64;
                     dead_letter(self.kc, &self.producer, m, &d, n)?;
                 }
-                if let (Some(k), Some(topic)) = (key, &self.repartition_topic) {
+                if let (Some((k, sealed)), Some(topic)) = (keyed, &self.repartition_topic) {
                     let format = self.roles[ti].format.as_str();
                     let (sp, so) = (m.partition().to_string(), off.to_string());
                     let headers = headers(&[
@@ -511,7 +499,6 @@ impl Service<'_> {
                         ("tokenwatch-source-offset", &so),
                         ("tokenwatch-seal", "1"),
                     ]);
-                    let sealed = self.seal.seal(format, payload);
                     let mut rec = record(topic)
                         .key(k.as_bytes())
                         .payload(&sealed)
@@ -722,16 +709,7 @@ impl Service<'_> {
                 continue;
             };
             let part = match self.roles[ti].role {
-                Role::Forward => match self.settings.decoder(&self.roles[ti].format) {
-                    Ok(decoder) => Part::Forward(Box::new(Forward {
-                        decoder,
-                        next: None,
-                    })),
-                    Err(e) => {
-                        tracing::error!(%topic, error = %e, "cannot decode this topic");
-                        continue;
-                    }
-                },
+                Role::Forward => Part::Forward(Box::new(Forward { next: None })),
                 Role::Keyed | Role::Internal => {
                     let mut s = Box::new(Shard::new(
                         Engine::new(self.cfg),

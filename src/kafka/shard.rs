@@ -111,7 +111,6 @@ impl Shard {
 
 /// An unkeyed input partition in repartition mode: no state.
 pub(super) struct Forward {
-    pub(super) decoder: Decoder,
     pub(super) next: Option<i64>,
 }
 
