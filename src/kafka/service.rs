@@ -180,13 +180,14 @@ pub fn run(
     svc.redeliver_unproduced()?;
 
     // The consumer is polled on its own thread, which lends batches of
-    // messages to the decode thread (`prepare.rs`), which hands them on with
-    // their events to this one, each over a bounded channel (rebalance
-    // events come on a third, taken before each batch: see `poll.rs`), so
-    // librdkafka's fetch path, decoding and detection overlap. When the channel is full the
-    // poller pauses its partitions instead of blocking past
-    // max.poll.interval.ms. Both threads live in a scope the consumer
-    // outlives: the messages are borrowed from it.
+    // messages, split by partition, to the decode threads (`prepare.rs`),
+    // which hand them on with their events to this one, each over a bounded
+    // channel (rebalance events come on another, taken before each batch:
+    // see `poll.rs`), so librdkafka's fetch path, decoding and detection
+    // overlap. When the pipeline stays behind the poller pauses its
+    // partitions instead of blocking past max.poll.interval.ms. The threads
+    // live in a scope the consumer outlives: the messages are borrowed from
+    // it.
     let consumer_ref: &TwConsumer = &consumer;
     std::thread::scope(|scope| svc.process(scope, consumer_ref, &rx, preparers, stop))?;
     // Graceful shutdown: what the events caused is produced and durable, the
