@@ -55,7 +55,8 @@ pub(super) struct Preparer {
     /// Per partition, by format name (the repartition topic carries several).
     decoders: HashMap<(usize, i32), Vec<(String, Decoder)>>,
     decoded: Vec<Result<crate::event::AccessEvent, Drop>>,
-    xff_warned: bool,
+    /// Shared by the decode threads (`warn_xff`).
+    xff_warned: Arc<AtomicBool>,
 }
 
 impl Preparer {
@@ -63,6 +64,7 @@ impl Preparer {
         roles: &[TopicRole],
         settings: DecodeSettings,
         processor: crate::process::Processor,
+        xff_warned: Arc<AtomicBool>,
     ) -> Preparer {
         Preparer {
             roles: roles
@@ -74,7 +76,7 @@ impl Preparer {
             processor,
             decoders: HashMap::new(),
             decoded: Vec::new(),
-            xff_warned: false,
+            xff_warned,
         }
     }
 
@@ -137,7 +139,7 @@ impl Preparer {
         self.decoded.clear();
         decoder.decode(payload, &mut self.decoded);
         self.processor.keep_raw_tokens(decoder);
-        warn_xff(&mut self.xff_warned, decoder);
+        warn_xff(&self.xff_warned, decoder);
         let mut key: Option<String> = None;
         let mut drops = Vec::new();
         for r in self.decoded.drain(..) {
@@ -223,7 +225,7 @@ impl Preparer {
                 )),
             )),
         }
-        warn_xff(&mut self.xff_warned, decoder);
+        warn_xff(&self.xff_warned, decoder);
     }
 }
 

@@ -146,12 +146,14 @@ pub fn run(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         n => n,
     };
+    let xff_warned = Arc::new(AtomicBool::new(false));
     let preparers: Vec<Preparer> = (0..lanes)
         .map(|_| {
             Preparer::new(
                 &roles,
                 settings.clone(),
                 crate::process::Processor::new(enricher.clone()).with_custody(custody.clone()),
+                xff_warned.clone(),
             )
         })
         .collect();
@@ -1062,9 +1064,12 @@ pub(super) fn partition_key(e: &crate::event::AccessEvent) -> &str {
 
 /// Once per service: records carry X-Forwarded-For but `trusted_proxies`
 /// is empty, so every client is the gateway's peer address.
-pub(super) fn warn_xff(warned: &mut bool, decoder: &crate::decode::Decoder) {
-    if !*warned && decoder.xff_without_trusted_proxy() > 0 {
-        *warned = true;
+/// `warned` is shared by the decode threads: said once per service.
+pub(super) fn warn_xff(warned: &AtomicBool, decoder: &crate::decode::Decoder) {
+    if !warned.load(Ordering::Relaxed)
+        && decoder.xff_without_trusted_proxy() > 0
+        && !warned.swap(true, Ordering::Relaxed)
+    {
         tracing::warn!(
             "records carry X-Forwarded-For but input.trusted_proxies is empty: each client is \
              the gateway's peer address; if a load balancer sits in front of the gateway, list \
