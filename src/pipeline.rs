@@ -299,12 +299,8 @@ impl Pipeline {
                     }
                     summary.records += 1;
                     let (buf, decoder) = (&mut s.buf, &mut s.decoder);
-                    self.processor.prepare(
-                        decoder,
-                        &line,
-                        None,
-                        |_| true,
-                        |_, r| match r {
+                    self.processor
+                        .prepare(decoder, &line, None, |_, r| match r {
                             Ok(en) => buf.push_back(en),
                             Err(d) => {
                                 drops[d.reason.index()] += 1;
@@ -318,8 +314,7 @@ impl Pipeline {
                                     },
                                 );
                             }
-                        },
-                    );
+                        });
                 }
             }
             let next = streams

@@ -56,16 +56,13 @@ impl Processor {
         }
     }
 
-    /// Decode one record and enrich each of its events, in record order.
-    /// `keep(i)` says whether the record's `i`-th object is wanted (after a
-    /// restore, only the events that were still waiting are fed again);
-    /// `out` gets each kept event or each drop with its index.
+    /// Decode one record and enrich each of its events, in record order:
+    /// `out` gets each event or each drop with its index in the record.
     pub fn prepare(
         &mut self,
         decoder: &mut Decoder,
         record: &[u8],
         pos: Option<RecordPos>,
-        mut keep: impl FnMut(u32) -> bool,
         mut out: impl FnMut(u32, Result<Enriched, Drop>),
     ) {
         self.decoded.clear();
@@ -74,7 +71,7 @@ impl Processor {
         for (i, r) in self.decoded.drain(..).enumerate() {
             let index = u32::try_from(i).unwrap_or(u32::MAX);
             match r {
-                Ok(ev) if keep(index) => {
+                Ok(ev) => {
                     let mut en = self.enricher.enrich(ev);
                     en.source = pos.map(|p| SourcePos {
                         offset: p.offset,
@@ -83,7 +80,6 @@ impl Processor {
                     });
                     out(index, Ok(en));
                 }
-                Ok(_) => {}
                 Err(d) => out(index, Err(d)),
             }
         }

@@ -160,7 +160,7 @@ pub(super) fn poll_loop<'c>(
                 // What was fetched before the pause: kept, nothing polled
                 // is ever dropped.
                 let batch = poll_batch(consumer, Duration::from_millis(20), 1024);
-                split(batch, &mut pending, lanes.len());
+                split(batch, &mut pending);
             } else {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -172,7 +172,7 @@ pub(super) fn poll_loop<'c>(
             // A batch that could not be handed off is retried soon.
             let timeout = Duration::from_millis(if waiting == 0 { 100 } else { 1 });
             let batch = poll_batch(consumer, timeout, 1024);
-            split(batch, &mut pending, lanes.len());
+            split(batch, &mut pending);
         }
         for (lane, queue) in lanes.iter().zip(pending.iter_mut()) {
             while let Some(batch) = queue.pop_front() {
@@ -218,11 +218,7 @@ fn poll_batch<'c>(
 }
 
 /// A batch's messages onto their lanes' queues (one new batch per lane).
-fn split<'c>(
-    batch: Vec<BorrowedMessage<'c>>,
-    pending: &mut [VecDeque<Vec<BorrowedMessage<'c>>>],
-    lanes: usize,
-) {
+fn split<'c>(batch: Vec<BorrowedMessage<'c>>, pending: &mut [VecDeque<Vec<BorrowedMessage<'c>>>]) {
     if batch.is_empty() {
         return;
     }
@@ -230,6 +226,7 @@ fn split<'c>(
         queue.push_back(batch);
         return;
     }
+    let lanes = pending.len();
     let mut parts: Vec<Vec<BorrowedMessage<'c>>> = (0..lanes).map(|_| Vec::new()).collect();
     for m in batch {
         if let Some(p) = parts.get_mut(lane_of(m.topic(), m.partition(), lanes)) {

@@ -22,13 +22,19 @@ use crate::seal::RecordSeal;
 /// A batch and its events, in message order.
 pub(super) struct Prepared<'c> {
     pub(super) batch: Vec<BorrowedMessage<'c>>,
-    /// Per message, how many entries of `results` are its own (none for a
-    /// message of a forwarded topic or of no topic of ours).
-    pub(super) counts: Vec<u32>,
+    /// Per message, what was made of it.
+    pub(super) outcomes: Vec<Outcome>,
     /// Each event or drop with its index in its record.
     pub(super) results: Vec<(u32, Result<Enriched, Drop>)>,
-    /// Per message of a forwarded (unkeyed) topic, in message order.
-    pub(super) forwarded: Vec<Forwarded>,
+}
+
+/// What the decode thread made of one message.
+pub(super) enum Outcome {
+    /// The next this many entries of `results` (none for a message of no
+    /// topic of ours).
+    Events(u32),
+    /// A record of a forwarded (unkeyed) topic.
+    Forward(Forwarded),
 }
 
 /// A record of an unkeyed topic, ready to forward: its partition key and
@@ -97,61 +103,15 @@ impl Preparer {
     }
 
     pub(super) fn prepare<'c>(&mut self, batch: Vec<BorrowedMessage<'c>>) -> Prepared<'c> {
-        let mut counts = Vec::with_capacity(batch.len());
         let mut results = Vec::with_capacity(batch.len());
-        let mut forwarded = Vec::new();
-        for m in &batch {
-            let before = results.len();
-            self.message(m, &mut results, &mut forwarded);
-            counts.push(u32::try_from(results.len() - before).unwrap_or(u32::MAX));
-        }
+        let outcomes = batch
+            .iter()
+            .map(|m| self.message(m, &mut results))
+            .collect();
         Prepared {
             batch,
-            counts,
+            outcomes,
             results,
-            forwarded,
-        }
-    }
-
-    /// A record of an unkeyed topic: decoded (without enriching) for its
-    /// partition key, its raw tokens to custody, and sealed for the
-    /// repartition topic: only the send is left to the processing thread.
-    fn forward(&mut self, ti: usize, m: &BorrowedMessage<'_>) -> Forwarded {
-        let Some((_, format, _)) = self.roles.get(ti) else {
-            return Forwarded {
-                keyed: None,
-                drops: Vec::new(),
-            };
-        };
-        let decoders = self.decoders.entry((ti, m.partition())).or_default();
-        let decoder = match decoder_for(decoders, &self.settings, format) {
-            Ok(d) => d,
-            Err(e) => {
-                // Configured formats are checked at start: not reached.
-                let why = format!("cannot decode the format {format:?}: {e}");
-                return Forwarded {
-                    keyed: None,
-                    drops: vec![Drop::new(DropReason::UnknownFormat, why)],
-                };
-            }
-        };
-        let payload = m.payload().unwrap_or_default();
-        self.decoded.clear();
-        decoder.decode(payload, &mut self.decoded);
-        self.processor.keep_raw_tokens(decoder);
-        warn_xff(&self.xff_warned, decoder);
-        let mut key: Option<String> = None;
-        let mut drops = Vec::new();
-        for r in self.decoded.drain(..) {
-            match r {
-                Ok(e) if key.is_none() => key = Some(partition_key(&e).to_string()),
-                Ok(_) => {}
-                Err(d) => drops.push(d),
-            }
-        }
-        Forwarded {
-            keyed: key.map(|k| (k, self.seal.seal(format, payload))),
-            drops,
         }
     }
 
@@ -159,18 +119,22 @@ impl Preparer {
         &mut self,
         m: &BorrowedMessage<'_>,
         out: &mut Vec<(u32, Result<Enriched, Drop>)>,
-        forwarded: &mut Vec<Forwarded>,
-    ) {
-        let Some(ti) = self.roles.iter().position(|r| r.0 == m.topic()) else {
-            return;
+    ) -> Outcome {
+        let Preparer {
+            roles,
+            settings,
+            processor,
+            seal,
+            decoders,
+            decoded,
+            xff_warned,
+        } = self;
+        let Some((ti, (_, configured, role))) =
+            roles.iter().enumerate().find(|(_, r)| r.0 == m.topic())
+        else {
+            return Outcome::Events(0);
         };
-        let (_, configured, role) = &self.roles[ti];
         let format = match role {
-            Role::Forward => {
-                let f = self.forward(ti, m);
-                forwarded.push(f);
-                return;
-            }
             Role::Internal => m
                 .headers()
                 .and_then(|h| {
@@ -180,10 +144,13 @@ impl Preparer {
                 })
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .unwrap_or("auto"),
-            Role::Keyed => configured.as_str(),
+            Role::Keyed | Role::Forward => configured.as_str(),
         };
-        let decoders = self.decoders.entry((ti, m.partition())).or_default();
-        let decoder = match decoder_for(decoders, &self.settings, format) {
+        let decoder = match decoder_for(
+            decoders.entry((ti, m.partition())).or_default(),
+            settings,
+            format,
+        ) {
             Ok(d) => d,
             Err(e) => {
                 // Only a forwarded record can name a format this instance
@@ -192,30 +159,55 @@ impl Preparer {
                     "the record names the format {format:?}, which this instance cannot decode \
                      ({e}): give every instance of the group the same [formats] blocks"
                 );
-                out.push((0, Err(Drop::new(DropReason::UnknownFormat, why))));
-                return;
+                let d = Drop::new(DropReason::UnknownFormat, why);
+                if *role == Role::Forward {
+                    return Outcome::Forward(Forwarded {
+                        keyed: None,
+                        drops: vec![d],
+                    });
+                }
+                out.push((0, Err(d)));
+                return Outcome::Events(1);
             }
         };
-        // Forwarded records are sealed (they carry raw credentials); ones
-        // forwarded by a version before sealing are read as they are, so a
-        // rolling upgrade loses nothing.
+        let payload = m.payload().unwrap_or_default();
+        if *role == Role::Forward {
+            // Decoded (without enriching) only for the partition key; the
+            // raw tokens go to custody; the copy is sealed (it carries the
+            // gateway's raw credentials).
+            decoded.clear();
+            decoder.decode(payload, decoded);
+            processor.keep_raw_tokens(decoder);
+            warn_xff(xff_warned, decoder);
+            let mut key: Option<String> = None;
+            let mut drops = Vec::new();
+            for r in decoded.drain(..) {
+                match r {
+                    Ok(e) if key.is_none() => key = Some(partition_key(&e).to_string()),
+                    Ok(_) => {}
+                    Err(d) => drops.push(d),
+                }
+            }
+            return Outcome::Forward(Forwarded {
+                keyed: key.map(|k| (k, seal.seal(format, payload))),
+                drops,
+            });
+        }
+        // Forwarded records are sealed; ones forwarded by a version before
+        // sealing are read as they are, so a rolling upgrade loses nothing.
         let sealed = *role == Role::Internal
             && m.headers()
                 .is_some_and(|h| h.iter().any(|h| h.key == "tokenwatch-seal"));
-        let payload = m.payload().unwrap_or_default();
-        let opened = sealed.then(|| self.seal.open(format, payload));
+        let opened = sealed.then(|| seal.open(format, payload));
         let pos = RecordPos {
             offset: m.offset(),
             broker_ts: m.timestamp().to_millis(),
         };
+        let before = out.len();
         let push = |i: u32, r: Result<Enriched, Drop>| out.push((i, r));
         match opened {
-            None => self
-                .processor
-                .prepare(decoder, payload, Some(pos), |_| true, push),
-            Some(Some(p)) => self
-                .processor
-                .prepare(decoder, &p, Some(pos), |_| true, push),
+            None => processor.prepare(decoder, payload, Some(pos), push),
+            Some(Some(p)) => processor.prepare(decoder, &p, Some(pos), push),
             Some(None) => out.push((
                 0,
                 Err(Drop::new(
@@ -225,7 +217,8 @@ impl Preparer {
                 )),
             )),
         }
-        warn_xff(&self.xff_warned, decoder);
+        warn_xff(xff_warned, decoder);
+        Outcome::Events(u32::try_from(out.len() - before).unwrap_or(u32::MAX))
     }
 }
 

@@ -102,10 +102,10 @@ pub fn run(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
     // Throughput defaults for small log records (1 KB): big fetches, a deep
-    // local queue refilled at once. A fetch returns at 1 MiB or after 10 ms, whichever is
-    // first: behind, every fetch is full at once (throughput); caught up, a
-    // record waits at most 10 ms in the broker (latency). Measured in
-    // BENCHMARKS.md; any of them can be overridden.
+    // local queue refilled at once. A fetch returns at 1 MiB or after
+    // 10 ms, whichever is first: behind, every fetch is full at once
+    // (throughput); caught up, a record waits at most 10 ms in the broker
+    // (latency). Measured in BENCHMARKS.md; any of them can be overridden.
     for (k, v) in [
         ("auto.offset.reset", "earliest"),
         ("max.partition.fetch.bytes", "8388608"),
@@ -420,24 +420,20 @@ impl Service<'_> {
     pub(super) fn batch(&mut self, prepared: Prepared<'_>) -> Result<(), ServiceError> {
         let Prepared {
             batch,
-            counts,
+            outcomes,
             results,
-            forwarded,
         } = prepared;
         crate::telemetry::records("kafka", batch.len() as u64);
         let events_before = self.stats.events;
         let now = Instant::now();
         let mut results = results.into_iter();
-        let mut forwarded = forwarded.into_iter();
-        for (m, n) in batch.iter().zip(counts) {
-            let mut own = results.by_ref().take(n as usize);
-            // The decode thread prepared one for every message of a
-            // forwarded topic (it reads the same roles).
-            let fw = match self.role_of(m.topic()).map(|ti| self.roles[ti].role) {
-                Some(Role::Forward) => forwarded.next(),
-                _ => None,
+        for (m, outcome) in batch.iter().zip(outcomes) {
+            let (n, forwarded) = match outcome {
+                Outcome::Events(n) => (n, None),
+                Outcome::Forward(f) => (0, Some(f)),
             };
-            self.message(m, now, &mut own, fw)?;
+            let mut own = results.by_ref().take(n as usize);
+            self.message(m, now, &mut own, forwarded)?;
             // What the filters skipped.
             own.for_each(std::mem::drop);
         }
