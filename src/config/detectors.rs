@@ -70,8 +70,9 @@ pub struct TokenReplayConfig {
     /// ARCHITECTURE.md: device class, OS, browser family 2 each; TLS, language 1).
     pub min_distance: u8,
     /// Also report a non-concurrent switch when it is implausible (to a
-    /// scripting client or another device class) and the subject never used
-    /// that device.
+    /// scripting client, another device class, another operating system, or
+    /// another browser on another TLS stack) and the subject never used that
+    /// device.
     pub report_switches: bool,
     /// No second finding of this kind for the same token within this many seconds.
     pub cooldown_secs: u64,

@@ -205,7 +205,25 @@ impl Detector for TokenReplay {
             });
         }
         // Not concurrent: only an implausible switch to a never-seen device.
-        let implausible = (fp.scripting && !other.fp.scripting) || fp.device != other.fp.device;
+        // An access token lives in one client: it does not move to another
+        // device class, to another operating system, or to another browser
+        // on another TLS stack (another browser on the owner's own network
+        // is still another device). `same_device` has already let through
+        // what one phone or one browser sends under several agents.
+        let browser = |f: &Fingerprint| {
+            f.device == DeviceClass::Desktop as u8 || f.device == DeviceClass::Mobile as u8
+        };
+        let other_os = fp.os != other.fp.os && fp.os_known() && other.fp.os_known();
+        let other_browser = browser(&fp)
+            && browser(&other.fp)
+            && fp.family != other.fp.family
+            && fp.tls != 0
+            && other.fp.tls != 0
+            && fp.tls != other.fp.tls;
+        let implausible = (fp.scripting && !other.fp.scripting)
+            || fp.device != other.fp.device
+            || other_os
+            || other_browser;
         if c.report_switches && is_new && implausible && !known_to_subject {
             let summary = format!(
                 "token switched to {} from {} {} after its previous client went quiet; \
