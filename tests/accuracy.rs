@@ -37,6 +37,7 @@ fn score_world(sc: &Scenario, name: &str) -> (eval::Report, usize) {
     let mut scored = Vec::new();
     let mut benign = Vec::new();
     let debug_fp = std::env::var("DEBUG_FP").is_ok();
+    let debug_token = std::env::var("DEBUG_TOKEN").unwrap_or_default();
     let opts = ReplayOptions {
         format: "auto".into(),
         ..Default::default()
@@ -51,6 +52,9 @@ fn score_world(sc: &Scenario, name: &str) -> (eval::Report, usize) {
                     f.evidence["scale"].as_str().unwrap_or("-"),
                     f.summary
                 ));
+            }
+            if !debug_token.is_empty() && f.token_id.to_string() == debug_token {
+                eprintln!("TOKEN {} {} {}: {}", f.event_ts, f.kind.as_str(), f.summary, f.evidence);
             }
             scored.push(ScoredFinding::from(f))
         })

@@ -188,7 +188,8 @@ pub struct BulkSiphonConfig {
     pub ewma_alpha: f64,
     /// Burst scale: the last 60 s (sliding over two minute buckets) hold
     /// this many times the baseline's busy minute, with the shape of a pull
-    /// (bigger answers, deeper pages or mostly distinct objects; twice the
+    /// (bigger answers: 1.5x, more for a few requests; deeper pages or
+    /// mostly distinct objects; twice the
     /// factor without)…
     pub burst_factor: f64,
     /// …and at least this many requests (12 a minute is a siphon for a phone

@@ -493,7 +493,13 @@ fn pull_shape(
     usual_depth: f64,
     min_depth: f64,
 ) -> Option<&'static str> {
-    if s.kib > 0.0 && s.kib >= 1.5 * usual_kib_per_request * s.requests {
+    // The mean answer of a few requests varies with the mix of routes in
+    // them (a list page is 50x a profile): beyond 1.5x, a margin that
+    // shrinks with the sample, about three standard deviations of a mean
+    // of `requests` answers whose spread is their mean (2.2x for 12
+    // requests, 1.5x from 64).
+    let margin = (1.0 + 4.0 / s.requests.max(1.0).sqrt()).max(1.5);
+    if s.kib > 0.0 && s.kib >= margin * usual_kib_per_request * s.requests {
         Some("heavy")
     } else if s.depth >= (min_depth / 2.0).max(2.0 * usual_depth) {
         Some("deep")
