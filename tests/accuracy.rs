@@ -54,7 +54,13 @@ fn score_world(sc: &Scenario, name: &str) -> (eval::Report, usize) {
                 ));
             }
             if !debug_token.is_empty() && f.token_id.to_string() == debug_token {
-                eprintln!("TOKEN {} {} {}: {}", f.event_ts, f.kind.as_str(), f.summary, f.evidence);
+                eprintln!(
+                    "TOKEN {} {} {}: {}",
+                    f.event_ts,
+                    f.kind.as_str(),
+                    f.summary,
+                    f.evidence
+                );
             }
             scored.push(ScoredFinding::from(f))
         })

@@ -226,7 +226,7 @@ impl Default for BulkSiphonConfig {
             factor: 8.0,
             min_requests: 150,
             min_bytes: 200 * 1024 * 1024,
-            warmup_minutes: 10,
+            warmup_minutes: 6,
             min_distinct_objects: 150,
             ewma_alpha: 0.05,
             burst_factor: 8.0,
